@@ -1,0 +1,454 @@
+//! `SinkCache`: the StreamingLLM KV cache of one conversation.
+//!
+//! Layout, per layer, of the K and V tensors `(n_kv_head, capacity, head_dim)`, preallocated
+//! once on the model's device and written in place:
+//!
+//! - slots `0..sinks` hold the first `sinks` tokens of the conversation for ever (the attention
+//!   sinks, and by default the whole system prompt with them);
+//! - slots `sinks..capacity` are a ring buffer of the most recent `window` tokens. Window token
+//!   `j` (the `j`-th token after the sinks, so text position `sinks + j`) lives in slot
+//!   `sinks + j % window`. Evicting the oldest token costs nothing: its slot is overwritten.
+//!
+//! Positions: StreamingLLM assigns positions by place in the cache (sinks `0..S`, the window
+//! `S..S+w` in order, the query next). Keys are stored rotated at their *text* position. For
+//! two window tokens, or a window token and the query, the difference of text positions equals
+//! the difference of cache places, because the window is always a contiguous run of text; RoPE
+//! scores depend only on that difference, so window scores are exact with no re-rotation ever.
+//! The sinks are stored at their own places `0..S` too, and the query is rotated a second time
+//! at its cache place for its scores against them. Angles are computed from integers in f64
+//! (see `rope`), so nothing drifts however long the conversation runs.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{spec::ModelSpec, Error, Result};
+
+/// Settings of a sink cache, fixed for the life of a conversation's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheConfig {
+    /// Pinned slots: the first tokens of the conversation, never evicted.
+    pub sinks: usize,
+    /// Slots of the rolling window of recent tokens.
+    pub window: usize,
+    /// Tokens evicted at once when the window is full (1 as in the paper).
+    pub evict_step: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            sinks: 4,
+            window: 2044,
+            evict_step: 1,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.window == 0 {
+            return Err(Error::InvalidCacheConfig("the window must hold at least one token".into()));
+        }
+        if self.window < self.sinks {
+            return Err(Error::InvalidCacheConfig(format!(
+                "the window ({}) is smaller than the sinks ({})",
+                self.window, self.sinks
+            )));
+        }
+        if self.evict_step == 0 || self.evict_step > self.window {
+            return Err(Error::InvalidCacheConfig(format!(
+                "the eviction step must be between 1 and the window size ({}), not {}",
+                self.window, self.evict_step
+            )));
+        }
+        if self.sinks + self.window > 1 << 24 {
+            return Err(Error::InvalidCacheConfig("the cache is too large".into()));
+        }
+        Ok(())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.sinks + self.window
+    }
+}
+
+/// What the gauge shows after each step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheStats {
+    pub capacity: usize,
+    pub pinned: usize,
+    pub pinned_used: usize,
+    pub window: usize,
+    pub window_used: usize,
+    pub tokens_seen: u64,
+    pub evicted_total: u64,
+    pub evicted_last_step: u64,
+    /// Text position of the oldest token still in the window (equal to `pinned` before any
+    /// eviction).
+    pub window_start: u64,
+    pub bytes: usize,
+    pub device: String,
+}
+
+/// One layer's preallocated K and V, `(n_kv_head, capacity, head_dim)` each.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerKv {
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// Where the tokens of one forward chunk go, computed before any tensor is touched.
+#[derive(Debug, Clone)]
+pub(crate) struct WritePlan {
+    /// Text position of each token of the chunk.
+    pub positions: Vec<u64>,
+    /// Slot of each token of the chunk.
+    pub slots: Vec<usize>,
+    /// Cache place of each token, for its scores against the sinks.
+    pub places: Vec<u64>,
+    /// Whether any query must be masked from any slot (prefill, or evicted holes).
+    pub needs_mask: bool,
+}
+
+/// The attention-sink KV cache of one conversation.
+#[derive(Debug, Clone)]
+pub struct SinkCache {
+    config: CacheConfig,
+    pub(crate) layers: Vec<LayerKv>,
+    /// Text position held by each slot, `u64::MAX` for an empty or evicted slot.
+    slot_pos: Vec<u64>,
+    /// Pinned tokens written so far (`<= sinks`).
+    sinks_used: usize,
+    /// Index `j` of the oldest window token still held.
+    win_start: u64,
+    /// Window tokens held: `win_start..win_start + win_len`.
+    win_len: usize,
+    evicted_total: u64,
+    evicted_last: u64,
+    device: Device,
+    bytes: usize,
+}
+
+impl SinkCache {
+    /// Allocates the cache for `spec` on `device`; nothing is allocated later.
+    pub fn new(spec: &ModelSpec, config: CacheConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let cap = config.capacity();
+        let shape = (spec.n_kv_head, cap, spec.head_dim);
+        let mut layers = Vec::with_capacity(spec.n_layer);
+        for _ in 0..spec.n_layer {
+            layers.push(LayerKv {
+                k: Tensor::zeros(shape, DType::F32, device)?,
+                v: Tensor::zeros(shape, DType::F32, device)?,
+            });
+        }
+        Ok(Self {
+            config,
+            layers,
+            slot_pos: vec![u64::MAX; cap],
+            sinks_used: 0,
+            win_start: 0,
+            win_len: 0,
+            evicted_total: 0,
+            evicted_last: 0,
+            device: device.clone(),
+            bytes: spec.n_layer * 2 * spec.n_kv_head * cap * spec.head_dim * 4,
+        })
+    }
+
+    pub fn config(&self) -> CacheConfig {
+        self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Tokens the conversation has fed through this cache.
+    pub fn tokens_seen(&self) -> u64 {
+        if self.win_len == 0 && self.win_start == 0 {
+            self.sinks_used as u64
+        } else {
+            (self.config.sinks as u64) + self.win_start + self.win_len as u64
+        }
+    }
+
+    /// Text position of the oldest token still visible after the pinned ones.
+    pub fn window_start(&self) -> u64 {
+        self.config.sinks as u64 + self.win_start
+    }
+
+    /// Tokens held: pinned plus window.
+    pub fn len(&self) -> usize {
+        self.sinks_used + self.win_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            capacity: self.config.capacity(),
+            pinned: self.config.sinks,
+            pinned_used: self.sinks_used,
+            window: self.config.window,
+            window_used: self.win_len,
+            tokens_seen: self.tokens_seen(),
+            evicted_total: self.evicted_total,
+            evicted_last_step: self.evicted_last,
+            window_start: self.window_start(),
+            bytes: self.bytes,
+            device: crate::device::device_label(&self.device).to_string(),
+        }
+    }
+
+    /// Forgets everything (the tensors stay allocated).
+    pub fn clear(&mut self) {
+        self.slot_pos.fill(u64::MAX);
+        self.sinks_used = 0;
+        self.win_start = 0;
+        self.win_len = 0;
+        self.evicted_total = 0;
+        self.evicted_last = 0;
+    }
+
+    /// Largest chunk one forward may feed: a chunk must not overwrite its own tokens.
+    pub fn max_chunk(&self) -> usize {
+        self.config.window
+    }
+
+    /// Reserves slots for `n` new tokens, evicting the oldest window tokens as needed, and
+    /// says where each goes. Must be followed by a forward that writes them.
+    pub(crate) fn plan_write(&mut self, n: usize) -> WritePlan {
+        assert!(n >= 1 && n <= self.max_chunk(), "chunk of {n} tokens does not fit");
+        let s = self.config.sinks;
+        let w = self.config.window;
+        let to_sinks = (s - self.sinks_used).min(n);
+        let to_window = n - to_sinks;
+        // Make room: evict at least what is needed, in multiples of the eviction step.
+        let overflow = (self.win_len + to_window).saturating_sub(w);
+        let mut evict = 0;
+        if overflow > 0 {
+            evict = overflow.div_ceil(self.config.evict_step) * self.config.evict_step;
+            evict = evict.min(self.win_len);
+        }
+        for _ in 0..evict {
+            let slot = s + (self.win_start % w as u64) as usize;
+            self.slot_pos[slot] = u64::MAX;
+            self.win_start += 1;
+            self.win_len -= 1;
+        }
+        self.evicted_last = evict as u64;
+        self.evicted_total += evict as u64;
+
+        let mut positions = Vec::with_capacity(n);
+        let mut slots = Vec::with_capacity(n);
+        let mut places = Vec::with_capacity(n);
+        for _ in 0..to_sinks {
+            let p = self.sinks_used;
+            positions.push(p as u64);
+            slots.push(p);
+            places.push(p as u64);
+            self.slot_pos[p] = p as u64;
+            self.sinks_used += 1;
+        }
+        for _ in 0..to_window {
+            let j = self.win_start + self.win_len as u64;
+            let slot = s + (j % w as u64) as usize;
+            let pos = s as u64 + j;
+            positions.push(pos);
+            slots.push(slot);
+            self.win_len += 1;
+            places.push((s + self.win_len - 1) as u64);
+            self.slot_pos[slot] = pos;
+        }
+        // Masking is needed when queries of one chunk must not see each other's future, or
+        // when evicted holes sit among the slots read.
+        let read = self.read_len();
+        let held = self.sinks_used + self.win_len;
+        let needs_mask = n > 1 || held != read;
+        WritePlan {
+            positions,
+            slots,
+            places,
+            needs_mask,
+        }
+    }
+
+    /// Number of leading slots an attention read covers: the pinned slots in use, plus every
+    /// window slot ever written (those are contiguous after the sinks until the ring wraps).
+    pub(crate) fn read_len(&self) -> usize {
+        if self.win_len == 0 && self.win_start == 0 {
+            return self.sinks_used;
+        }
+        let written = (self.win_start + self.win_len as u64).min(self.config.window as u64);
+        self.config.sinks + written as usize
+    }
+
+    /// Number of pinned slots read with the query's cache place (`read_len` minus the window).
+    pub(crate) fn sinks_read(&self) -> usize {
+        self.sinks_used
+    }
+
+    /// Whether every held token still sits at the cache place equal to its text position,
+    /// which is true until the first eviction: then one score matmul covers all slots.
+    pub(crate) fn positions_are_places(&self) -> bool {
+        self.win_start == 0
+    }
+
+    /// Additive mask `(n, read_len)`: 0 where query `i` (text position `positions[i]`) may
+    /// see the slot, -inf where the slot is empty, evicted, or in the query's future.
+    pub(crate) fn mask(&self, positions: &[u64]) -> Result<Tensor> {
+        let read = self.read_len();
+        let mut m = Vec::with_capacity(positions.len() * read);
+        for &q in positions {
+            for &p in &self.slot_pos[..read] {
+                m.push(if p == u64::MAX || p > q { f32::NEG_INFINITY } else { 0.0 });
+            }
+        }
+        Ok(Tensor::from_vec(m, (positions.len(), read), &self.device)?)
+    }
+
+    /// Text position held by each of the first `read_len` slots (`None` when empty).
+    pub fn slot_positions(&self) -> Vec<Option<u64>> {
+        self.slot_pos[..self.read_len()]
+            .iter()
+            .map(|&p| (p != u64::MAX).then_some(p))
+            .collect()
+    }
+
+    /// Cache place of each held slot (sinks `0..S`, then the window in text order), `None` for
+    /// empty slots: the positions StreamingLLM assigns.
+    pub fn slot_places(&self) -> Vec<Option<u64>> {
+        let s = self.config.sinks as u64;
+        self.slot_positions()
+            .into_iter()
+            .map(|p| {
+                p.map(|p| {
+                    if p < s {
+                        p
+                    } else {
+                        s + (p - s - self.win_start)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The K tensor of one layer, `(n_kv_head, capacity, head_dim)`: keys rotated at their
+    /// text positions (see the module docs).
+    pub fn layer_keys(&self, layer: usize) -> &Tensor {
+        &self.layers[layer].k
+    }
+
+    pub fn layer_values(&self, layer: usize) -> &Tensor {
+        &self.layers[layer].v
+    }
+
+    /// Raw state for snapshots: `(sinks_used, win_start, win_len, evicted_total, slot_pos)`.
+    pub fn bookkeeping(&self) -> (usize, u64, usize, u64, &[u64]) {
+        (
+            self.sinks_used,
+            self.win_start,
+            self.win_len,
+            self.evicted_total,
+            &self.slot_pos,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Architecture;
+
+    fn spec() -> ModelSpec {
+        ModelSpec {
+            architecture: Architecture::Llama,
+            name: "t".into(),
+            n_layer: 1,
+            n_head: 2,
+            n_kv_head: 1,
+            head_dim: 4,
+            embedding_length: 8,
+            rope_freq_base: 10_000.0,
+            rms_norm_eps: 1e-5,
+            trained_context: 64,
+            vocab_size: 10,
+        }
+    }
+
+    fn cfg(sinks: usize, window: usize, evict_step: usize) -> CacheConfig {
+        CacheConfig {
+            sinks,
+            window,
+            evict_step,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let d = Device::Cpu;
+        assert!(SinkCache::new(&spec(), cfg(4, 0, 1), &d).is_err());
+        assert!(SinkCache::new(&spec(), cfg(8, 4, 1), &d).is_err());
+        assert!(SinkCache::new(&spec(), cfg(2, 4, 0), &d).is_err());
+        assert!(SinkCache::new(&spec(), cfg(2, 4, 5), &d).is_err());
+        let e = SinkCache::new(&spec(), cfg(8, 4, 1), &d).unwrap_err();
+        assert!(e.to_string().contains("smaller than the sinks"), "{e}");
+    }
+
+    #[test]
+    fn ring_keeps_sinks_and_most_recent_window() {
+        let mut c = SinkCache::new(&spec(), cfg(2, 4, 1), &Device::Cpu).unwrap();
+        let p = c.plan_write(3);
+        assert_eq!(p.positions, vec![0, 1, 2]);
+        assert_eq!(p.slots, vec![0, 1, 2]);
+        for _ in 0..7 {
+            c.plan_write(1);
+        }
+        // 10 tokens seen: sinks 0,1, window 6..9.
+        assert_eq!(c.tokens_seen(), 10);
+        assert_eq!(c.stats().evicted_total, 4);
+        let mut held: Vec<u64> = c.slot_positions().into_iter().flatten().collect();
+        held.sort();
+        assert_eq!(held, vec![0, 1, 6, 7, 8, 9]);
+        let mut places: Vec<u64> = c.slot_places().into_iter().flatten().collect();
+        places.sort();
+        assert_eq!(places, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(c.window_start(), 6);
+    }
+
+    #[test]
+    fn chunk_eviction_and_masks() {
+        let mut c = SinkCache::new(&spec(), cfg(1, 4, 2), &Device::Cpu).unwrap();
+        c.plan_write(1);
+        c.plan_write(4); // sink 0, window 1..4, full
+        let p = c.plan_write(1); // evicts 2 (step), leaves a hole
+        assert_eq!(c.stats().evicted_last_step, 2);
+        assert_eq!(p.positions, vec![5]);
+        assert!(p.needs_mask, "evicted hole must be masked");
+        let m = c.mask(&p.positions).unwrap().to_vec2::<f32>().unwrap();
+        let holes = m[0].iter().filter(|x| x.is_infinite()).count();
+        assert_eq!(holes, 1);
+        // Query places are contiguous after the sinks.
+        assert_eq!(p.places, vec![1 + 2]);
+    }
+
+    #[test]
+    fn ten_million_tokens_no_drift() {
+        let mut c = SinkCache::new(&spec(), cfg(4, 16, 1), &Device::Cpu).unwrap();
+        let mut seen = 0u64;
+        while seen < 10_000_000 {
+            let n = if seen < 100 { 1 } else { 16.min((10_000_000 - seen) as usize) };
+            let p = c.plan_write(n);
+            seen += n as u64;
+            assert_eq!(*p.positions.last().unwrap(), seen - 1);
+        }
+        assert_eq!(c.tokens_seen(), 10_000_000);
+        let mut places: Vec<u64> = c.slot_places().into_iter().flatten().collect();
+        places.sort();
+        assert_eq!(places, (0..20).collect::<Vec<_>>());
+        let held: Vec<u64> = c.slot_positions().into_iter().flatten().collect();
+        assert!(held.contains(&(10_000_000 - 1)) && held.contains(&(10_000_000 - 16)));
+    }
+}

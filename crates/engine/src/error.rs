@@ -1,0 +1,53 @@
+//! The engine's error type: one enum, each variant a plain sentence a user can act on.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the model file {path} could not be opened: {source}")]
+    ModelFileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the model file {path} is not a valid GGUF file (it may be truncated or corrupt): {reason}")]
+    InvalidGguf { path: PathBuf, reason: String },
+    #[error("models of architecture '{0}' are not supported yet (supported: llama, qwen2)")]
+    UnsupportedArchitecture(String),
+    #[error("the model file is missing '{0}'")]
+    MissingMetadata(String),
+    #[error("the model file is missing the tensor '{0}' (the file is incomplete or not a llama-family model)")]
+    MissingTensor(String),
+    #[error("the model's tokenizer can't be built: {0}")]
+    Tokenizer(String),
+    #[error("invalid cache settings: {0}")]
+    InvalidCacheConfig(String),
+    #[error("invalid sampling settings: {0}")]
+    InvalidSampling(String),
+    #[error("the message is empty")]
+    EmptyInput,
+    #[error("the engine has stopped")]
+    EngineStopped,
+    #[error("computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// A stable code the UI can branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::ModelFileUnreadable { .. } => "model_missing",
+            Error::InvalidGguf { .. } => "model_corrupt",
+            Error::UnsupportedArchitecture(_) => "model_unsupported",
+            Error::MissingMetadata(_) | Error::MissingTensor(_) => "model_incomplete",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::InvalidCacheConfig(_) => "invalid_cache_config",
+            Error::InvalidSampling(_) => "invalid_sampling",
+            Error::EmptyInput => "empty_input",
+            Error::EngineStopped => "engine_stopped",
+            Error::Compute(_) => "compute",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,25 @@
+//! SinkChat's inference engine: GGUF llama-family models run by our own candle forward pass
+//! over an attention-sink KV cache ([`SinkCache`]), so that a conversation never hits a
+//! context limit and token 100,000 costs what token 1,000 did.
+
+pub mod cache;
+pub mod chat;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod rope;
+pub mod sampling;
+pub mod spec;
+pub mod text;
+pub mod tokenizer;
+
+pub use cache::{CacheConfig, CacheStats, SinkCache};
+pub use chat::{ChatTemplate, Role, Turn};
+pub use engine::{Engine, EngineEvent, GenerateRequest, StopReason};
+pub use error::{Error, Result};
+pub use model::{LoadOptions, Model};
+pub use sampling::{Sampler, SamplingParams};
+pub use spec::{Architecture, ModelSpec};
+pub use text::TokenOutputStream;
+pub use tokenizer::GgufTokenizer;

@@ -1,0 +1,411 @@
+//! `Model`: our llama-family forward pass on candle's quantized matmul, reading and writing a
+//! [`SinkCache`] passed in from outside, so one loaded model serves many conversations.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::cache::{SinkCache, WritePlan};
+use crate::rope;
+use crate::spec::ModelSpec;
+use crate::{Error, Result};
+
+/// How to load weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Rewrite Q4_1 and Q4_0 weights as Q8_0 at load on the CPU: candle has no SIMD kernel for
+    /// Q4_1, and Q8_0's is several times faster. Costs about twice the weight memory.
+    pub requantize_to_q8: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            requantize_to_q8: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// Which logits a forward returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's, shape `(vocab,)`.
+    Last,
+    /// Every token's, shape `(n, vocab)` (perplexity evaluation).
+    All,
+}
+
+/// A loaded model. Immutable: all per-conversation state lives in the [`SinkCache`].
+#[derive(Debug)]
+pub struct Model {
+    spec: ModelSpec,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    inv_freqs: Vec<f64>,
+    device: Device,
+    weight_dtype: GgmlDType,
+}
+
+fn open_gguf(path: &Path) -> Result<(gguf_file::Content, BufReader<File>)> {
+    let file = File::open(path).map_err(|source| Error::ModelFileUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let ct = gguf_file::Content::read(&mut reader).map_err(|e| Error::InvalidGguf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok((ct, reader))
+}
+
+/// Reads only the header of a GGUF file: metadata and tensor index.
+pub fn read_gguf_header(path: &Path) -> Result<gguf_file::Content> {
+    Ok(open_gguf(path)?.0)
+}
+
+impl Model {
+    /// Loads a GGUF file onto `device`.
+    pub fn load(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        let (ct, mut reader) = open_gguf(path)?;
+        let spec = ModelSpec::from_gguf(&ct)?;
+        let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        // Check that every tensor lies inside the file before reading any: a truncated
+        // download then fails with a plain message instead of a read error deep inside.
+        for (name, info) in &ct.tensor_infos {
+            let elems = info.shape.elem_count();
+            let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+            let end = ct.tensor_data_offset + info.offset + bytes as u64;
+            if end > file_len {
+                return Err(Error::InvalidGguf {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor {name} runs past the end of the file (truncated?)"),
+                });
+            }
+        }
+        let mut ld = Loader {
+            ct: &ct,
+            reader: &mut reader,
+            path,
+            device,
+            requant: opts.requantize_to_q8 && device.is_cpu(),
+            weight_dtype: GgmlDType::F32,
+        };
+        let mut layers = Vec::with_capacity(spec.n_layer);
+        for i in 0..spec.n_layer {
+            let p = format!("blk.{i}");
+            let (bq, bk, bv) = (
+                ld.optional_f32(&format!("{p}.attn_q.bias"))?,
+                ld.optional_f32(&format!("{p}.attn_k.bias"))?,
+                ld.optional_f32(&format!("{p}.attn_v.bias"))?,
+            );
+            if matches!(spec.architecture, crate::Architecture::Qwen2)
+                && (bq.is_none() || bk.is_none() || bv.is_none())
+            {
+                return Err(Error::MissingTensor(format!("{p}.attn_q/k/v.bias")));
+            }
+            layers.push(Layer {
+                attn_norm: ld.f32(&format!("{p}.attn_norm.weight"))?,
+                wq: ld.matmul(&format!("{p}.attn_q.weight"))?,
+                wk: ld.matmul(&format!("{p}.attn_k.weight"))?,
+                wv: ld.matmul(&format!("{p}.attn_v.weight"))?,
+                bq,
+                bk,
+                bv,
+                wo: ld.matmul(&format!("{p}.attn_output.weight"))?,
+                ffn_norm: ld.f32(&format!("{p}.ffn_norm.weight"))?,
+                gate: ld.matmul(&format!("{p}.ffn_gate.weight"))?,
+                up: ld.matmul(&format!("{p}.ffn_up.weight"))?,
+                down: ld.matmul(&format!("{p}.ffn_down.weight"))?,
+            });
+        }
+        let embed = ld.f32("token_embd.weight")?;
+        let norm = ld.f32("output_norm.weight")?;
+        // Without output.weight the embeddings are tied.
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            ld.matmul("output.weight")?
+        } else {
+            ld.matmul("token_embd.weight")?
+        };
+        let weight_dtype = ld.weight_dtype;
+        if embed.dims() != [spec.vocab_size, spec.embedding_length] {
+            return Err(Error::InvalidGguf {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "token_embd.weight has shape {:?}, expected [{}, {}]",
+                    embed.dims(),
+                    spec.vocab_size,
+                    spec.embedding_length
+                ),
+            });
+        }
+        let inv_freqs = rope::inv_freqs(spec.head_dim, spec.rope_freq_base);
+        Ok(Self {
+            spec,
+            embed,
+            layers,
+            norm,
+            output,
+            inv_freqs,
+            device: device.clone(),
+            weight_dtype,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The quantization the matmuls run in (after any requantization at load).
+    pub fn weight_dtype(&self) -> GgmlDType {
+        self.weight_dtype
+    }
+
+    /// Feeds `tokens` through the model, writing their K and V into `cache` and evicting as
+    /// needed. `tokens.len()` must not exceed `cache.max_chunk()`; use [`Model::prefill`] for
+    /// longer inputs.
+    pub fn forward(&self, tokens: &[u32], cache: &mut SinkCache, logits: Logits) -> Result<Tensor> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::EmptyInput);
+        }
+        let plan = cache.plan_write(n);
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?; // (1, n, d)
+
+        let (cos_t, sin_t) = rope::tables(&plan.positions, &self.inv_freqs, &self.device)?;
+        let split = !cache.positions_are_places() && cache.sinks_read() > 0;
+        let place_tables = if split {
+            Some(rope::tables(&plan.places, &self.inv_freqs, &self.device)?)
+        } else {
+            None
+        };
+        let mask = if plan.needs_mask {
+            Some(cache.mask(&plan.positions)?)
+        } else {
+            None
+        };
+        let ctx = StepCtx {
+            plan: &plan,
+            cos_t: &cos_t,
+            sin_t: &sin_t,
+            place_tables: place_tables.as_ref(),
+            mask: mask.as_ref(),
+            read_len: cache.read_len(),
+            sinks_read: cache.sinks_read(),
+        };
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.spec.rms_norm_eps as f32)?;
+            let attn = self.attention(layer, &h, cache, li, &ctx)?;
+            x = (x + attn)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.spec.rms_norm_eps as f32)?;
+            let g = layer.gate.forward(&h)?;
+            let u = layer.up.forward(&h)?;
+            let m = layer.down.forward(&(candle_nn::ops::silu(&g)? * u)?)?;
+            x = (x + m)?;
+        }
+        let x = match logits {
+            Logits::Last => x.narrow(1, n - 1, 1)?,
+            Logits::All => x,
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.spec.rms_norm_eps as f32)?;
+        let out = self.output.forward(&x)?.squeeze(0)?; // (n|1, vocab)
+        Ok(match logits {
+            Logits::Last => out.squeeze(0)?,
+            Logits::All => out,
+        })
+    }
+
+    /// Feeds any number of tokens in chunks of at most `chunk`, returning the last logits.
+    pub fn prefill(
+        &self,
+        tokens: &[u32],
+        cache: &mut SinkCache,
+        chunk: usize,
+        mut on_chunk: impl FnMut(usize),
+    ) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyInput);
+        }
+        let chunk = chunk.clamp(1, cache.max_chunk());
+        let mut last = None;
+        let mut done = 0;
+        for c in tokens.chunks(chunk) {
+            last = Some(self.forward(c, cache, Logits::Last)?);
+            done += c.len();
+            on_chunk(done);
+        }
+        Ok(last.expect("non-empty"))
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        cache: &mut SinkCache,
+        li: usize,
+        ctx: &StepCtx<'_>,
+    ) -> Result<Tensor> {
+        let s = &self.spec;
+        let n = ctx.plan.positions.len();
+        let (hd, nh, nkv) = (s.head_dim, s.n_head, s.n_kv_head);
+        let rep = nh / nkv;
+        let neox = s.architecture.rope_is_neox();
+        let proj = |w: &QMatMul, b: &Option<Tensor>| -> Result<Tensor> {
+            let y = w.forward(h)?;
+            Ok(match b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            })
+        };
+        // (1, n, heads*hd) -> (1, heads, n, hd)
+        let q = proj(&layer.wq, &layer.bq)?
+            .reshape((1, n, nh, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = proj(&layer.wk, &layer.bk)?
+            .reshape((1, n, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = proj(&layer.wv, &layer.bv)?
+            .reshape((1, n, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = rope::apply(&k, ctx.cos_t, ctx.sin_t, neox)?.squeeze(0)?; // (nkv, n, hd)
+        let v = v.squeeze(0)?;
+        let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?.reshape((nkv, rep * n, hd))?;
+
+        // Write the chunk's K and V in place, one slice per contiguous run of slots.
+        let kv = &mut cache.layers[li];
+        let slots = &ctx.plan.slots;
+        let mut start = 0;
+        while start < n {
+            let mut end = start + 1;
+            while end < n && slots[end] == slots[end - 1] + 1 {
+                end += 1;
+            }
+            let len = end - start;
+            kv.k.slice_set(&k.narrow(1, start, len)?.contiguous()?, 1, slots[start])?;
+            kv.v.slice_set(&v.narrow(1, start, len)?.contiguous()?, 1, slots[start])?;
+            start = end;
+        }
+
+        let read = ctx.read_len;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = match ctx.place_tables {
+            None => q_text.matmul(&kv.k.narrow(1, 0, read)?.t()?)?,
+            Some((cos_p, sin_p)) => {
+                // Sinks are scored with the query at its cache place, the window with the
+                // query at its text position (equal distances, see `cache`).
+                let sr = ctx.sinks_read;
+                let q_place = rope::apply(&q, cos_p, sin_p, neox)?.reshape((nkv, rep * n, hd))?;
+                let s_sinks = q_place.matmul(&kv.k.narrow(1, 0, sr)?.t()?)?;
+                let s_win = q_text.matmul(&kv.k.narrow(1, sr, read - sr)?.t()?)?;
+                Tensor::cat(&[s_sinks, s_win], D::Minus1)?
+            }
+        };
+        let scores = (scores * scale)?;
+        let scores = match ctx.mask {
+            None => scores,
+            Some(m) => scores
+                .reshape((nkv, rep, n, read))?
+                .broadcast_add(m)?
+                .reshape((nkv, rep * n, read))?,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&kv.v.narrow(1, 0, read)?)?; // (nkv, rep*n, hd)
+        let y = y
+            .reshape((nh, n, hd))?
+            .transpose(0, 1)?
+            .reshape((1, n, nh * hd))?;
+        Ok(layer.wo.forward(&y)?)
+    }
+
+    /// The embedding table, for tests that compare against other implementations.
+    pub fn embedding_dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+}
+
+/// Reads named tensors of one GGUF file, requantizing matmul weights when asked.
+struct Loader<'a> {
+    ct: &'a gguf_file::Content,
+    reader: &'a mut BufReader<File>,
+    path: &'a Path,
+    device: &'a Device,
+    requant: bool,
+    weight_dtype: GgmlDType,
+}
+
+impl Loader<'_> {
+    fn q(&mut self, name: &str) -> Result<QTensor> {
+        if !self.ct.tensor_infos.contains_key(name) {
+            return Err(Error::MissingTensor(name.to_string()));
+        }
+        self.ct
+            .tensor(self.reader, name, self.device)
+            .map_err(|e| Error::InvalidGguf {
+                path: self.path.to_path_buf(),
+                reason: format!("tensor {name}: {e}"),
+            })
+    }
+
+    fn f32(&mut self, name: &str) -> Result<Tensor> {
+        Ok(self.q(name)?.dequantize(self.device)?)
+    }
+
+    fn optional_f32(&mut self, name: &str) -> Result<Option<Tensor>> {
+        if self.ct.tensor_infos.contains_key(name) {
+            Ok(Some(self.f32(name)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn matmul(&mut self, name: &str) -> Result<QMatMul> {
+        let t = self.q(name)?;
+        let t = if self.requant && matches!(t.dtype(), GgmlDType::Q4_1 | GgmlDType::Q4_0) {
+            QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        self.weight_dtype = t.dtype();
+        Ok(QMatMul::from_qtensor(t)?)
+    }
+}
+
+/// Per-forward values shared by all layers.
+struct StepCtx<'a> {
+    plan: &'a WritePlan,
+    cos_t: &'a Tensor,
+    sin_t: &'a Tensor,
+    place_tables: Option<&'a (Tensor, Tensor)>,
+    mask: Option<&'a Tensor>,
+    read_len: usize,
+    sinks_read: usize,
+}

@@ -1,0 +1,151 @@
+//! `ModelSpec`: the shape of a llama-family model, parsed and checked from GGUF metadata.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+
+use crate::{Error, Result};
+
+/// The GGUF architectures our forward pass implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Llama, SmolLM2, Llama 3, Mistral: interleaved RoPE, no attention biases.
+    Llama,
+    /// Qwen2 / Qwen2.5: NeoX RoPE, biases on Q, K and V.
+    Qwen2,
+}
+
+impl Architecture {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "llama" => Ok(Self::Llama),
+            "qwen2" => Ok(Self::Qwen2),
+            other => Err(Error::UnsupportedArchitecture(other.to_string())),
+        }
+    }
+
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+
+    /// NeoX RoPE rotates pairs (i, i + d/2); the llama layout of GGUF rotates (2i, 2i + 1).
+    pub fn rope_is_neox(self) -> bool {
+        matches!(self, Self::Qwen2)
+    }
+}
+
+/// Hyper-parameters of a model, validated.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSpec {
+    pub architecture: Architecture,
+    pub name: String,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub embedding_length: usize,
+    pub rope_freq_base: f64,
+    pub rms_norm_eps: f64,
+    /// The context length the model was trained with (`{arch}.context_length`).
+    pub trained_context: usize,
+    pub vocab_size: usize,
+}
+
+fn get<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<&'a Value> {
+    md.get(key).ok_or_else(|| Error::MissingMetadata(key.to_string()))
+}
+
+fn get_usize(md: &HashMap<String, Value>, key: &str) -> Result<usize> {
+    let v = get(md, key)?;
+    let n = match v {
+        Value::U32(n) => *n as u64,
+        Value::U64(n) => *n,
+        Value::I32(n) if *n >= 0 => *n as u64,
+        Value::I64(n) if *n >= 0 => *n as u64,
+        _ => return Err(Error::MissingMetadata(format!("{key} (as a positive integer)"))),
+    };
+    Ok(n as usize)
+}
+
+fn get_f64(md: &HashMap<String, Value>, key: &str) -> Option<f64> {
+    md.get(key).and_then(|v| match v {
+        Value::F32(x) => Some(*x as f64),
+        Value::F64(x) => Some(*x),
+        _ => None,
+    })
+}
+
+impl ModelSpec {
+    /// Reads and validates the hyper-parameters of a GGUF file.
+    pub fn from_gguf(ct: &Content) -> Result<Self> {
+        let md = &ct.metadata;
+        let arch_name = get(md, "general.architecture")?
+            .to_string()
+            .map_err(|_| Error::MissingMetadata("general.architecture".into()))?;
+        let architecture = Architecture::parse(arch_name)?;
+        let a = architecture.gguf_name();
+        let n_head = get_usize(md, &format!("{a}.attention.head_count"))?;
+        let n_kv_head = md
+            .get(&format!("{a}.attention.head_count_kv"))
+            .map(|_| get_usize(md, &format!("{a}.attention.head_count_kv")))
+            .transpose()?
+            .unwrap_or(n_head);
+        let embedding_length = get_usize(md, &format!("{a}.embedding_length"))?;
+        let n_layer = get_usize(md, &format!("{a}.block_count"))?;
+        if n_head == 0 || n_kv_head == 0 || n_layer == 0 || embedding_length == 0 {
+            return Err(Error::MissingMetadata("non-zero head, layer and embedding counts".into()));
+        }
+        if n_head % n_kv_head != 0 || embedding_length % n_head != 0 {
+            return Err(Error::MissingMetadata(format!(
+                "consistent head counts (heads {n_head}, kv heads {n_kv_head}, width {embedding_length})"
+            )));
+        }
+        let head_dim = embedding_length / n_head;
+        let rope_dim = md
+            .get(&format!("{a}.rope.dimension_count"))
+            .map(|_| get_usize(md, &format!("{a}.rope.dimension_count")))
+            .transpose()?
+            .unwrap_or(head_dim);
+        if rope_dim != head_dim || head_dim % 2 != 0 {
+            return Err(Error::UnsupportedArchitecture(format!(
+                "{a} with partial rotary embeddings (rope dims {rope_dim}, head dim {head_dim})"
+            )));
+        }
+        let trained_context = get_usize(md, &format!("{a}.context_length")).unwrap_or(2048);
+        let vocab_size = match md.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(v)) => v.len(),
+            _ => ct
+                .tensor_infos
+                .get("token_embd.weight")
+                .map(|t| t.shape.dims()[0])
+                .ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?,
+        };
+        let name = md
+            .get("general.name")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_else(|| a.to_string());
+        Ok(Self {
+            architecture,
+            name,
+            n_layer,
+            n_head,
+            n_kv_head,
+            head_dim,
+            embedding_length,
+            rope_freq_base: get_f64(md, &format!("{a}.rope.freq_base")).unwrap_or(10_000.0),
+            rms_norm_eps: get_f64(md, &format!("{a}.attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5),
+            trained_context,
+            vocab_size,
+        })
+    }
+
+    /// Bytes of K and V that one cached token takes in f32, over all layers.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.n_layer * self.n_kv_head * self.head_dim * 4
+    }
+}

@@ -1,0 +1,160 @@
+//! Shared helpers of the engine's integration tests: the real SmolLM2 file, and tiny
+//! random-weight GGUF files written for each architecture.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+/// The default model, installed by `scripts/setup.sh` into `.data/models`.
+pub fn smollm_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SINKCHAT_MODEL") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let p = root.join(".data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "the default model is missing at {}: run `scripts/setup.sh test-deps` first",
+        p.display()
+    );
+    p
+}
+
+/// Shape of a tiny model.
+pub struct Tiny {
+    pub arch: &'static str,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub tied: bool,
+}
+
+impl Tiny {
+    pub fn llama(layers: usize) -> Self {
+        Self { arch: "llama", layers, heads: 4, kv_heads: 2, dim: 64, ffn: 128, vocab: 96, tied: false }
+    }
+    pub fn qwen2(layers: usize) -> Self {
+        Self { arch: "qwen2", layers, heads: 4, kv_heads: 2, dim: 64, ffn: 128, vocab: 96, tied: true }
+    }
+}
+
+/// A deterministic pseudo-random tensor in [-scale, scale].
+fn rand_tensor(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Writes a tiny random-weight GGUF of the given architecture, matmul weights in `dtype`.
+pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
+    let a = t.arch;
+    let hd = t.dim / t.heads;
+    let md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(a.into())),
+        ("general.name".into(), Value::String(format!("tiny-{a}"))),
+        (format!("{a}.attention.head_count"), Value::U32(t.heads as u32)),
+        (format!("{a}.attention.head_count_kv"), Value::U32(t.kv_heads as u32)),
+        (format!("{a}.embedding_length"), Value::U32(t.dim as u32)),
+        (format!("{a}.block_count"), Value::U32(t.layers as u32)),
+        (format!("{a}.context_length"), Value::U32(4096)),
+        (format!("{a}.rope.dimension_count"), Value::U32(hd as u32)),
+        (format!("{a}.rope.freq_base"), Value::F32(10000.0)),
+        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+    ];
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut seed = 1;
+    let mut add = |name: String, shape: &[usize], q: bool, scale: f32, tensors: &mut Vec<(String, QTensor)>| {
+        seed += 1;
+        let x = rand_tensor(shape, seed, scale);
+        let dt = if q { dtype } else { GgmlDType::F32 };
+        tensors.push((name, QTensor::quantize(&x, dt).unwrap()));
+    };
+    let ones = |n: usize| QTensor::quantize(&(rand_tensor(&[n], 99, 0.2).affine(1.0, 1.0).unwrap()), GgmlDType::F32).unwrap();
+    add("token_embd.weight".into(), &[t.vocab, t.dim], true, 1.0, &mut tensors);
+    tensors.push(("output_norm.weight".into(), ones(t.dim)));
+    if !t.tied {
+        add("output.weight".into(), &[t.vocab, t.dim], true, 0.5, &mut tensors);
+    }
+    let kv = t.kv_heads * hd;
+    for i in 0..t.layers {
+        let p = format!("blk.{i}");
+        tensors.push((format!("{p}.attn_norm.weight"), ones(t.dim)));
+        tensors.push((format!("{p}.ffn_norm.weight"), ones(t.dim)));
+        add(format!("{p}.attn_q.weight"), &[t.dim, t.dim], true, 0.4, &mut tensors);
+        add(format!("{p}.attn_k.weight"), &[kv, t.dim], true, 0.4, &mut tensors);
+        add(format!("{p}.attn_v.weight"), &[kv, t.dim], true, 0.4, &mut tensors);
+        add(format!("{p}.attn_output.weight"), &[t.dim, t.dim], true, 0.3, &mut tensors);
+        add(format!("{p}.ffn_gate.weight"), &[t.ffn, t.dim], true, 0.3, &mut tensors);
+        add(format!("{p}.ffn_up.weight"), &[t.ffn, t.dim], true, 0.3, &mut tensors);
+        add(format!("{p}.ffn_down.weight"), &[t.dim, t.ffn], true, 0.3, &mut tensors);
+        if a == "qwen2" {
+            add(format!("{p}.attn_q.bias"), &[t.dim], false, 0.2, &mut tensors);
+            add(format!("{p}.attn_k.bias"), &[kv], false, 0.2, &mut tensors);
+            add(format!("{p}.attn_v.bias"), &[kv], false, 0.2, &mut tensors);
+        }
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+/// Rewrites a GGUF: with `requantize`, every Q4_0/Q4_1 matmul weight becomes Q8_0 as the
+/// engine does at load; with `to_f32`, every tensor is then stored dequantized in f32, so two
+/// implementations can be compared on plain float matmuls.
+pub fn write_converted(src: &Path, dst: &Path, requantize: bool, to_f32: bool) {
+    let mut r = std::fs::File::open(src).unwrap();
+    let ct = gguf_file::Content::read(&mut r).unwrap();
+    let dev = Device::Cpu;
+    let mut tensors = Vec::new();
+    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let t = ct.tensor(&mut r, name, &dev).unwrap();
+        let t = if requantize
+            && matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1)
+            && name != "token_embd.weight"
+        {
+            QTensor::quantize(&t.dequantize(&dev).unwrap(), GgmlDType::Q8_0).unwrap()
+        } else {
+            t
+        };
+        let t = if to_f32 { QTensor::quantize(&t.dequantize(&dev).unwrap(), GgmlDType::F32).unwrap() } else { t };
+        tensors.push((name.clone(), t));
+    }
+    // Tied embeddings: the engine keeps the embedding table as stored and requantizes only
+    // its use as the output matmul, so the converted file gets an explicit output.weight.
+    if !ct.tensor_infos.contains_key("output.weight") {
+        let e = ct.tensor(&mut r, "token_embd.weight", &dev).unwrap();
+        if requantize && matches!(e.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1) {
+            let q = QTensor::quantize(&e.dequantize(&dev).unwrap(), GgmlDType::Q8_0).unwrap();
+            let q = if to_f32 { QTensor::quantize(&q.dequantize(&dev).unwrap(), GgmlDType::F32).unwrap() } else { q };
+            tensors.push(("output.weight".into(), q));
+        }
+    }
+    let md: Vec<(&str, &Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tr: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut f, &md, &tr).unwrap();
+}
+
+/// max |a - b| / max |b|.
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
