@@ -27,32 +27,31 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
 CREATE INDEX messages_streaming ON messages(status) WHERE status = 'streaming';
 
--- Full-text search over titles and contents. External-content tables kept in step by
--- triggers; 'secure-delete' makes a deleted row's words leave the index pages for good.
-CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id');
-INSERT INTO messages_fts(messages_fts, rank) VALUES('secure-delete', 1);
+-- Full-text search over contents and titles. Plain FTS5 tables (each keeps its own copy of the
+-- text) kept in step by triggers. FTS5's own 'secure-delete' option left a "malformed inverted
+-- index" in integrity_check after deletes with the bundled SQLite 3.46, so a delete instead
+-- ends with the 'optimize' command (see Store::delete_conversation), which rewrites the index
+-- without the deleted words.
+CREATE VIRTUAL TABLE messages_fts USING fts5(content);
 CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
     INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
 END;
 CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    DELETE FROM messages_fts WHERE rowid = old.id;
 END;
 CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    UPDATE messages_fts SET content = new.content WHERE rowid = old.id;
 END;
 
-CREATE VIRTUAL TABLE conversations_fts USING fts5(title, content='conversations', content_rowid='id');
-INSERT INTO conversations_fts(conversations_fts, rank) VALUES('secure-delete', 1);
+CREATE VIRTUAL TABLE conversations_fts USING fts5(title);
 CREATE TRIGGER conversations_ai AFTER INSERT ON conversations BEGIN
     INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
 END;
 CREATE TRIGGER conversations_ad AFTER DELETE ON conversations BEGIN
-    INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+    DELETE FROM conversations_fts WHERE rowid = old.id;
 END;
 CREATE TRIGGER conversations_au AFTER UPDATE OF title ON conversations BEGIN
-    INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
-    INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    UPDATE conversations_fts SET title = new.title WHERE rowid = old.id;
 END;
 
 CREATE TABLE settings (

@@ -1,0 +1,210 @@
+//! Reads and writes of the `messages` table.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{now_ms, Error, MessageText, Result, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "system" => Role::System,
+            "user" => Role::User,
+            _ => Role::Assistant,
+        }
+    }
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    /// Being written right now; a crash leaves it so, and the next start marks it interrupted.
+    Streaming,
+    /// The user pressed stop.
+    Stopped,
+    Failed,
+    /// The app died while it streamed.
+    Interrupted,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Streaming => "streaming",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "complete" => Self::Complete,
+            "streaming" => Self::Streaming,
+            "stopped" => Self::Stopped,
+            "failed" => Self::Failed,
+            _ => Self::Interrupted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub role: Role,
+    pub content: String,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+    pub tokens: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
+    Message {
+        id: r.get("id"),
+        conversation_id: r.get("conversation_id"),
+        role: Role::parse(r.get::<&str, _>("role")),
+        content: r.get("content"),
+        status: MessageStatus::parse(r.get::<&str, _>("status")),
+        error: r.get("error"),
+        tokens: r.get("tokens"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+const COLUMNS: &str =
+    "id, conversation_id, role, content, status, error, tokens, created_at, updated_at";
+
+impl Store {
+    /// Saves a user message (checked text) and touches its conversation.
+    pub async fn add_user_message(&self, conversation: i64, text: &MessageText) -> Result<Message> {
+        self.insert_message(conversation, Role::User, text.as_str(), MessageStatus::Complete)
+            .await
+    }
+
+    /// Starts an assistant reply, saved as `streaming` with no text yet.
+    pub async fn start_reply(&self, conversation: i64) -> Result<Message> {
+        self.insert_message(conversation, Role::Assistant, "", MessageStatus::Streaming)
+            .await
+    }
+
+    async fn insert_message(
+        &self,
+        conversation: i64,
+        role: Role,
+        content: &str,
+        status: MessageStatus,
+    ) -> Result<Message> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let touched = sqlx::query("UPDATE conversations SET updated_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(conversation)
+            .execute(&mut *tx)
+            .await?;
+        if touched.rows_affected() == 0 {
+            return Err(Error::NoSuchConversation(conversation));
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO messages(conversation_id, role, content, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+        ))
+        .bind(conversation)
+        .bind(role.as_str())
+        .bind(content)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(from_row(&row))
+    }
+
+    /// Saves the text of a reply so far (called several times a second while it streams).
+    pub async fn save_reply_text(&self, id: i64, content: &str) -> Result<()> {
+        sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE id = ?")
+            .bind(content)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes a reply with its final text and status.
+    pub async fn finish_reply(
+        &self,
+        id: i64,
+        content: &str,
+        status: MessageStatus,
+        error: Option<&str>,
+        tokens: Option<i64>,
+    ) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE messages SET content = ?, status = ?, error = ?, tokens = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(content)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(tokens)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(Error::NoSuchMessage(id));
+        }
+        Ok(())
+    }
+
+    /// Messages of a conversation, oldest first, `limit` of them after `after_id`.
+    pub async fn messages(&self, conversation: i64, after_id: i64, limit: i64) -> Result<Vec<Message>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(conversation)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    pub async fn message(&self, id: i64) -> Result<Message> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NoSuchMessage(id))?;
+        Ok(from_row(&row))
+    }
+
+    /// Marks replies left `streaming` (by a crash) as `interrupted`; returns how many.
+    pub(crate) async fn mark_interrupted(&self) -> Result<u64> {
+        let r = sqlx::query("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
