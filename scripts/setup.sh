@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# SinkChat set-up on Debian 12. One script, three uses:
+#   scripts/setup.sh run    install everything, then start the app on the default model
+#   scripts/setup.sh test   install everything, then build once and run every test
+#   scripts/setup.sh deps   install everything the app needs (no tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+mode=${1:-run}
+
+say() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_app_deps() {
+  apt_install libwebkit2gtk-4.1-dev pkg-config build-essential libssl-dev python3-pip
+  say "building the web UI"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+}
+
+fetch_model() {  # $1: models folder
+  say "installing the default model (SmolLM2-135M-Instruct Q4_1, SHA-256 checked)"
+  python3 scripts/fetch-model.py "$1" "$ROOT/.cache"
+}
+
+# Test inputs from the package registries, each checked against a pinned SHA-256.
+LCPP_SDIST=llama_cpp_python-0.3.36.tar.gz
+LCPP_SHA=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+fetch_test_data() {
+  mkdir -p .cache/vocab
+  if [ ! -f .cache/vocab/ggml-vocab-qwen2.gguf.out ]; then
+    if [ ! -f ".cache/$LCPP_SDIST" ] || ! echo "$LCPP_SHA  .cache/$LCPP_SDIST" | sha256sum -c --status; then
+      say "downloading llama-cpp-python's source package (tokenizer test vectors)"
+      python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --dest .cache llama-cpp-python==0.3.36
+    fi
+    echo "$LCPP_SHA  .cache/$LCPP_SDIST" | sha256sum -c --status || { echo "llama-cpp-python sdist checksum mismatch" >&2; exit 1; }
+    tar -xzf ".cache/$LCPP_SDIST" -C .cache/vocab --strip-components=4 --wildcards \
+      '*/models/ggml-vocab-gpt-2.gguf*' '*/models/ggml-vocab-llama-bpe.gguf*' '*/models/ggml-vocab-qwen2.gguf*'
+  fi
+}
+
+install_test_deps() {
+  apt_install xvfb xauth webkit2gtk-driver sqlite3
+  if ! command -v tauri-driver >/dev/null; then
+    say "installing tauri-driver (WebDriver bridge for the end-to-end tests)"
+    cargo install tauri-driver --locked --version 2.1.0 --quiet
+  fi
+  fetch_model "$ROOT/.data/models"
+  fetch_test_data
+}
+
+case "$mode" in
+  deps)
+    install_app_deps
+    fetch_model "${SINKCHAT_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/SinkChat}/models"
+    ;;
+  run)
+    install_app_deps
+    fetch_model "${SINKCHAT_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/SinkChat}/models"
+    say "building SinkChat"
+    cargo build -p sinkchat-app
+    if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
+      echo
+      echo "SinkChat is built and the model is installed, but this machine has no display"
+      echo "(neither DISPLAY nor WAYLAND_DISPLAY is set), so the window cannot open here."
+      echo "Run this command from a desktop session, or under a virtual display:"
+      echo "    xvfb-run -a target/debug/sinkchat-app"
+      exit 2
+    fi
+    say "starting SinkChat"
+    exec target/debug/sinkchat-app
+    ;;
+  test-deps)
+    install_app_deps
+    install_test_deps
+    ;;
+  test)
+    install_app_deps
+    install_test_deps
+    export SINKCHAT_DATA_DIR="$ROOT/.data"
+    say "building (one workspace, one target folder)"
+    cargo build --workspace --all-targets
+    say "Rust tests"
+    cargo test --workspace -- --test-threads=2
+    say "UI unit tests"
+    (cd ui && npm test)
+    say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"
+    (cd tests/e2e && xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs)
+    ;;
+  *)
+    echo "usage: scripts/setup.sh run|test|deps|test-deps" >&2
+    exit 64
+    ;;
+esac

@@ -1,0 +1,219 @@
+//! Tauri commands: thin adapters from the UI to the store and the engine. Generic over the
+//! runtime so `tauri::test` can drive them without a window.
+
+use std::time::{Duration, Instant};
+
+use sinkchat_engine::{
+    CacheConfig, EngineEvent, GenerateRequest, Role as EngineRole, SamplingParams, StopReason, Turn,
+};
+use sinkchat_store::{Conversation, Message, MessageStatus, MessageText, Role, SearchHit};
+use tauri::ipc::Channel;
+use tauri::State;
+
+use crate::error::{UiError, UiResult};
+use crate::state::{AppState, ModelState};
+
+/// The persona a new conversation starts with.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful, friendly assistant.";
+
+/// How often a streaming reply is written to disk.
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(serde::Serialize)]
+pub struct Status {
+    pub model: ModelState,
+    pub data_dir: String,
+    pub database: String,
+}
+
+#[tauri::command]
+pub async fn app_status(state: State<'_, AppState>) -> UiResult<Status> {
+    Ok(Status {
+        model: state.model_state(),
+        data_dir: state.data_dir.display().to_string(),
+        database: state.store.path().display().to_string(),
+    })
+}
+
+#[tauri::command]
+pub async fn list_conversations(
+    state: State<'_, AppState>,
+    before_updated: Option<i64>,
+    before_id: Option<i64>,
+) -> UiResult<Vec<Conversation>> {
+    let before = before_updated.zip(before_id);
+    Ok(state.store.list_conversations(before, 50).await?)
+}
+
+#[tauri::command]
+pub async fn create_conversation(state: State<'_, AppState>) -> UiResult<Conversation> {
+    let model = match state.model_state() {
+        ModelState::Ready { info } => info.name,
+        _ => String::new(),
+    };
+    Ok(state
+        .store
+        .create_conversation("New chat", &model, DEFAULT_SYSTEM_PROMPT, "{}")
+        .await?)
+}
+
+#[tauri::command]
+pub async fn get_messages(state: State<'_, AppState>, conversation_id: i64) -> UiResult<Vec<Message>> {
+    state.store.conversation(conversation_id).await?;
+    Ok(state.store.messages(conversation_id, 0, 100_000).await?)
+}
+
+#[tauri::command]
+pub async fn rename_conversation(state: State<'_, AppState>, conversation_id: i64, title: String) -> UiResult<()> {
+    Ok(state.store.rename_conversation(conversation_id, &title).await?)
+}
+
+#[tauri::command]
+pub async fn delete_conversation(state: State<'_, AppState>, conversation_id: i64) -> UiResult<()> {
+    if let Some(c) = state.replies.lock().expect("replies").remove(&conversation_id) {
+        c.cancel();
+    }
+    if let Ok(e) = state.engine() {
+        e.forget(conversation_id);
+    }
+    Ok(state.store.delete_conversation(conversation_id).await?)
+}
+
+#[tauri::command]
+pub async fn search(state: State<'_, AppState>, query: String) -> UiResult<Vec<SearchHit>> {
+    Ok(state.store.search(&query, 50).await?)
+}
+
+#[derive(serde::Serialize)]
+pub struct Sent {
+    pub user_message: Message,
+    pub reply_id: i64,
+}
+
+/// Saves the user's message, starts the reply and streams it over `on_event`. Returns once
+/// the reply has started; the text arrives on the channel and is saved as it streams.
+#[tauri::command]
+pub async fn send_message(
+    state: State<'_, AppState>,
+    conversation_id: i64,
+    text: String,
+    on_event: Channel<EngineEvent>,
+) -> UiResult<Sent> {
+    let text = MessageText::parse(&text)?;
+    let engine = state.engine()?;
+    if state.replies.lock().expect("replies").contains_key(&conversation_id) {
+        return Err(UiError::new("busy", "A reply is still being written in this chat; stop it or wait."));
+    }
+    let conv = state.store.conversation(conversation_id).await?;
+    let earlier = state.store.messages(conversation_id, 0, 100_000).await?;
+    let user = state.store.add_user_message(conversation_id, &text).await?;
+    if conv.title == "New chat" {
+        let title: String = text.as_str().split_whitespace().collect::<Vec<_>>().join(" ");
+        let title: String = title.chars().take(48).collect();
+        let _ = state.store.rename_conversation(conversation_id, &title).await;
+    }
+    let reply = state.store.start_reply(conversation_id).await?;
+    let history = earlier
+        .iter()
+        .filter(|m| !m.content.is_empty())
+        .map(|m| Turn {
+            role: match m.role {
+                Role::User => EngineRole::User,
+                Role::Assistant => EngineRole::Assistant,
+                Role::System => EngineRole::System,
+            },
+            content: m.content.clone(),
+            message_id: m.id,
+        })
+        .collect();
+    let req = GenerateRequest {
+        conversation: conversation_id,
+        system_prompt: conv.system_prompt.clone(),
+        history,
+        user_text: text.as_str().to_string(),
+        user_message_id: user.id,
+        reply_message_id: reply.id,
+        sampling: SamplingParams::default(),
+        cache: CacheConfig::default(),
+        pin_system_prompt: true,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = match engine.generate(req, move |ev| {
+        let _ = tx.send(ev);
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            let err = UiError::from(e);
+            state
+                .store
+                .finish_reply(reply.id, "", MessageStatus::Failed, Some(&err.message), None)
+                .await?;
+            return Err(err);
+        }
+    };
+    state.replies.lock().expect("replies").insert(conversation_id, cancel);
+
+    let store = state.store.clone();
+    let reply_id = reply.id;
+    let replies = state.replies.clone();
+    tauri::async_runtime::spawn(async move {
+        let mut text = String::new();
+        let mut last_save = Instant::now();
+        while let Some(ev) = rx.recv().await {
+            let finished = match &ev {
+                EngineEvent::Token { text: t } => {
+                    text.push_str(t);
+                    if last_save.elapsed() >= SAVE_EVERY {
+                        if let Err(e) = store.save_reply_text(reply_id, &text).await {
+                            tracing::error!(error = %e, "saving the streaming reply failed");
+                        }
+                        last_save = Instant::now();
+                    }
+                    false
+                }
+                EngineEvent::Done { reason, tokens, .. } => {
+                    let status = if *reason == StopReason::Cancelled {
+                        MessageStatus::Stopped
+                    } else {
+                        MessageStatus::Complete
+                    };
+                    if let Err(e) = store.finish_reply(reply_id, &text, status, None, Some(*tokens as i64)).await {
+                        tracing::error!(error = %e, "saving the finished reply failed");
+                    }
+                    true
+                }
+                EngineEvent::Error { message, .. } => {
+                    if let Err(e) = store
+                        .finish_reply(reply_id, &text, MessageStatus::Failed, Some(message), None)
+                        .await
+                    {
+                        tracing::error!(error = %e, "saving the failed reply failed");
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let _ = on_event.send(ev);
+            if finished {
+                break;
+            }
+        }
+        replies.lock().expect("replies").remove(&conversation_id);
+    });
+    Ok(Sent {
+        user_message: user,
+        reply_id,
+    })
+}
+
+#[tauri::command]
+pub async fn stop_reply(state: State<'_, AppState>, conversation_id: i64) -> UiResult<bool> {
+    let c = state.replies.lock().expect("replies").get(&conversation_id).cloned();
+    Ok(match c {
+        Some(c) => {
+            c.cancel();
+            true
+        }
+        None => false,
+    })
+}

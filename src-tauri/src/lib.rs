@@ -1,0 +1,88 @@
+//! SinkChat's desktop shell: sets up logging, opens the store, loads the engine in the
+//! background and registers the commands. All logic lives in the library crates.
+
+pub mod commands;
+pub mod error;
+pub mod state;
+
+use std::path::PathBuf;
+
+use tauri::Manager;
+
+use crate::error::UiError;
+use crate::state::AppState;
+
+/// Builds the app for any runtime (the real webview, or `tauri::test`'s mock).
+pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
+    tauri::Builder::<R>::new().invoke_handler(tauri::generate_handler![
+        commands::app_status,
+        commands::list_conversations,
+        commands::create_conversation,
+        commands::get_messages,
+        commands::rename_conversation,
+        commands::delete_conversation,
+        commands::search,
+        commands::send_message,
+        commands::stop_reply,
+    ])
+}
+
+/// Opens the store under `data_dir` and starts loading the model on its own thread.
+pub fn init_state<R: tauri::Runtime>(app: &tauri::AppHandle<R>, data_dir: PathBuf) -> anyhow::Result<()> {
+    let db = data_dir.join("chats.db");
+    let store = tauri::async_runtime::block_on(sinkchat_store::Store::open(&db))?;
+    tracing::info!(db = %db.display(), "transcripts opened");
+    app.manage(AppState::new(store, data_dir.clone()));
+    let handle = app.clone();
+    std::thread::Builder::new()
+        .name("model-loader".into())
+        .spawn(move || {
+            let path = sinkchat_hub::active_model_path(&data_dir);
+            tracing::info!(model = %path.display(), "loading model");
+            let started = std::time::Instant::now();
+            let result = sinkchat_hub::check_model(&path)
+                .map_err(UiError::from)
+                .and_then(|_| {
+                    sinkchat_engine::Engine::start(&path, sinkchat_engine::device::best_device())
+                        .map_err(UiError::from)
+                });
+            if result.is_ok() {
+                tracing::info!(secs = started.elapsed().as_secs_f32(), "model ready");
+            }
+            handle.state::<AppState>().set_engine(result);
+        })?;
+    Ok(())
+}
+
+/// Runs the desktop app.
+pub fn run() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = sinkchat_hub::data_dir();
+    let result = builder::<tauri::Wry>()
+        .setup(move |app| {
+            init_state(app.handle(), data_dir.clone()).map_err(|e| {
+                tracing::error!(error = %e, "start-up failed");
+                e.into()
+            })
+        })
+        .build(tauri::generate_context!());
+    match result {
+        Ok(app) => app.run(|handle, event| {
+            if let tauri::RunEvent::Exit = event {
+                if let Some(s) = handle.try_state::<AppState>() {
+                    tauri::async_runtime::block_on(s.store.close());
+                }
+            }
+        }),
+        Err(e) => {
+            eprintln!("SinkChat could not start: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+// A small W3C WebDriver client over fetch, for driving the real SinkChat window through
+// tauri-driver (which forwards to WebKitWebDriver).
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+
+const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
+
+export class Driver {
+  constructor(port, session) { this.base = `http://127.0.0.1:${port}`; this.session = session; }
+
+  static async start({ app, env, port = 4444 }) {
+    const proc = spawn("tauri-driver", ["--port", String(port), "--native-port", String(port + 1)], {
+      env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit"],
+    });
+    const deadline = Date.now() + 30_000;
+    let lastErr;
+    while (Date.now() < deadline) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}/status`);
+        if (r.ok) break;
+      } catch (e) { lastErr = e; }
+      await sleep(200);
+    }
+    const res = await fetch(`http://127.0.0.1:${port}/session`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ capabilities: { alwaysMatch: { "tauri:options": { application: app } } } }),
+    }).catch((e) => { throw new Error(`tauri-driver did not answer: ${e} ${lastErr ?? ""}`); });
+    const body = await res.json();
+    if (!res.ok) { proc.kill(); throw new Error(`no session: ${JSON.stringify(body)}`); }
+    const d = new Driver(port, body.value.sessionId);
+    d.proc = proc;
+    return d;
+  }
+
+  async cmd(method, path, body) {
+    const r = await fetch(`${this.base}/session/${this.session}${path}`, {
+      method, headers: { "content-type": "application/json" }, body: body ? JSON.stringify(body) : undefined,
+    });
+    const j = await r.json();
+    if (!r.ok) throw new Error(`${method} ${path}: ${JSON.stringify(j.value)}`);
+    return j.value;
+  }
+
+  async find(css) { return (await this.cmd("POST", "/element", { using: "css selector", value: css }))[ELEMENT]; }
+  async findAll(css) { return (await this.cmd("POST", "/elements", { using: "css selector", value: css })).map((e) => e[ELEMENT]); }
+  async click(css) { await this.cmd("POST", `/element/${await this.find(css)}/click`, {}); }
+  async type(css, text) { await this.cmd("POST", `/element/${await this.find(css)}/value`, { text }); }
+  async text(css) { return this.cmd("GET", `/element/${await this.find(css)}/text`); }
+  async exec(script, args = []) { return this.cmd("POST", "/execute/sync", { script, args }); }
+  async screenshot() { return Buffer.from(await this.cmd("GET", "/screenshot"), "base64"); }
+
+  /** Polls `fn` until it returns a truthy value, or fails after `ms`. */
+  async waitFor(what, fn, ms = 120_000) {
+    const deadline = Date.now() + ms;
+    let last;
+    while (Date.now() < deadline) {
+      try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+      await sleep(250);
+    }
+    throw new Error(`timed out waiting for ${what} (last: ${last})`);
+  }
+
+  async quit() {
+    try { await fetch(`${this.base}/session/${this.session}`, { method: "DELETE" }); } catch { /* already gone */ }
+    this.proc.kill();
+    await new Promise((r) => this.proc.once("exit", r));
+  }
+}
