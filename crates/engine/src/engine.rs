@@ -307,14 +307,16 @@ impl Worker {
         let budget = config.window * 3 / 4;
         let mut tail: Vec<(Vec<u32>, Option<i64>)> = Vec::new();
         let mut used = 0;
-        let n = req.history.len();
-        for (i, t) in req.history.iter().enumerate().rev() {
+        let turns: Vec<&Turn> = req.history.iter().filter(|t| t.role != Role::System).collect();
+        for (i, t) in turns.iter().enumerate().rev() {
             let mut pieces = match t.role {
                 Role::User => self.template.user_turn(&t.content),
-                Role::Assistant => self.template.assistant_text(&t.content),
-                Role::System => continue,
+                _ => self.template.assistant_text(&t.content),
             };
-            if t.role == Role::Assistant && i + 1 < n {
+            // Every assistant turn is closed, and so is a user turn left without a reply
+            // (a failed one), so the template never nests two turns.
+            let answered = turns.get(i + 1).is_some_and(|n| n.role == Role::Assistant);
+            if t.role == Role::Assistant || !answered {
                 pieces.extend(self.template.assistant_close());
             }
             let ids = encode_pieces(&self.tokenizer, &pieces)?;
@@ -325,11 +327,7 @@ impl Worker {
             tail.push((ids, Some(t.message_id)));
         }
         tail.reverse();
-        let ends_open = req.history.last().is_some_and(|t| t.role == Role::Assistant);
         feeds.extend(tail);
-        if ends_open {
-            feeds.push((encode_pieces(&self.tokenizer, &self.template.assistant_close())?, None));
-        }
         self.conversations.insert(
             req.conversation,
             Conversation {

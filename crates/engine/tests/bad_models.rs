@@ -1,0 +1,92 @@
+//! Bad model files and settings get errors that name what is wrong, never a panic.
+
+mod common;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+use common::*;
+use sinkchat_engine::{CacheConfig, Engine, Error, LoadOptions, Model, SinkCache};
+
+fn load(path: &std::path::Path) -> Error {
+    Model::load(path, &Device::Cpu, LoadOptions::default()).unwrap_err()
+}
+
+/// Copies a GGUF, changing metadata and dropping tensors on the way.
+fn rewrite(src: &std::path::Path, dst: &std::path::Path, set: &[(&str, Value)], drop: &[&str]) {
+    let mut r = std::fs::File::open(src).unwrap();
+    let ct = gguf_file::Content::read(&mut r).unwrap();
+    let mut md: Vec<(String, Value)> = ct.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in set {
+        md.retain(|(key, _)| key != k);
+        md.push((k.to_string(), v.clone()));
+    }
+    let tensors: Vec<(String, QTensor)> = ct
+        .tensor_infos
+        .keys()
+        .filter(|n| !drop.contains(&n.as_str()))
+        .map(|n| (n.clone(), ct.tensor(&mut r, n, &Device::Cpu).unwrap()))
+        .collect();
+    let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tr: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &md, &tr).unwrap();
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = d.path().join("ok.gguf");
+    write_tiny(&Tiny::llama(1), &ok, GgmlDType::F32);
+    let bad = d.path().join("gpt2.gguf");
+    rewrite(&ok, &bad, &[("general.architecture", Value::String("mamba".into()))], &[]);
+    let e = load(&bad);
+    assert!(matches!(e, Error::UnsupportedArchitecture(_)), "{e}");
+    assert!(e.to_string().contains("'mamba'"), "{e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = d.path().join("ok.gguf");
+    write_tiny(&Tiny::llama(2), &ok, GgmlDType::F32);
+    let bad = d.path().join("missing.gguf");
+    rewrite(&ok, &bad, &[], &["blk.1.ffn_up.weight"]);
+    let e = load(&bad);
+    assert!(e.to_string().contains("blk.1.ffn_up.weight"), "{e}");
+    assert_eq!(e.code(), "model_incomplete");
+}
+
+#[test]
+fn not_a_gguf_and_missing_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("notes.txt");
+    std::fs::write(&p, "just some text, not a model").unwrap();
+    assert_eq!(load(&p).code(), "model_corrupt");
+    assert_eq!(load(&d.path().join("nope.gguf")).code(), "model_missing");
+}
+
+#[test]
+fn engine_refuses_a_model_without_tokenizer() {
+    // The tiny model has no tokenizer metadata at all.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("no-tokenizer.gguf");
+    write_tiny(&Tiny::llama(1), &p, GgmlDType::F32);
+    let e = Engine::start(&p, Device::Cpu).unwrap_err();
+    assert_eq!(e.code(), "tokenizer", "{e}");
+}
+
+#[test]
+fn bad_cache_settings_are_explained() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("m.gguf");
+    write_tiny(&Tiny::llama(1), &p, GgmlDType::F32);
+    let m = Model::load(&p, &Device::Cpu, LoadOptions::default()).unwrap();
+    for (cfg, words) in [
+        (CacheConfig { sinks: 4, window: 0, evict_step: 1 }, "at least one token"),
+        (CacheConfig { sinks: 8, window: 4, evict_step: 1 }, "smaller than the sinks"),
+        (CacheConfig { sinks: 4, window: 16, evict_step: 0 }, "eviction step"),
+    ] {
+        let e = SinkCache::new(m.spec(), cfg, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains(words), "{e}");
+    }
+}
