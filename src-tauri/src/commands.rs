@@ -58,19 +58,34 @@ pub async fn create_conversation(state: State<'_, AppState>) -> UiResult<Convers
 }
 
 #[tauri::command]
-pub async fn get_messages(state: State<'_, AppState>, conversation_id: i64) -> UiResult<Vec<Message>> {
+pub async fn get_messages(
+    state: State<'_, AppState>,
+    conversation_id: i64,
+) -> UiResult<Vec<Message>> {
     state.store.conversation(conversation_id).await?;
     Ok(state.store.messages(conversation_id, 0, 100_000).await?)
 }
 
 #[tauri::command]
-pub async fn rename_conversation(state: State<'_, AppState>, conversation_id: i64, title: String) -> UiResult<()> {
-    Ok(state.store.rename_conversation(conversation_id, &title).await?)
+pub async fn rename_conversation(
+    state: State<'_, AppState>,
+    conversation_id: i64,
+    title: String,
+) -> UiResult<()> {
+    Ok(state
+        .store
+        .rename_conversation(conversation_id, &title)
+        .await?)
 }
 
 #[tauri::command]
 pub async fn delete_conversation(state: State<'_, AppState>, conversation_id: i64) -> UiResult<()> {
-    if let Some(c) = state.replies.lock().expect("replies").remove(&conversation_id) {
+    if let Some(c) = state
+        .replies
+        .lock()
+        .expect("replies")
+        .remove(&conversation_id)
+    {
         c.cancel();
     }
     if let Ok(e) = state.engine() {
@@ -101,16 +116,31 @@ pub async fn send_message(
 ) -> UiResult<Sent> {
     let text = MessageText::parse(&text)?;
     let engine = state.engine()?;
-    if state.replies.lock().expect("replies").contains_key(&conversation_id) {
-        return Err(UiError::new("busy", "A reply is still being written in this chat; stop it or wait."));
+    if state
+        .replies
+        .lock()
+        .expect("replies")
+        .contains_key(&conversation_id)
+    {
+        return Err(UiError::new(
+            "busy",
+            "A reply is still being written in this chat; stop it or wait.",
+        ));
     }
     let conv = state.store.conversation(conversation_id).await?;
     let earlier = state.store.messages(conversation_id, 0, 100_000).await?;
     let user = state.store.add_user_message(conversation_id, &text).await?;
     if conv.title == "New chat" {
-        let title: String = text.as_str().split_whitespace().collect::<Vec<_>>().join(" ");
+        let title: String = text
+            .as_str()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let title: String = title.chars().take(48).collect();
-        let _ = state.store.rename_conversation(conversation_id, &title).await;
+        let _ = state
+            .store
+            .rename_conversation(conversation_id, &title)
+            .await;
     }
     let reply = state.store.start_reply(conversation_id).await?;
     let history = earlier
@@ -146,12 +176,22 @@ pub async fn send_message(
             let err = UiError::from(e);
             state
                 .store
-                .finish_reply(reply.id, "", MessageStatus::Failed, Some(&err.message), None)
+                .finish_reply(
+                    reply.id,
+                    "",
+                    MessageStatus::Failed,
+                    Some(&err.message),
+                    None,
+                )
                 .await?;
             return Err(err);
         }
     };
-    state.replies.lock().expect("replies").insert(conversation_id, cancel);
+    state
+        .replies
+        .lock()
+        .expect("replies")
+        .insert(conversation_id, cancel);
 
     let store = state.store.clone();
     let reply_id = reply.id;
@@ -177,7 +217,10 @@ pub async fn send_message(
                     } else {
                         MessageStatus::Complete
                     };
-                    if let Err(e) = store.finish_reply(reply_id, &text, status, None, Some(*tokens as i64)).await {
+                    if let Err(e) = store
+                        .finish_reply(reply_id, &text, status, None, Some(*tokens as i64))
+                        .await
+                    {
                         tracing::error!(error = %e, "saving the finished reply failed");
                     }
                     true
@@ -208,7 +251,12 @@ pub async fn send_message(
 
 #[tauri::command]
 pub async fn stop_reply(state: State<'_, AppState>, conversation_id: i64) -> UiResult<bool> {
-    let c = state.replies.lock().expect("replies").get(&conversation_id).cloned();
+    let c = state
+        .replies
+        .lock()
+        .expect("replies")
+        .get(&conversation_id)
+        .cloned();
     Ok(match c {
         Some(c) => {
             c.cancel();

@@ -28,7 +28,10 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
 }
 
 /// Opens the store under `data_dir` and starts loading the model on its own thread.
-pub fn init_state<R: tauri::Runtime>(app: &tauri::AppHandle<R>, data_dir: PathBuf) -> anyhow::Result<()> {
+pub fn init_state<R: tauri::Runtime>(
+    app: &tauri::AppHandle<R>,
+    data_dir: PathBuf,
+) -> anyhow::Result<()> {
     let db = data_dir.join("chats.db");
     let store = tauri::async_runtime::block_on(sinkchat_store::Store::open(&db))?;
     tracing::info!(db = %db.display(), "transcripts opened");
@@ -63,6 +66,15 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .init();
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        eprintln!(
+            "SinkChat needs a display to open its window, and this session has none \
+             (neither DISPLAY nor WAYLAND_DISPLAY is set). Start it from a desktop session, \
+             or under a virtual display: xvfb-run -a sinkchat-app"
+        );
+        std::process::exit(2);
+    }
     let data_dir = sinkchat_hub::data_dir();
     let result = builder::<tauri::Wry>()
         .setup(move |app| {

@@ -47,7 +47,10 @@ impl AppState {
         }
         Err(match &*self.model_state.read().expect("state lock") {
             ModelState::Failed { error } => error.clone(),
-            _ => UiError::new("model_loading", "The model is still loading; try again in a moment."),
+            _ => UiError::new(
+                "model_loading",
+                "The model is still loading; try again in a moment.",
+            ),
         })
     }
 

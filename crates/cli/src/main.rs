@@ -3,38 +3,60 @@
 //! ```text
 //! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--out docs/bench/decode.json]
 //! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--out docs/bench/flat.json]
+//! sinkchat eval requant --text FILE [--tokens 8192]
 //! ```
 
 mod bench;
+mod eval;
 
 use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| -> Option<String> {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
     };
     let model = flag("--model")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| sinkchat_hub::active_model_path(&sinkchat_hub::data_dir()));
     sinkchat_hub::check_model(&model).context("checking the model")?;
-    match (args.first().map(String::as_str), args.get(1).map(String::as_str)) {
+    match (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    ) {
         (Some("bench"), Some("decode")) => bench::decode(
             &model,
-            flag("--prompt-tokens").map(|v| v.parse()).transpose()?.unwrap_or(512),
+            flag("--prompt-tokens")
+                .map(|v| v.parse())
+                .transpose()?
+                .unwrap_or(512),
             flag("--gen").map(|v| v.parse()).transpose()?.unwrap_or(128),
             flag("--llamacpp").map(std::path::PathBuf::from),
             flag("--out").map(std::path::PathBuf::from),
         ),
         (Some("bench"), Some("flat")) => {
             let depths = flag("--depths").unwrap_or_else(|| "2000,20000,200000".into());
-            let depths: Vec<usize> = depths.split(',').map(|d| d.parse()).collect::<Result<_, _>>()?;
+            let depths: Vec<usize> = depths
+                .split(',')
+                .map(|d| d.parse())
+                .collect::<Result<_, _>>()?;
             bench::flat(&model, &depths, flag("--out").map(std::path::PathBuf::from))
         }
-        _ => bail!("usage: sinkchat bench decode|flat [--model FILE] [--out FILE.json]"),
+        (Some("eval"), Some("requant")) => eval::requant(
+            &model,
+            std::path::Path::new(&flag("--text").context("--text FILE is required")?),
+            flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192),
+        ),
+        _ => bail!(
+            "usage: sinkchat bench decode|flat [--model FILE] [--out FILE.json]\n       sinkchat eval requant --text FILE [--tokens N]"
+        ),
     }
 }

@@ -46,7 +46,9 @@ impl Default for CacheConfig {
 impl CacheConfig {
     pub fn validate(&self) -> Result<()> {
         if self.window == 0 {
-            return Err(Error::InvalidCacheConfig("the window must hold at least one token".into()));
+            return Err(Error::InvalidCacheConfig(
+                "the window must hold at least one token".into(),
+            ));
         }
         if self.window < self.sinks {
             return Err(Error::InvalidCacheConfig(format!(
@@ -220,7 +222,10 @@ impl SinkCache {
     /// Reserves slots for `n` new tokens, evicting the oldest window tokens as needed, and
     /// says where each goes. Must be followed by a forward that writes them.
     pub(crate) fn plan_write(&mut self, n: usize) -> WritePlan {
-        assert!(n >= 1 && n <= self.max_chunk(), "chunk of {n} tokens does not fit");
+        assert!(
+            n >= 1 && n <= self.max_chunk(),
+            "chunk of {n} tokens does not fit"
+        );
         let s = self.config.sinks;
         let w = self.config.window;
         let to_sinks = (s - self.sinks_used).min(n);
@@ -303,7 +308,11 @@ impl SinkCache {
         let mut m = Vec::with_capacity(positions.len() * read);
         for &q in positions {
             for &p in &self.slot_pos[..read] {
-                m.push(if p == u64::MAX || p > q { f32::NEG_INFINITY } else { 0.0 });
+                m.push(if p == u64::MAX || p > q {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                });
             }
         }
         Ok(Tensor::from_vec(m, (positions.len(), read), &self.device)?)
@@ -439,7 +448,11 @@ mod tests {
         let mut c = SinkCache::new(&spec(), cfg(4, 16, 1), &Device::Cpu).unwrap();
         let mut seen = 0u64;
         while seen < 10_000_000 {
-            let n = if seen < 100 { 1 } else { 16.min((10_000_000 - seen) as usize) };
+            let n = if seen < 100 {
+                1
+            } else {
+                16.min((10_000_000 - seen) as usize)
+            };
             let p = c.plan_write(n);
             seen += n as u64;
             assert_eq!(*p.positions.last().unwrap(), seen - 1);

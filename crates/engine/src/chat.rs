@@ -59,7 +59,9 @@ impl ChatTemplate {
                 Piece::Markup("<|im_end|>\n".into()),
             ],
             Self::Llama3 => vec![
-                Piece::Markup(format!("{bos}<|start_header_id|>system<|end_header_id|>\n\n")),
+                Piece::Markup(format!(
+                    "{bos}<|start_header_id|>system<|end_header_id|>\n\n"
+                )),
                 Piece::Content(system.into()),
                 Piece::Markup("<|eot_id|>".into()),
             ],
@@ -86,9 +88,7 @@ impl ChatTemplate {
             Self::Llama3 => vec![
                 Piece::Markup("<|start_header_id|>user<|end_header_id|>\n\n".into()),
                 Piece::Content(text.into()),
-                Piece::Markup(
-                    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n".into(),
-                ),
+                Piece::Markup("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n".into()),
             ],
             Self::Inst => vec![
                 Piece::Markup("[INST] ".into()),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 use crate::cache::{CacheConfig, CacheStats, SinkCache};
-use crate::chat::{encode_pieces, ChatTemplate, Piece, Role, Turn};
+use crate::chat::{encode_pieces, ChatTemplate, Role, Turn};
 use crate::model::{Logits, Model};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::text::TokenOutputStream;
@@ -35,9 +35,14 @@ pub enum StopReason {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EngineEvent {
     /// The new turn's tokens are being read (`done` of `total`).
-    Prefill { done: usize, total: usize },
+    Prefill {
+        done: usize,
+        total: usize,
+    },
     /// A piece of reply text.
-    Token { text: String },
+    Token {
+        text: String,
+    },
     /// Cache state after a step, with the first message the model still sees whole.
     Cache {
         stats: CacheStats,
@@ -49,7 +54,10 @@ pub enum EngineEvent {
         tokens_per_s: f64,
         prompt_tokens: usize,
     },
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 /// One reply to produce.
@@ -197,7 +205,11 @@ impl Engine {
         req.cache.validate()?;
         let cancel = Cancel(Arc::new(AtomicBool::new(false)));
         self.tx
-            .send(Command::Generate(Box::new(req), cancel.clone(), Box::new(on_event)))
+            .send(Command::Generate(
+                Box::new(req),
+                cancel.clone(),
+                Box::new(on_event),
+            ))
             .map_err(|_| Error::EngineStopped)?;
         Ok(cancel)
     }
@@ -229,7 +241,8 @@ impl Worker {
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Command::Generate(req, cancel, mut cb) => {
-                    let _span = tracing::info_span!("reply", conversation = req.conversation).entered();
+                    let _span =
+                        tracing::info_span!("reply", conversation = req.conversation).entered();
                     if let Err(e) = self.generate(&req, &cancel, &mut cb) {
                         tracing::error!(error = %e, "reply failed");
                         // A failed step may have left the cache half-written: rebuild next time.
@@ -248,19 +261,12 @@ impl Worker {
         }
     }
 
+    /// The BOS token's text, for templates that open with it (ChatML does not).
     fn bos_str(&self) -> Option<String> {
-        self.tokenizer
-            .bos
-            .and_then(|b| self.tokenizer_token(b))
-            .filter(|_| self.template != ChatTemplate::ChatMl)
-    }
-
-    fn tokenizer_token(&self, id: u32) -> Option<String> {
-        // Special tokens decode to nothing; look the string up through the template instead.
-        ["<|begin_of_text|>", "<s>", "<|endoftext|>"]
-            .into_iter()
-            .find(|t| self.tokenizer.token_to_id(t) == Some(id))
-            .map(String::from)
+        if self.template == ChatTemplate::ChatMl {
+            return None;
+        }
+        self.tokenizer.bos.and_then(|b| self.tokenizer.id_to_token(b))
     }
 
     /// Makes sure the conversation has a live cache matching the request, rebuilding it from
@@ -274,9 +280,15 @@ impl Worker {
         });
         let mut feeds = Vec::new();
         if keep {
-            let c = self.conversations.get_mut(&req.conversation).expect("checked");
+            let c = self
+                .conversations
+                .get_mut(&req.conversation)
+                .expect("checked");
             if c.close_pending {
-                feeds.push((encode_pieces(&self.tokenizer, &self.template.assistant_close())?, None));
+                feeds.push((
+                    encode_pieces(&self.tokenizer, &self.template.assistant_close())?,
+                    None,
+                ));
                 c.close_pending = false;
             }
             return Ok(feeds);
@@ -288,7 +300,9 @@ impl Worker {
         }
         let opening = encode_pieces(
             &self.tokenizer,
-            &self.template.opening(self.bos_str().as_deref(), &req.system_prompt),
+            &self
+                .template
+                .opening(self.bos_str().as_deref(), &req.system_prompt),
         )?;
         let sinks = if req.pin_system_prompt {
             req.cache.sinks.max(opening.len())
@@ -307,7 +321,11 @@ impl Worker {
         let budget = config.window * 3 / 4;
         let mut tail: Vec<(Vec<u32>, Option<i64>)> = Vec::new();
         let mut used = 0;
-        let turns: Vec<&Turn> = req.history.iter().filter(|t| t.role != Role::System).collect();
+        let turns: Vec<&Turn> = req
+            .history
+            .iter()
+            .filter(|t| t.role != Role::System)
+            .collect();
         for (i, t) in turns.iter().enumerate().rev() {
             let mut pieces = match t.role {
                 Role::User => self.template.user_turn(&t.content),
@@ -342,12 +360,20 @@ impl Worker {
         Ok(feeds)
     }
 
-    fn generate(&mut self, req: &GenerateRequest, cancel: &Cancel, cb: &mut Callback) -> Result<()> {
+    fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        cancel: &Cancel,
+        cb: &mut Callback,
+    ) -> Result<()> {
         let mut feeds = self.prepare(req)?;
         let user = encode_pieces(&self.tokenizer, &self.template.user_turn(&req.user_text))?;
         feeds.push((user, Some(req.user_message_id)));
         let total: usize = feeds.iter().map(|f| f.0.len()).sum();
-        let conv = self.conversations.get_mut(&req.conversation).expect("prepared");
+        let conv = self
+            .conversations
+            .get_mut(&req.conversation)
+            .expect("prepared");
         conv.last_used = Instant::now();
         let chunk = (conv.cache.config().window / 4).clamp(1, 256);
         let mut done = 0;
@@ -376,7 +402,8 @@ impl Worker {
                 cb(EngineEvent::Prefill { done, total });
             }
         }
-        conv.segments.push(conv.cache.tokens_seen(), req.reply_message_id);
+        conv.segments
+            .push(conv.cache.tokens_seen(), req.reply_message_id);
         let mut logits = logits.ok_or(Error::EmptyInput)?;
         let mut sampler = Sampler::new(req.sampling.clone())?;
         let mut out = TokenOutputStream::new(self.tokenizer.clone());
@@ -410,17 +437,19 @@ impl Worker {
             if let Some(piece) = out.next(tok)? {
                 cb(EngineEvent::Token { text: piece });
             }
-            if !req.sampling.stop.is_empty()
-                && req.sampling.stop.iter().any(|s| out.text().ends_with(s.as_str()))
+            // The token is fed in every case, so the cache holds the whole reply.
+            logits = self.model.forward(&[tok], &mut conv.cache, Logits::Last)?;
+            if req
+                .sampling
+                .stop
+                .iter()
+                .any(|s| out.text().ends_with(s.as_str()))
             {
-                logits = self.model.forward(&[tok], &mut conv.cache, Logits::Last)?;
                 reason = StopReason::StopString;
                 break;
             }
-            logits = self.model.forward(&[tok], &mut conv.cache, Logits::Last)?;
             emit_cache(conv, cb);
         }
-        let _ = logits;
         if let Some(piece) = out.finish()? {
             cb(EngineEvent::Token { text: piece });
         }
@@ -430,14 +459,13 @@ impl Worker {
         cb(EngineEvent::Done {
             reason,
             tokens: produced,
-            tokens_per_s: if secs > 0.0 { produced as f64 / secs } else { 0.0 },
+            tokens_per_s: if secs > 0.0 {
+                produced as f64 / secs
+            } else {
+                0.0
+            },
             prompt_tokens: total,
         });
         Ok(())
     }
-}
-
-/// Feeds a whole transcript's text as one piece list, for tools that need raw streaming.
-pub fn pieces_tokens(tk: &GgufTokenizer, pieces: &[Piece]) -> Result<Vec<u32>> {
-    encode_pieces(tk, pieces)
 }

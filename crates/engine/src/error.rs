@@ -10,7 +10,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the model file {path} is not a valid GGUF file (it may be truncated or corrupt): {reason}")]
+    #[error(
+        "the model file {path} is not a valid GGUF file (it may be truncated or corrupt): {reason}"
+    )]
     InvalidGguf { path: PathBuf, reason: String },
     #[error("models of architecture '{0}' are not supported yet (supported: llama, qwen2)")]
     UnsupportedArchitecture(String),

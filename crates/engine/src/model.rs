@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor, D};
 
 use crate::cache::{SinkCache, WritePlan};
 use crate::rope;
@@ -344,11 +344,6 @@ impl Model {
             .transpose(0, 1)?
             .reshape((1, n, nh * hd))?;
         Ok(layer.wo.forward(&y)?)
-    }
-
-    /// The embedding table, for tests that compare against other implementations.
-    pub fn embedding_dtype(&self) -> DType {
-        self.embed.dtype()
     }
 }
 

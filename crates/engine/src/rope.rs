@@ -60,7 +60,12 @@ mod tests {
         let kt = Tensor::from_slice(k, (1, 1, 1, d), &dev).unwrap();
         let qr = apply(&qt, &cq, &sq, neox).unwrap().flatten_all().unwrap();
         let kr = apply(&kt, &ck, &sk, neox).unwrap().flatten_all().unwrap();
-        (qr * kr).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+        (qr * kr)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]

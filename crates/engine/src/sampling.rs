@@ -21,7 +21,8 @@ pub struct SamplingParams {
     pub repeat_last_n: usize,
     pub seed: u64,
     pub max_tokens: usize,
-    /// Text that ends the reply when it appears (not included in the reply).
+    /// Text that ends the reply as soon as the reply ends with it (the text itself has already
+    /// been streamed and stays in the reply).
     pub stop: Vec<String>,
 }
 
@@ -54,10 +55,16 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidSampling(m));
         if !(self.temperature.is_finite() && (0.0..=5.0).contains(&self.temperature)) {
-            return bad(format!("temperature must be between 0 and 5, not {}", self.temperature));
+            return bad(format!(
+                "temperature must be between 0 and 5, not {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top-p must be above 0 and at most 1, not {}", self.top_p));
+            return bad(format!(
+                "top-p must be above 0 and at most 1, not {}",
+                self.top_p
+            ));
         }
         if !(self.repeat_penalty.is_finite() && (0.5..=3.0).contains(&self.repeat_penalty)) {
             return bad(format!(
@@ -96,7 +103,11 @@ impl Sampler {
             for &t in &recent[start..] {
                 if seen.insert(t) {
                     if let Some(l) = logits.get_mut(t as usize) {
-                        *l = if *l >= 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                        *l = if *l >= 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
                     }
                 }
             }
@@ -203,10 +214,22 @@ mod tests {
     #[test]
     fn rejects_bad_settings() {
         for p in [
-            SamplingParams { temperature: -1.0, ..Default::default() },
-            SamplingParams { top_p: 0.0, ..Default::default() },
-            SamplingParams { repeat_penalty: f32::NAN, ..Default::default() },
-            SamplingParams { max_tokens: 0, ..Default::default() },
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                repeat_penalty: f32::NAN,
+                ..Default::default()
+            },
+            SamplingParams {
+                max_tokens: 0,
+                ..Default::default()
+            },
         ] {
             assert!(Sampler::new(p).is_err());
         }

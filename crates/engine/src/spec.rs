@@ -56,7 +56,8 @@ pub struct ModelSpec {
 }
 
 fn get<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<&'a Value> {
-    md.get(key).ok_or_else(|| Error::MissingMetadata(key.to_string()))
+    md.get(key)
+        .ok_or_else(|| Error::MissingMetadata(key.to_string()))
 }
 
 fn get_usize(md: &HashMap<String, Value>, key: &str) -> Result<usize> {
@@ -66,7 +67,11 @@ fn get_usize(md: &HashMap<String, Value>, key: &str) -> Result<usize> {
         Value::U64(n) => *n,
         Value::I32(n) if *n >= 0 => *n as u64,
         Value::I64(n) if *n >= 0 => *n as u64,
-        _ => return Err(Error::MissingMetadata(format!("{key} (as a positive integer)"))),
+        _ => {
+            return Err(Error::MissingMetadata(format!(
+                "{key} (as a positive integer)"
+            )))
+        }
     };
     Ok(n as usize)
 }
@@ -97,7 +102,9 @@ impl ModelSpec {
         let embedding_length = get_usize(md, &format!("{a}.embedding_length"))?;
         let n_layer = get_usize(md, &format!("{a}.block_count"))?;
         if n_head == 0 || n_kv_head == 0 || n_layer == 0 || embedding_length == 0 {
-            return Err(Error::MissingMetadata("non-zero head, layer and embedding counts".into()));
+            return Err(Error::MissingMetadata(
+                "non-zero head, layer and embedding counts".into(),
+            ));
         }
         if n_head % n_kv_head != 0 || embedding_length % n_head != 0 {
             return Err(Error::MissingMetadata(format!(

@@ -104,19 +104,27 @@ impl GgufTokenizer {
         let mut tk = Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
         let split = |re: &str| -> Result<PreTokenizerWrapper> {
-            Ok(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?
-                .into())
+            Ok(Split::new(
+                SplitPattern::Regex(re.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .into())
         };
         let pre_tok: PreTokenizerWrapper = match pre.as_str() {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             "default" | "gpt-2" | "gpt2" => byte_level.into(),
-            "llama-bpe" | "llama3" => {
-                Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level.use_regex(false).into()]).into()
-            }
-            "qwen2" => {
-                Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level.use_regex(false).into()]).into()
-            }
+            "llama-bpe" | "llama3" => Sequence::new(vec![
+                split(LLAMA3_SPLIT)?,
+                byte_level.use_regex(false).into(),
+            ])
+            .into(),
+            "qwen2" => Sequence::new(vec![
+                split(QWEN2_SPLIT)?,
+                byte_level.use_regex(false).into(),
+            ])
+            .into(),
             other => {
                 return Err(Error::Tokenizer(format!(
                     "pre-tokenizer '{other}' is not supported yet"
@@ -139,7 +147,13 @@ impl GgufTokenizer {
         if let Some(e) = id(md, "tokenizer.ggml.eot_token_id") {
             end_of_turn.insert(e);
         }
-        for t in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "</s>"] {
+        for t in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "<|end|>",
+            "</s>",
+        ] {
             if let Some(i) = tk.token_to_id(t) {
                 end_of_turn.insert(i);
             }
@@ -167,9 +181,8 @@ impl GgufTokenizer {
                 .map_err(|e| Error::Tokenizer(e.to_string()))?;
             return Ok(enc.get_ids().to_vec());
         }
-        // Without special parsing: encode with a tokenizer copy that knows no added tokens
-        // would be costly; instead split on nothing by encoding pieces between specials as
-        // plain text. `encode_fast` on the model alone gives that.
+        // Plain text: run the pre-tokenizer and the BPE model directly, skipping the added
+        // (special) tokens that `Tokenizer::encode` would match inside the text.
         let mut out = Vec::new();
         let pre = self.inner.get_pre_tokenizer();
         let mut pts = tokenizers::PreTokenizedString::from(text);
@@ -179,7 +192,10 @@ impl GgufTokenizer {
                 .map_err(|e| Error::Tokenizer(e.to_string()))?;
         }
         use tokenizers::Model as _;
-        for (piece, _, _) in pts.get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Byte) {
+        for (piece, _, _) in pts.get_splits(
+            tokenizers::OffsetReferential::Original,
+            tokenizers::OffsetType::Byte,
+        ) {
             for t in self
                 .inner
                 .get_model()
@@ -201,6 +217,11 @@ impl GgufTokenizer {
 
     pub fn token_to_id(&self, t: &str) -> Option<u32> {
         self.inner.token_to_id(t)
+    }
+
+    /// The vocabulary entry of `id` (a special token's own text, unlike `decode`).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -16,7 +16,11 @@ fn load(path: &std::path::Path) -> Error {
 fn rewrite(src: &std::path::Path, dst: &std::path::Path, set: &[(&str, Value)], drop: &[&str]) {
     let mut r = std::fs::File::open(src).unwrap();
     let ct = gguf_file::Content::read(&mut r).unwrap();
-    let mut md: Vec<(String, Value)> = ct.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut md: Vec<(String, Value)> = ct
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (k, v) in set {
         md.retain(|(key, _)| key != k);
         md.push((k.to_string(), v.clone()));
@@ -38,7 +42,12 @@ fn unsupported_architecture_is_named() {
     let ok = d.path().join("ok.gguf");
     write_tiny(&Tiny::llama(1), &ok, GgmlDType::F32);
     let bad = d.path().join("gpt2.gguf");
-    rewrite(&ok, &bad, &[("general.architecture", Value::String("mamba".into()))], &[]);
+    rewrite(
+        &ok,
+        &bad,
+        &[("general.architecture", Value::String("mamba".into()))],
+        &[],
+    );
     let e = load(&bad);
     assert!(matches!(e, Error::UnsupportedArchitecture(_)), "{e}");
     assert!(e.to_string().contains("'mamba'"), "{e}");
@@ -82,9 +91,30 @@ fn bad_cache_settings_are_explained() {
     write_tiny(&Tiny::llama(1), &p, GgmlDType::F32);
     let m = Model::load(&p, &Device::Cpu, LoadOptions::default()).unwrap();
     for (cfg, words) in [
-        (CacheConfig { sinks: 4, window: 0, evict_step: 1 }, "at least one token"),
-        (CacheConfig { sinks: 8, window: 4, evict_step: 1 }, "smaller than the sinks"),
-        (CacheConfig { sinks: 4, window: 16, evict_step: 0 }, "eviction step"),
+        (
+            CacheConfig {
+                sinks: 4,
+                window: 0,
+                evict_step: 1,
+            },
+            "at least one token",
+        ),
+        (
+            CacheConfig {
+                sinks: 8,
+                window: 4,
+                evict_step: 1,
+            },
+            "smaller than the sinks",
+        ),
+        (
+            CacheConfig {
+                sinks: 4,
+                window: 16,
+                evict_step: 0,
+            },
+            "eviction step",
+        ),
     ] {
         let e = SinkCache::new(m.spec(), cfg, &Device::Cpu).unwrap_err();
         assert!(e.to_string().contains(words), "{e}");

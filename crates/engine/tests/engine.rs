@@ -7,7 +7,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use sinkchat_engine::{CacheConfig, Engine, EngineEvent, Error, GenerateRequest, SamplingParams, StopReason};
+use sinkchat_engine::{
+    CacheConfig, Engine, EngineEvent, Error, GenerateRequest, SamplingParams, StopReason,
+};
 
 fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest {
     GenerateRequest {
@@ -17,8 +19,16 @@ fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest 
         user_text: text.into(),
         user_message_id: 1,
         reply_message_id: 2,
-        sampling: SamplingParams { max_tokens, seed: 11, ..SamplingParams::default() },
-        cache: CacheConfig { sinks: 4, window: 512, evict_step: 1 },
+        sampling: SamplingParams {
+            max_tokens,
+            seed: 11,
+            ..SamplingParams::default()
+        },
+        cache: CacheConfig {
+            sinks: 4,
+            window: 512,
+            evict_step: 1,
+        },
         pin_system_prompt: true,
     }
 }
@@ -26,7 +36,11 @@ fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest 
 /// Runs one reply to the end; returns (text, prefill total, done reason).
 fn run(engine: &Engine, req: GenerateRequest) -> (String, usize, StopReason) {
     let (tx, rx) = mpsc::channel();
-    engine.generate(req, move |e| { let _ = tx.send(e); }).unwrap();
+    engine
+        .generate(req, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
     let (mut text, mut total) = (String::new(), 0);
     loop {
         match rx.recv_timeout(Duration::from_secs(120)).unwrap() {
@@ -46,21 +60,35 @@ fn conversation_cache_lives_across_turns_and_seeds_repeat() {
     assert!(!a.trim().is_empty());
     // The second turn reads only its own tokens, not the history again.
     let (_, second_prefill, _) = run(&engine, request(1, "And three animals?", 24));
-    assert!(second_prefill < 20, "second turn re-read {second_prefill} tokens");
+    assert!(
+        second_prefill < 20,
+        "second turn re-read {second_prefill} tokens"
+    );
     assert!(first_prefill > second_prefill);
     // Same seed, same conversation state: same text.
     let (b, _, _) = run(&engine, request(2, "Name three colours.", 24));
     assert_eq!(a, b);
-    assert!(matches!(engine.generate(request(3, "   ", 5), |_| {}), Err(Error::EmptyInput)));
+    assert!(matches!(
+        engine.generate(request(3, "   ", 5), |_| {}),
+        Err(Error::EmptyInput)
+    ));
 }
 
 #[test]
 fn cancel_frees_the_engine_at_once() {
     let engine = Engine::start(&common::smollm_path(), Device::Cpu).unwrap();
     let (tx, rx) = mpsc::channel();
-    let mut req = request(7, "Write a very long story about a lighthouse keeper.", 2000);
+    let mut req = request(
+        7,
+        "Write a very long story about a lighthouse keeper.",
+        2000,
+    );
     req.sampling.stop = vec![];
-    let cancel = engine.generate(req, move |e| { let _ = tx.send(e); }).unwrap();
+    let cancel = engine
+        .generate(req, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
     // Wait for the first token, then cancel.
     loop {
         if let EngineEvent::Token { .. } = rx.recv_timeout(Duration::from_secs(60)).unwrap() {
@@ -70,13 +98,19 @@ fn cancel_frees_the_engine_at_once() {
     let t = Instant::now();
     cancel.cancel();
     let reason = loop {
-        if let EngineEvent::Done { reason, tokens, .. } = rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+        if let EngineEvent::Done { reason, tokens, .. } =
+            rx.recv_timeout(Duration::from_secs(10)).unwrap()
+        {
             assert!(tokens < 2000);
             break reason;
         }
     };
     assert_eq!(reason, StopReason::Cancelled);
-    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "cancel took {:?}",
+        t.elapsed()
+    );
     // The engine serves the next request right away.
     let (text, _, _) = run(&engine, request(8, "Say hello.", 8));
     assert!(!text.is_empty());
@@ -88,10 +122,22 @@ fn a_conversation_without_a_live_cache_is_rebuilt_from_its_transcript() {
     let engine = Engine::start(&common::smollm_path(), Device::Cpu).unwrap();
     let mut req = request(21, "What is my name?", 12);
     req.history = vec![
-        Turn { role: Role::User, content: "Hello! My name is Ada.".into(), message_id: 10 },
-        Turn { role: Role::Assistant, content: "Nice to meet you, Ada.".into(), message_id: 11 },
+        Turn {
+            role: Role::User,
+            content: "Hello! My name is Ada.".into(),
+            message_id: 10,
+        },
+        Turn {
+            role: Role::Assistant,
+            content: "Nice to meet you, Ada.".into(),
+            message_id: 11,
+        },
         // A user turn whose reply failed: it must not leave the template open.
-        Turn { role: Role::User, content: "Are you there?".into(), message_id: 12 },
+        Turn {
+            role: Role::User,
+            content: "Are you there?".into(),
+            message_id: 12,
+        },
     ];
     let (text, prefill, reason) = run(&engine, req);
     assert!(prefill > 40, "history was not read: {prefill} tokens");

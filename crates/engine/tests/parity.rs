@@ -27,15 +27,25 @@ impl Reference {
     fn load(path: &Path) -> Self {
         let mut f = std::fs::File::open(path).unwrap();
         let ct = gguf_file::Content::read(&mut f).unwrap();
-        let arch = ct.metadata["general.architecture"].to_string().unwrap().clone();
+        let arch = ct.metadata["general.architecture"]
+            .to_string()
+            .unwrap()
+            .clone();
         match arch.as_str() {
-            "llama" => Self::Llama(quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()),
-            "qwen2" => Self::Qwen2(quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()),
+            "llama" => Self::Llama(
+                quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap(),
+            ),
+            "qwen2" => Self::Qwen2(
+                quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap(),
+            ),
             a => panic!("no reference for {a}"),
         }
     }
     fn forward(&mut self, ids: &[u32], pos: usize) -> Tensor {
-        let x = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let x = Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let y = match self {
             Self::Llama(m) => m.forward(&x, pos).unwrap(),
             Self::Qwen2(m) => m.forward(&x, pos).unwrap(),
@@ -46,11 +56,21 @@ impl Reference {
 
 /// Prefill `prompt`, then decode `steps` greedy tokens, comparing logits at every step.
 /// Returns the worst relative error and whether both argmaxes agreed at every step.
-fn compare(path: &Path, opts: LoadOptions, reference: &Path, prompt: &[u32], steps: usize) -> (f32, bool) {
+fn compare(
+    path: &Path,
+    opts: LoadOptions,
+    reference: &Path,
+    prompt: &[u32],
+    steps: usize,
+) -> (f32, bool) {
     let model = Model::load(path, &Device::Cpu, opts).unwrap();
     let mut cache = SinkCache::new(
         model.spec(),
-        CacheConfig { sinks: 4, window: 512, evict_step: 1 },
+        CacheConfig {
+            sinks: 4,
+            window: 512,
+            evict_step: 1,
+        },
         &Device::Cpu,
     )
     .unwrap();
@@ -76,7 +96,11 @@ fn compare(path: &Path, opts: LoadOptions, reference: &Path, prompt: &[u32], ste
 fn tiny(arch: &str, dtype: GgmlDType) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join(format!("tiny-{arch}.gguf"));
-    let t = if arch == "llama" { Tiny::llama(3) } else { Tiny::qwen2(3) };
+    let t = if arch == "llama" {
+        Tiny::llama(3)
+    } else {
+        Tiny::qwen2(3)
+    };
     write_tiny(&t, &p, dtype);
     (dir, p)
 }
@@ -123,10 +147,27 @@ fn smollm2_original_weights_match_candle() {
     let dir = tempfile::tempdir().unwrap();
     let f32_copy = dir.path().join("f32.gguf");
     write_converted(&p, &f32_copy, false, true);
-    let (e, agree) = compare(&f32_copy, LoadOptions::default(), &f32_copy, &smollm_prompt(), 10);
+    let (e, agree) = compare(
+        &f32_copy,
+        LoadOptions::default(),
+        &f32_copy,
+        &smollm_prompt(),
+        10,
+    );
     assert!(e < 1e-3 && agree, "f32 weights: relative error {e}");
-    let (e, agree) = compare(&p, LoadOptions { requantize_to_q8: false }, &p, &smollm_prompt(), 10);
-    assert!(e < 0.1 && agree, "Q4_1 weights: relative error {e}, argmax agree {agree}");
+    let (e, agree) = compare(
+        &p,
+        LoadOptions {
+            requantize_to_q8: false,
+        },
+        &p,
+        &smollm_prompt(),
+        10,
+    );
+    assert!(
+        e < 0.1 && agree,
+        "Q4_1 weights: relative error {e}, argmax agree {agree}"
+    );
 }
 
 #[test]
@@ -135,10 +176,22 @@ fn smollm2_converted_weights_match_candle() {
     let dir = tempfile::tempdir().unwrap();
     let f32_copy = dir.path().join("q8-as-f32.gguf");
     write_converted(&p, &f32_copy, true, true);
-    let (e, agree) = compare(&f32_copy, LoadOptions::default(), &f32_copy, &smollm_prompt(), 10);
-    assert!(e < 1e-3 && agree, "converted weights in f32: relative error {e}");
+    let (e, agree) = compare(
+        &f32_copy,
+        LoadOptions::default(),
+        &f32_copy,
+        &smollm_prompt(),
+        10,
+    );
+    assert!(
+        e < 1e-3 && agree,
+        "converted weights in f32: relative error {e}"
+    );
     let q8 = dir.path().join("q8.gguf");
     write_converted(&p, &q8, true, false);
     let (e, agree) = compare(&p, LoadOptions::default(), &q8, &smollm_prompt(), 10);
-    assert!(e < 0.1 && agree, "Q8_0 run: relative error {e}, argmax agree {agree}");
+    assert!(
+        e < 0.1 && agree,
+        "Q8_0 run: relative error {e}, argmax agree {agree}"
+    );
 }

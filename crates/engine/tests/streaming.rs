@@ -18,12 +18,24 @@ use sinkchat_engine::{CacheConfig, LoadOptions, Model, SinkCache};
 fn reference_logits(path: &std::path::Path, ids: &[u32]) -> Tensor {
     let mut f = std::fs::File::open(path).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
-    let x = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let arch = ct.metadata["general.architecture"].to_string().unwrap().clone();
+    let x = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let arch = ct.metadata["general.architecture"]
+        .to_string()
+        .unwrap()
+        .clone();
     let y = if arch == "llama" {
-        quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap().forward(&x, 0).unwrap()
+        quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu)
+            .unwrap()
+            .forward(&x, 0)
+            .unwrap()
     } else {
-        quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap().forward(&x, 0).unwrap()
+        quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu)
+            .unwrap()
+            .forward(&x, 0)
+            .unwrap()
     };
     y.flatten_all().unwrap()
 }
@@ -37,7 +49,11 @@ fn rerotate(k: &[f32], from: u64, to: u64, neox: bool) -> Vec<f32> {
         let theta = 1.0 / 10_000f64.powf((2 * i) as f64 / d as f64);
         let a = (to as f64 - from as f64) * theta;
         let (c, s) = (a.cos(), a.sin());
-        let (x, y) = if neox { (i, i + d / 2) } else { (2 * i, 2 * i + 1) };
+        let (x, y) = if neox {
+            (i, i + d / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (kx, ky) = (k[x] as f64, k[y] as f64);
         out[x] = (kx * c - ky * s) as f32;
         out[y] = (kx * s + ky * c) as f32;
@@ -48,11 +64,19 @@ fn rerotate(k: &[f32], from: u64, to: u64, neox: bool) -> Vec<f32> {
 fn check_arch(arch: &str, chunked: bool, evict_step: usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("one-layer.gguf");
-    let t = if arch == "llama" { Tiny::llama(1) } else { Tiny::qwen2(1) };
+    let t = if arch == "llama" {
+        Tiny::llama(1)
+    } else {
+        Tiny::qwen2(1)
+    };
     write_tiny(&t, &path, GgmlDType::F32);
     let neox = arch == "qwen2";
     let model = Model::load(&path, &Device::Cpu, LoadOptions::default()).unwrap();
-    let cfg = CacheConfig { sinks: 4, window: 16, evict_step };
+    let cfg = CacheConfig {
+        sinks: 4,
+        window: 16,
+        evict_step,
+    };
     let mut cache = SinkCache::new(model.spec(), cfg, &Device::Cpu).unwrap();
     let stream: Vec<u32> = (0..77u32).map(|i| (i * 31 + 7) % 96).collect();
     let mut logits = None;
@@ -77,16 +101,34 @@ fn check_arch(arch: &str, chunked: bool, evict_step: usize) {
         .filter_map(|(slot, (p, q))| Some((q.as_ref().copied()?, p.as_ref().copied()?, slot)))
         .collect();
     held.sort();
-    let ids: Vec<u32> = held.iter().map(|&(_, pos, _)| stream[pos as usize]).collect();
-    assert_eq!(held.iter().map(|h| h.0).collect::<Vec<_>>(), (0..held.len() as u64).collect::<Vec<_>>());
+    let ids: Vec<u32> = held
+        .iter()
+        .map(|&(_, pos, _)| stream[pos as usize])
+        .collect();
+    assert_eq!(
+        held.iter().map(|h| h.0).collect::<Vec<_>>(),
+        (0..held.len() as u64).collect::<Vec<_>>()
+    );
 
     // Next-token logits equal a fresh forward over exactly the held tokens at 0..n-1.
     let fresh = reference_logits(&path, &ids);
     let e = rel_err(&logits, &fresh);
-    assert!(e < 1e-3, "{arch} chunked={chunked}: logits differ from a fresh forward by {e}");
+    assert!(
+        e < 1e-3,
+        "{arch} chunked={chunked}: logits differ from a fresh forward by {e}"
+    );
 
     // Each cached key, moved to its place, equals the fresh forward's key at that place.
-    let mut fresh_cache = SinkCache::new(model.spec(), CacheConfig { sinks: 0, window: 64, evict_step: 1 }, &Device::Cpu).unwrap();
+    let mut fresh_cache = SinkCache::new(
+        model.spec(),
+        CacheConfig {
+            sinks: 0,
+            window: 64,
+            evict_step: 1,
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
     model.forward(&ids, &mut fresh_cache, Logits::Last).unwrap();
     let ks = cache.layer_keys(0).to_vec3::<f32>().unwrap(); // (kv_heads, slots, hd)
     let kf = fresh_cache.layer_keys(0).to_vec3::<f32>().unwrap();
@@ -99,7 +141,10 @@ fn check_arch(arch: &str, chunked: bool, evict_step: usize) {
             }
         }
     }
-    assert!(worst < 1e-4, "{arch}: cached key off by {worst} after re-positioning");
+    assert!(
+        worst < 1e-4,
+        "{arch}: cached key off by {worst} after re-positioning"
+    );
 }
 
 #[test]

@@ -15,7 +15,11 @@ use sinkchat_engine::{GgufTokenizer, TokenOutputStream};
 
 fn vocab_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/vocab");
-    assert!(d.exists(), "tokenizer vectors missing at {}: run `scripts/setup.sh test-deps`", d.display());
+    assert!(
+        d.exists(),
+        "tokenizer vectors missing at {}: run `scripts/setup.sh test-deps`",
+        d.display()
+    );
     d
 }
 
@@ -44,7 +48,11 @@ fn check_vectors(name: &str) -> usize {
     for (text, want) in texts.iter().zip(&expected) {
         let got = tk.encode(text, false).unwrap();
         assert_eq!(&got, want, "{name}: {text:?}");
-        assert_eq!(tk.decode(&got).unwrap(), *text, "{name}: round trip of {text:?}");
+        assert_eq!(
+            tk.decode(&got).unwrap(),
+            *text,
+            "{name}: round trip of {text:?}"
+        );
         non_ascii += usize::from(!text.is_ascii());
     }
     assert!(non_ascii >= 5, "{name}: too few non-ASCII vectors");
@@ -127,4 +135,23 @@ fn streaming_detokenization_never_splits_a_character() {
     }
     assert_eq!(pieces.concat(), text);
     assert!(pieces.len() > 3);
+}
+
+/// SmolLM2's own ids from llama.cpp's tokenizer, committed as
+/// `tests/data/smollm2_token_ids.json` by `scripts/smollm2-reference-ids.py`.
+#[test]
+fn smollm2_matches_llama_cpp_token_ids() {
+    let tk = smollm();
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("data/smollm2_token_ids.json")).unwrap();
+    let vectors = fixture["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 10);
+    let mut non_ascii = 0;
+    for v in vectors {
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(tk.encode(text, false).unwrap(), want, "{text:?}");
+        assert_eq!(tk.decode(&want).unwrap(), text);
+        non_ascii += usize::from(!text.is_ascii());
+    }
+    assert!(non_ascii >= 6);
 }

@@ -14,7 +14,11 @@ pub enum Error {
     #[error("no model is installed at {0}: run the set-up (scripts/setup.sh) to install the default model")]
     ModelMissing(PathBuf),
     #[error("the model file {path} is {actual} bytes, expected {expected}: it is incomplete, install it again")]
-    WrongSize { path: PathBuf, actual: u64, expected: u64 },
+    WrongSize {
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+    },
     #[error("the model file {path} is damaged (its SHA-256 does not match): install it again")]
     ChecksumMismatch { path: PathBuf },
     #[error("the file {0} could not be read: {1}")]
@@ -63,7 +67,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::Io(path.to_path_buf(), e))?;
         if n == 0 {
             break;
         }
@@ -112,6 +118,10 @@ mod tests {
         assert!(e.to_string().contains("incomplete"), "{e}");
         assert!(verify_sha256(&p, DEFAULT_MODEL_SHA256).is_err());
         // Reference value from Python's hashlib.sha256(b"GGUF").
-        verify_sha256(&p, "b83633aa785344791618f2fddf131b010ea04912a60430760b070bad293f65bd").unwrap();
+        verify_sha256(
+            &p,
+            "b83633aa785344791618f2fddf131b010ea04912a60430760b070bad293f65bd",
+        )
+        .unwrap();
     }
 }

@@ -84,7 +84,11 @@ impl Store {
     }
 
     /// Newest first; `before` is `(updated_at, id)` of the last row of the previous page.
-    pub async fn list_conversations(&self, before: Option<(i64, i64)>, limit: i64) -> Result<Vec<Conversation>> {
+    pub async fn list_conversations(
+        &self,
+        before: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<Conversation>> {
         let (t, id) = before.unwrap_or((i64::MAX, i64::MAX));
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM conversations WHERE (updated_at, id) < (?, ?) \

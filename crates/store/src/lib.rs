@@ -133,7 +133,10 @@ impl Store {
         };
         let n = store.mark_interrupted().await?;
         if n > 0 {
-            tracing::warn!(count = n, "replies cut off by the last shutdown marked interrupted");
+            tracing::warn!(
+                count = n,
+                "replies cut off by the last shutdown marked interrupted"
+            );
         }
         Ok(store)
     }
@@ -168,10 +171,12 @@ impl Store {
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {

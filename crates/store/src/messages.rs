@@ -98,8 +98,13 @@ const COLUMNS: &str =
 impl Store {
     /// Saves a user message (checked text) and touches its conversation.
     pub async fn add_user_message(&self, conversation: i64, text: &MessageText) -> Result<Message> {
-        self.insert_message(conversation, Role::User, text.as_str(), MessageStatus::Complete)
-            .await
+        self.insert_message(
+            conversation,
+            Role::User,
+            text.as_str(),
+            MessageStatus::Complete,
+        )
+        .await
     }
 
     /// Starts an assistant reply, saved as `streaming` with no text yet.
@@ -179,7 +184,12 @@ impl Store {
     }
 
     /// Messages of a conversation, oldest first, `limit` of them after `after_id`.
-    pub async fn messages(&self, conversation: i64, after_id: i64, limit: i64) -> Result<Vec<Message>> {
+    pub async fn messages(
+        &self,
+        conversation: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND id > ? ORDER BY id LIMIT ?"
         ))
@@ -202,9 +212,10 @@ impl Store {
 
     /// Marks replies left `streaming` (by a crash) as `interrupted`; returns how many.
     pub(crate) async fn mark_interrupted(&self) -> Result<u64> {
-        let r = sqlx::query("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected())
     }
 }

@@ -36,8 +36,14 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         assert_eq!(MessageText::parse("héllo 👋").unwrap().as_str(), "héllo 👋");
-        assert!(matches!(MessageText::parse("  \n"), Err(Error::EmptyMessage)));
-        assert!(matches!(MessageText::parse("a\0b"), Err(Error::NulInMessage)));
+        assert!(matches!(
+            MessageText::parse("  \n"),
+            Err(Error::EmptyMessage)
+        ));
+        assert!(matches!(
+            MessageText::parse("a\0b"),
+            Err(Error::NulInMessage)
+        ));
         let big = "x".repeat(1 << 20);
         let e = MessageText::parse(&big).unwrap_err();
         assert!(e.to_string().contains("1048576 characters"), "{e}");

@@ -10,8 +10,14 @@ async fn open(dir: &tempfile::TempDir) -> Store {
 async fn messages_round_trip_and_streaming_replies_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir).await;
-    let c = s.create_conversation("Trip", "smollm2", "Be brief.", "{}").await.unwrap();
-    let u = s.add_user_message(c.id, &MessageText::parse("Où est la gare ? 🚉").unwrap()).await.unwrap();
+    let c = s
+        .create_conversation("Trip", "smollm2", "Be brief.", "{}")
+        .await
+        .unwrap();
+    let u = s
+        .add_user_message(c.id, &MessageText::parse("Où est la gare ? 🚉").unwrap())
+        .await
+        .unwrap();
     let r = s.start_reply(c.id).await.unwrap();
     s.save_reply_text(r.id, "La gare est").await.unwrap();
     // The app dies here: the pool is dropped without finishing the reply.
@@ -33,21 +39,42 @@ async fn finished_and_stopped_replies_keep_their_status() {
     let s = open(&dir).await;
     let c = s.create_conversation("x", "m", "", "{}").await.unwrap();
     let r = s.start_reply(c.id).await.unwrap();
-    s.finish_reply(r.id, "partial", MessageStatus::Stopped, None, Some(3)).await.unwrap();
+    s.finish_reply(r.id, "partial", MessageStatus::Stopped, None, Some(3))
+        .await
+        .unwrap();
     let m = s.message(r.id).await.unwrap();
-    assert_eq!((m.status, m.tokens, m.content.as_str()), (MessageStatus::Stopped, Some(3), "partial"));
-    assert!(s.finish_reply(9999, "", MessageStatus::Complete, None, None).await.is_err());
-    assert!(s.add_user_message(4242, &MessageText::parse("hi").unwrap()).await.is_err());
+    assert_eq!(
+        (m.status, m.tokens, m.content.as_str()),
+        (MessageStatus::Stopped, Some(3), "partial")
+    );
+    assert!(s
+        .finish_reply(9999, "", MessageStatus::Complete, None, None)
+        .await
+        .is_err());
+    assert!(s
+        .add_user_message(4242, &MessageText::parse("hi").unwrap())
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn search_treats_sql_and_fts_syntax_as_words() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir).await;
-    let c = s.create_conversation("Recipes", "m", "", "{}").await.unwrap();
+    let c = s
+        .create_conversation("Recipes", "m", "", "{}")
+        .await
+        .unwrap();
     let evil = "'; DROP TABLE messages; -- \"quoted\" AND OR NEAR(*)";
-    s.add_user_message(c.id, &MessageText::parse(evil).unwrap()).await.unwrap();
-    s.add_user_message(c.id, &MessageText::parse("How long to boil an egg?").unwrap()).await.unwrap();
+    s.add_user_message(c.id, &MessageText::parse(evil).unwrap())
+        .await
+        .unwrap();
+    s.add_user_message(
+        c.id,
+        &MessageText::parse("How long to boil an egg?").unwrap(),
+    )
+    .await
+    .unwrap();
     let hits = s.search("egg", 10).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert!(hits[0].snippet.contains("[[egg]]"), "{}", hits[0].snippet);
@@ -64,11 +91,21 @@ async fn deleted_text_is_gone_from_every_file() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir).await;
     let keep = s.create_conversation("keep", "m", "", "{}").await.unwrap();
-    s.add_user_message(keep.id, &MessageText::parse("ordinary words").unwrap()).await.unwrap();
-    let c = s.create_conversation("secret plans", "m", "", "{}").await.unwrap();
+    s.add_user_message(keep.id, &MessageText::parse("ordinary words").unwrap())
+        .await
+        .unwrap();
+    let c = s
+        .create_conversation("secret plans", "m", "", "{}")
+        .await
+        .unwrap();
     let marker = "zanzibarquokka";
     for i in 0..50 {
-        s.add_user_message(c.id, &MessageText::parse(&format!("{marker} number {i}")).unwrap()).await.unwrap();
+        s.add_user_message(
+            c.id,
+            &MessageText::parse(&format!("{marker} number {i}")).unwrap(),
+        )
+        .await
+        .unwrap();
     }
     s.delete_conversation(c.id).await.unwrap();
     let files = ["chats.db", "chats.db-wal", "chats.db-shm"];
@@ -90,14 +127,24 @@ async fn list_is_newest_first_and_pages() {
     let s = open(&dir).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(s.create_conversation(&format!("c{i}"), "m", "", "{}").await.unwrap().id);
+        ids.push(
+            s.create_conversation(&format!("c{i}"), "m", "", "{}")
+                .await
+                .unwrap()
+                .id,
+        );
     }
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    s.add_user_message(ids[1], &MessageText::parse("bump").unwrap()).await.unwrap();
+    s.add_user_message(ids[1], &MessageText::parse("bump").unwrap())
+        .await
+        .unwrap();
     let page = s.list_conversations(None, 3).await.unwrap();
     assert_eq!(page[0].id, ids[1]);
     let last = page.last().unwrap();
-    let next = s.list_conversations(Some((last.updated_at, last.id)), 3).await.unwrap();
+    let next = s
+        .list_conversations(Some((last.updated_at, last.id)), 3)
+        .await
+        .unwrap();
     assert_eq!(page.len() + next.len(), 5);
     assert!(next.iter().all(|c| !page.iter().any(|p| p.id == c.id)));
 }
@@ -106,9 +153,16 @@ async fn list_is_newest_first_and_pages() {
 async fn a_damaged_file_gets_a_plain_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("chats.db");
-    std::fs::write(&p, b"this is not a database, just some bytes that happen to be here....").unwrap();
+    std::fs::write(
+        &p,
+        b"this is not a database, just some bytes that happen to be here....",
+    )
+    .unwrap();
     let e = Store::open(&p).await.unwrap_err();
-    assert!(e.to_string().contains("damaged") || e.to_string().contains("can't be opened"), "{e}");
+    assert!(
+        e.to_string().contains("damaged") || e.to_string().contains("can't be opened"),
+        "{e}"
+    );
     // The damaged file is left as it was, for recovery.
     assert!(std::fs::read(&p).unwrap().starts_with(b"this is not"));
 }

@@ -37,20 +37,42 @@ pub struct Tiny {
 
 impl Tiny {
     pub fn llama(layers: usize) -> Self {
-        Self { arch: "llama", layers, heads: 4, kv_heads: 2, dim: 64, ffn: 128, vocab: 96, tied: false }
+        Self {
+            arch: "llama",
+            layers,
+            heads: 4,
+            kv_heads: 2,
+            dim: 64,
+            ffn: 128,
+            vocab: 96,
+            tied: false,
+        }
     }
     pub fn qwen2(layers: usize) -> Self {
-        Self { arch: "qwen2", layers, heads: 4, kv_heads: 2, dim: 64, ffn: 128, vocab: 96, tied: true }
+        Self {
+            arch: "qwen2",
+            layers,
+            heads: 4,
+            kv_heads: 2,
+            dim: 64,
+            ffn: 128,
+            vocab: 96,
+            tied: true,
+        }
     }
 }
 
 /// A deterministic pseudo-random tensor in [-scale, scale].
 fn rand_tensor(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0) * scale
         })
         .collect();
@@ -64,43 +86,122 @@ pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
     let md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(a.into())),
         ("general.name".into(), Value::String(format!("tiny-{a}"))),
-        (format!("{a}.attention.head_count"), Value::U32(t.heads as u32)),
-        (format!("{a}.attention.head_count_kv"), Value::U32(t.kv_heads as u32)),
+        (
+            format!("{a}.attention.head_count"),
+            Value::U32(t.heads as u32),
+        ),
+        (
+            format!("{a}.attention.head_count_kv"),
+            Value::U32(t.kv_heads as u32),
+        ),
         (format!("{a}.embedding_length"), Value::U32(t.dim as u32)),
         (format!("{a}.block_count"), Value::U32(t.layers as u32)),
         (format!("{a}.context_length"), Value::U32(4096)),
         (format!("{a}.rope.dimension_count"), Value::U32(hd as u32)),
         (format!("{a}.rope.freq_base"), Value::F32(10000.0)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
     ];
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut seed = 1;
-    let mut add = |name: String, shape: &[usize], q: bool, scale: f32, tensors: &mut Vec<(String, QTensor)>| {
+    let mut add = |name: String,
+                   shape: &[usize],
+                   q: bool,
+                   scale: f32,
+                   tensors: &mut Vec<(String, QTensor)>| {
         seed += 1;
         let x = rand_tensor(shape, seed, scale);
         let dt = if q { dtype } else { GgmlDType::F32 };
         tensors.push((name, QTensor::quantize(&x, dt).unwrap()));
     };
-    let ones = |n: usize| QTensor::quantize(&(rand_tensor(&[n], 99, 0.2).affine(1.0, 1.0).unwrap()), GgmlDType::F32).unwrap();
-    add("token_embd.weight".into(), &[t.vocab, t.dim], true, 1.0, &mut tensors);
+    let ones = |n: usize| {
+        QTensor::quantize(
+            &(rand_tensor(&[n], 99, 0.2).affine(1.0, 1.0).unwrap()),
+            GgmlDType::F32,
+        )
+        .unwrap()
+    };
+    add(
+        "token_embd.weight".into(),
+        &[t.vocab, t.dim],
+        true,
+        1.0,
+        &mut tensors,
+    );
     tensors.push(("output_norm.weight".into(), ones(t.dim)));
     if !t.tied {
-        add("output.weight".into(), &[t.vocab, t.dim], true, 0.5, &mut tensors);
+        add(
+            "output.weight".into(),
+            &[t.vocab, t.dim],
+            true,
+            0.5,
+            &mut tensors,
+        );
     }
     let kv = t.kv_heads * hd;
     for i in 0..t.layers {
         let p = format!("blk.{i}");
         tensors.push((format!("{p}.attn_norm.weight"), ones(t.dim)));
         tensors.push((format!("{p}.ffn_norm.weight"), ones(t.dim)));
-        add(format!("{p}.attn_q.weight"), &[t.dim, t.dim], true, 0.4, &mut tensors);
-        add(format!("{p}.attn_k.weight"), &[kv, t.dim], true, 0.4, &mut tensors);
-        add(format!("{p}.attn_v.weight"), &[kv, t.dim], true, 0.4, &mut tensors);
-        add(format!("{p}.attn_output.weight"), &[t.dim, t.dim], true, 0.3, &mut tensors);
-        add(format!("{p}.ffn_gate.weight"), &[t.ffn, t.dim], true, 0.3, &mut tensors);
-        add(format!("{p}.ffn_up.weight"), &[t.ffn, t.dim], true, 0.3, &mut tensors);
-        add(format!("{p}.ffn_down.weight"), &[t.dim, t.ffn], true, 0.3, &mut tensors);
+        add(
+            format!("{p}.attn_q.weight"),
+            &[t.dim, t.dim],
+            true,
+            0.4,
+            &mut tensors,
+        );
+        add(
+            format!("{p}.attn_k.weight"),
+            &[kv, t.dim],
+            true,
+            0.4,
+            &mut tensors,
+        );
+        add(
+            format!("{p}.attn_v.weight"),
+            &[kv, t.dim],
+            true,
+            0.4,
+            &mut tensors,
+        );
+        add(
+            format!("{p}.attn_output.weight"),
+            &[t.dim, t.dim],
+            true,
+            0.3,
+            &mut tensors,
+        );
+        add(
+            format!("{p}.ffn_gate.weight"),
+            &[t.ffn, t.dim],
+            true,
+            0.3,
+            &mut tensors,
+        );
+        add(
+            format!("{p}.ffn_up.weight"),
+            &[t.ffn, t.dim],
+            true,
+            0.3,
+            &mut tensors,
+        );
+        add(
+            format!("{p}.ffn_down.weight"),
+            &[t.dim, t.ffn],
+            true,
+            0.3,
+            &mut tensors,
+        );
         if a == "qwen2" {
-            add(format!("{p}.attn_q.bias"), &[t.dim], false, 0.2, &mut tensors);
+            add(
+                format!("{p}.attn_q.bias"),
+                &[t.dim],
+                false,
+                0.2,
+                &mut tensors,
+            );
             add(format!("{p}.attn_k.bias"), &[kv], false, 0.2, &mut tensors);
             add(format!("{p}.attn_v.bias"), &[kv], false, 0.2, &mut tensors);
         }
@@ -131,7 +232,11 @@ pub fn write_converted(src: &Path, dst: &Path, requantize: bool, to_f32: bool) {
         } else {
             t
         };
-        let t = if to_f32 { QTensor::quantize(&t.dequantize(&dev).unwrap(), GgmlDType::F32).unwrap() } else { t };
+        let t = if to_f32 {
+            QTensor::quantize(&t.dequantize(&dev).unwrap(), GgmlDType::F32).unwrap()
+        } else {
+            t
+        };
         tensors.push((name.clone(), t));
     }
     // Tied embeddings: the engine keeps the embedding table as stored and requantizes only
@@ -140,7 +245,11 @@ pub fn write_converted(src: &Path, dst: &Path, requantize: bool, to_f32: bool) {
         let e = ct.tensor(&mut r, "token_embd.weight", &dev).unwrap();
         if requantize && matches!(e.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1) {
             let q = QTensor::quantize(&e.dequantize(&dev).unwrap(), GgmlDType::Q8_0).unwrap();
-            let q = if to_f32 { QTensor::quantize(&q.dequantize(&dev).unwrap(), GgmlDType::F32).unwrap() } else { q };
+            let q = if to_f32 {
+                QTensor::quantize(&q.dequantize(&dev).unwrap(), GgmlDType::F32).unwrap()
+            } else {
+                q
+            };
             tensors.push(("output.weight".into(), q));
         }
     }
@@ -156,5 +265,8 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
