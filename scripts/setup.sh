@@ -48,6 +48,22 @@ fetch_test_data() {
   fi
 }
 
+# Jane Austen's novels (public domain) for the perplexity tool: Debian's r-cran-janeaustenr,
+# unpacked into .cache without installing R.
+JA_RDB_SHA=8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21
+JA_RDX_SHA=cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f
+fetch_novels() {
+  local d=.cache/janeaustenr data=.cache/janeaustenr/usr/lib/R/site-library/janeaustenr/data
+  if ! printf '%s  %s\n%s  %s\n' "$JA_RDB_SHA" "$data/Rdata.rdb" "$JA_RDX_SHA" "$data/Rdata.rdx" | sha256sum -c --status 2>/dev/null; then
+    say "downloading Debian's r-cran-janeaustenr (Jane Austen's novels, for perplexity)"
+    rm -rf "$d" && mkdir -p "$d"
+    (cd "$d" && apt-get download r-cran-janeaustenr 2>/dev/null || { as_root apt-get update -qq && apt-get download r-cran-janeaustenr; })
+    dpkg-deb -x "$d"/r-cran-janeaustenr_*.deb "$d"
+    printf '%s  %s\n%s  %s\n' "$JA_RDB_SHA" "$data/Rdata.rdb" "$JA_RDX_SHA" "$data/Rdata.rdx" | sha256sum -c --quiet \
+      || { echo "janeaustenr data checksum mismatch" >&2; exit 1; }
+  fi
+}
+
 install_test_deps() {
   apt_install xvfb xauth webkit2gtk-driver sqlite3
   if ! command -v tauri-driver >/dev/null; then
@@ -56,6 +72,7 @@ install_test_deps() {
   fi
   fetch_model "$ROOT/.data/models"
   fetch_test_data
+  fetch_novels
 }
 
 case "$mode" in

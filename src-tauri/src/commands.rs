@@ -249,6 +249,94 @@ pub async fn send_message(
     })
 }
 
+/// The user moved to another conversation: its cache goes to disk (a snapshot), so it comes
+/// back at once later without holding memory now.
+#[tauri::command]
+pub async fn leave_conversation(state: State<'_, AppState>, conversation_id: i64) -> UiResult<()> {
+    let busy = state
+        .replies
+        .lock()
+        .expect("replies")
+        .contains_key(&conversation_id);
+    if !busy {
+        if let Ok(e) = state.engine() {
+            e.park(conversation_id);
+        }
+    }
+    Ok(())
+}
+
+/// Writes conversations (`None`: all) to a file in the data folder's `exports` and returns its
+/// path. `format`: `json` (complete, can be imported back) or `markdown`.
+#[tauri::command]
+pub async fn export_conversations(
+    state: State<'_, AppState>,
+    conversation_ids: Option<Vec<i64>>,
+    format: String,
+) -> UiResult<String> {
+    let ids = conversation_ids.as_deref();
+    let (body, ext) = match format.as_str() {
+        "json" => (
+            serde_json::to_string_pretty(&state.store.export(ids).await?)
+                .map_err(|e| UiError::new("export_failed", e.to_string()))?,
+            "json",
+        ),
+        "markdown" => (state.store.export_markdown(ids).await?, "md"),
+        other => {
+            return Err(UiError::new(
+                "bad_format",
+                format!("Export as {other:?} is not offered; choose JSON or Markdown."),
+            ))
+        }
+    };
+    let dir = state.data_dir.join("exports");
+    let stamp = chrono_like_stamp();
+    let path = dir.join(format!("sinkchat-{stamp}.{ext}"));
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, body))
+        .map_err(|e| {
+            UiError::new(
+                "export_failed",
+                format!("The export could not be written to {}: {e}", path.display()),
+            )
+        })?;
+    Ok(path.display().to_string())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for export file names.
+fn chrono_like_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Adds the conversations of an export file's text (read by the UI from a file the user picked).
+#[tauri::command]
+pub async fn import_conversations(
+    state: State<'_, AppState>,
+    text: String,
+) -> UiResult<sinkchat_store::ImportSummary> {
+    Ok(state.store.import(&text).await?)
+}
+
 #[tauri::command]
 pub async fn stop_reply(state: State<'_, AppState>, conversation_id: i64) -> UiResult<bool> {
     let c = state

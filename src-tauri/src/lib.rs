@@ -24,6 +24,9 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
         commands::search,
         commands::send_message,
         commands::stop_reply,
+        commands::leave_conversation,
+        commands::export_conversations,
+        commands::import_conversations,
     ])
 }
 
@@ -46,8 +49,14 @@ pub fn init_state<R: tauri::Runtime>(
             let result = sinkchat_hub::check_model(&path)
                 .map_err(UiError::from)
                 .and_then(|_| {
-                    sinkchat_engine::Engine::start(&path, sinkchat_engine::device::best_device())
-                        .map_err(UiError::from)
+                    sinkchat_engine::Engine::start_with(
+                        &path,
+                        sinkchat_engine::device::best_device(),
+                        sinkchat_engine::EngineOptions {
+                            snapshot_dir: Some(data_dir.join("snapshots")),
+                        },
+                    )
+                    .map_err(UiError::from)
                 });
             if result.is_ok() {
                 tracing::info!(secs = started.elapsed().as_secs_f32(), "model ready");
@@ -88,6 +97,11 @@ pub fn run() {
         Ok(app) => app.run(|handle, event| {
             if let tauri::RunEvent::Exit = event {
                 if let Some(s) = handle.try_state::<AppState>() {
+                    // Park every live conversation's cache, so each comes back at once.
+                    if let Ok(engine) = s.engine() {
+                        let n = engine.park_all();
+                        tracing::info!(conversations = n, "caches parked");
+                    }
                     tauri::async_runtime::block_on(s.store.close());
                 }
             }

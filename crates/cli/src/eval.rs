@@ -11,7 +11,11 @@ use sinkchat_engine::{CacheConfig, GgufTokenizer, LoadOptions, Model, SinkCache}
 /// Perplexity of `ids` under `model`, dense (no eviction), in chunks of 256.
 fn perplexity(model: &Model, ids: &[u32]) -> Result<f64> {
     let dev = Device::Cpu;
-    let cfg = CacheConfig { sinks: 4, window: ids.len() + 4, evict_step: 1 };
+    let cfg = CacheConfig {
+        sinks: 4,
+        window: ids.len() + 4,
+        evict_step: 1,
+    };
     let mut cache = SinkCache::new(model.spec(), cfg, &dev)?;
     let mut nll = 0f64;
     let mut count = 0usize;
@@ -37,15 +41,28 @@ fn candle_nn_log_softmax(logits: &candle_core::Tensor) -> Result<Vec<Vec<f32>>> 
 }
 
 pub fn requant(model_path: &Path, text: &Path, tokens: usize) -> Result<()> {
-    let body = std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
+    let body =
+        std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
     let tk = GgufTokenizer::from_gguf(&read_gguf_header(model_path)?)?;
     let mut ids = tk.encode(&body, false)?;
     ids.truncate(tokens);
     let dev = Device::Cpu;
-    let original = Model::load(model_path, &dev, LoadOptions { requantize_to_q8: false })?;
+    let original = Model::load(
+        model_path,
+        &dev,
+        LoadOptions {
+            requantize_to_q8: false,
+        },
+    )?;
     let ppl_original = perplexity(&original, &ids)?;
     drop(original);
-    let converted = Model::load(model_path, &dev, LoadOptions { requantize_to_q8: true })?;
+    let converted = Model::load(
+        model_path,
+        &dev,
+        LoadOptions {
+            requantize_to_q8: true,
+        },
+    )?;
     let ppl_converted = perplexity(&converted, &ids)?;
     let change = (ppl_converted - ppl_original) / ppl_original * 100.0;
     println!(

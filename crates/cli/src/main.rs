@@ -4,10 +4,19 @@
 //! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--out docs/bench/decode.json]
 //! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--out docs/bench/flat.json]
 //! sinkchat eval requant --text FILE [--tokens 8192]
+//! sinkchat eval perplexity [--book emma | --text FILE] [--tokens N] [--mode streaming]
+//!                          [--sinks 4] [--window 1024] [--stride 512] [--chunk 256]
+//!                          [--out-dir target/perplexity]
+//! sinkchat eval report [--dir target/perplexity] [--book emma] [--tokens 65536]
+//!                      [--ablation-tokens 16384] [--out docs/bench/perplexity.json]
+//!                      [--plot docs/perplexity.svg]
 //! ```
 
 mod bench;
+mod corpus;
 mod eval;
+mod perplexity;
+mod rdata;
 
 use anyhow::{bail, Context, Result};
 
@@ -55,8 +64,46 @@ fn main() -> Result<()> {
             std::path::Path::new(&flag("--text").context("--text FILE is required")?),
             flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192),
         ),
+        (Some("eval"), Some("perplexity")) => {
+            let num = |name: &str, default: usize| -> Result<usize> {
+                Ok(flag(name).map(|v| v.parse()).transpose()?.unwrap_or(default))
+            };
+            let mode = perplexity::parse_mode(
+                &flag("--mode").unwrap_or_else(|| "streaming".into()),
+                num("--sinks", 4)?,
+                num("--window", 1024)?,
+                num("--stride", 512)?,
+            )?;
+            let text = match flag("--text") {
+                Some(f) => perplexity::TextSource::File(f.into()),
+                None => perplexity::TextSource::Book(flag("--book").unwrap_or_else(|| "emma".into())),
+            };
+            perplexity::run(perplexity::RunArgs {
+                model,
+                text,
+                tokens: flag("--tokens").map(|v| v.parse()).transpose()?,
+                mode,
+                chunk: num("--chunk", 256)?,
+                out_dir: flag("--out-dir").unwrap_or_else(|| "target/perplexity".into()).into(),
+            })
+        }
+        (Some("eval"), Some("report")) => {
+            let num = |name: &str, default: usize| -> Result<usize> {
+                Ok(flag(name).map(|v| v.parse()).transpose()?.unwrap_or(default))
+            };
+            perplexity::report(perplexity::ReportArgs {
+                dir: flag("--dir").unwrap_or_else(|| "target/perplexity".into()).into(),
+                text: flag("--book").unwrap_or_else(|| "emma".into()),
+                tokens: num("--tokens", 65536)?,
+                ablation_tokens: num("--ablation-tokens", 16384)?,
+                sinks: num("--sinks", 4)?,
+                window: num("--window", 1024)?,
+                out: flag("--out").map(Into::into),
+                plot: flag("--plot").map(Into::into),
+            })
+        }
         _ => bail!(
-            "usage: sinkchat bench decode|flat [--model FILE] [--out FILE.json]\n       sinkchat eval requant --text FILE [--tokens N]"
+            "usage: sinkchat bench decode|flat [--model FILE] [--out FILE.json]\n       sinkchat eval requant --text FILE [--tokens N]\n       sinkchat eval perplexity [--book emma|--text FILE] [--mode dense|window|recompute|streaming] [--sinks S] [--window W] [--tokens N]\n       sinkchat eval report [--dir D] [--out FILE.json] [--plot FILE.svg]"
         ),
     }
 }

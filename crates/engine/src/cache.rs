@@ -91,6 +91,17 @@ pub struct CacheStats {
     pub device: String,
 }
 
+/// A cache's bookkeeping, as a snapshot stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CacheState {
+    pub config: CacheConfig,
+    pub sinks_used: usize,
+    pub win_start: u64,
+    pub win_len: usize,
+    pub evicted_total: u64,
+    pub slot_pos: Vec<u64>,
+}
+
 /// One layer's preallocated K and V, `(n_kv_head, capacity, head_dim)` each.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerKv {
@@ -126,6 +137,9 @@ pub struct SinkCache {
     win_len: usize,
     evicted_total: u64,
     evicted_last: u64,
+    /// Evaluation only (see [`SinkCache::with_view`]): each query sees the sinks and at most
+    /// this many of the most recent window tokens, itself included.
+    view: Option<usize>,
     device: Device,
     bytes: usize,
 }
@@ -152,9 +166,63 @@ impl SinkCache {
             win_len: 0,
             evicted_total: 0,
             evicted_last: 0,
+            view: None,
             device: device.clone(),
             bytes: spec.n_layer * 2 * spec.n_kv_head * cap * spec.head_dim * 4,
         })
+    }
+
+    /// A cache for scoring long texts in chunks exactly as if they were fed one token at a
+    /// time through a cache of `sinks + window` slots: `chunk - 1` extra window slots hold the
+    /// tokens that a one-token-at-a-time cache would already have evicted, and the mask hides
+    /// them from each query that would no longer see them, so every query sees the sinks plus
+    /// the `window` most recent tokens, at the same cache places. Perplexity runs use it to
+    /// score a chunk per forward instead of a token.
+    pub fn with_view(
+        spec: &ModelSpec,
+        sinks: usize,
+        window: usize,
+        chunk: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if chunk == 0 {
+            return Err(Error::InvalidCacheConfig(
+                "the chunk must hold a token".into(),
+            ));
+        }
+        let config = CacheConfig {
+            sinks,
+            window: window + chunk - 1,
+            evict_step: 1,
+        };
+        CacheConfig {
+            sinks,
+            window,
+            evict_step: 1,
+        }
+        .validate()?;
+        let mut c = Self::new(spec, config, device)?;
+        c.view = Some(window);
+        Ok(c)
+    }
+
+    /// Largest chunk a [`SinkCache::with_view`] cache takes while keeping its exactness.
+    pub fn view_chunk(&self) -> Option<usize> {
+        self.view.map(|v| self.config.window - v + 1)
+    }
+
+    /// `(layers, kv heads, head dim)` of the tensors.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        let d = self
+            .layers
+            .first()
+            .map(|l| l.k.dims().to_vec())
+            .unwrap_or_default();
+        (
+            self.layers.len(),
+            d.first().copied().unwrap_or(0),
+            d.get(2).copied().unwrap_or(0),
+        )
     }
 
     pub fn config(&self) -> CacheConfig {
@@ -264,14 +332,17 @@ impl SinkCache {
             positions.push(pos);
             slots.push(slot);
             self.win_len += 1;
-            places.push((s + self.win_len - 1) as u64);
+            // The query's place: after the sinks and the window tokens it sees.
+            let seen = (j - self.win_start) as usize + 1;
+            let seen = self.view.map_or(seen, |v| seen.min(v));
+            places.push((s + seen - 1) as u64);
             self.slot_pos[slot] = pos;
         }
         // Masking is needed when queries of one chunk must not see each other's future, or
         // when evicted holes sit among the slots read.
         let read = self.read_len();
         let held = self.sinks_used + self.win_len;
-        let needs_mask = n > 1 || held != read;
+        let needs_mask = n > 1 || held != read || self.view.is_some_and(|v| self.win_len > v);
         WritePlan {
             positions,
             slots,
@@ -298,17 +369,21 @@ impl SinkCache {
     /// Whether every held token still sits at the cache place equal to its text position,
     /// which is true until the first eviction: then one score matmul covers all slots.
     pub(crate) fn positions_are_places(&self) -> bool {
-        self.win_start == 0
+        self.win_start == 0 && self.view.is_none_or(|v| self.win_len <= v)
     }
 
     /// Additive mask `(n, read_len)`: 0 where query `i` (text position `positions[i]`) may
     /// see the slot, -inf where the slot is empty, evicted, or in the query's future.
     pub(crate) fn mask(&self, positions: &[u64]) -> Result<Tensor> {
         let read = self.read_len();
+        let s = self.config.sinks as u64;
+        // With a view, window tokens more than `view` behind the query are hidden.
+        let view = self.view.map_or(u64::MAX, |v| v as u64);
         let mut m = Vec::with_capacity(positions.len() * read);
         for &q in positions {
             for &p in &self.slot_pos[..read] {
-                m.push(if p == u64::MAX || p > q {
+                let hidden = p >= s && p <= q && q - p >= view;
+                m.push(if p == u64::MAX || p > q || hidden {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -352,6 +427,75 @@ impl SinkCache {
 
     pub fn layer_values(&self, layer: usize) -> &Tensor {
         &self.layers[layer].v
+    }
+
+    /// Rebuilds a cache from a snapshot's parts: its bookkeeping and, per layer, K and V of
+    /// the first `read_len` slots as `(n_kv_head, read_len, head_dim)` f32 values.
+    pub(crate) fn from_parts(
+        spec: &ModelSpec,
+        state: &CacheState,
+        layers: Vec<(Vec<f32>, Vec<f32>)>,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut c = Self::new(spec, state.config, device)?;
+        let cap = state.config.capacity();
+        let bad = |what: &str| Error::Snapshot(what.to_string());
+        if state.slot_pos.len() != cap
+            || state.sinks_used > state.config.sinks
+            || state.win_len > state.config.window
+            || layers.len() != spec.n_layer
+        {
+            return Err(bad("its bookkeeping does not fit its settings"));
+        }
+        c.slot_pos = state.slot_pos.clone();
+        c.sinks_used = state.sinks_used;
+        c.win_start = state.win_start;
+        c.win_len = state.win_len;
+        c.evicted_total = state.evicted_total;
+        let read = c.read_len();
+        let n = spec.n_kv_head * read * spec.head_dim;
+        for (li, (k, v)) in layers.into_iter().enumerate() {
+            if k.len() != n || v.len() != n {
+                return Err(bad("a layer has the wrong size"));
+            }
+            if read == 0 {
+                continue;
+            }
+            let shape = (spec.n_kv_head, read, spec.head_dim);
+            c.layers[li]
+                .k
+                .slice_set(&Tensor::from_vec(k, shape, device)?, 1, 0)?;
+            c.layers[li]
+                .v
+                .slice_set(&Tensor::from_vec(v, shape, device)?, 1, 0)?;
+        }
+        Ok(c)
+    }
+
+    /// The bookkeeping a snapshot stores next to the tensors.
+    pub(crate) fn state(&self) -> CacheState {
+        CacheState {
+            config: self.config,
+            sinks_used: self.sinks_used,
+            win_start: self.win_start,
+            win_len: self.win_len,
+            evicted_total: self.evicted_total,
+            slot_pos: self.slot_pos.clone(),
+        }
+    }
+
+    /// K and V of the slots written so far, per layer, for a snapshot.
+    pub(crate) fn layer_data(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let read = self.read_len();
+        self.layers
+            .iter()
+            .map(|l| {
+                let get = |t: &Tensor| -> Result<Vec<f32>> {
+                    Ok(t.narrow(1, 0, read)?.flatten_all()?.to_vec1::<f32>()?)
+                };
+                Ok((get(&l.k)?, get(&l.v)?))
+            })
+            .collect()
     }
 
     /// Raw state for snapshots: `(sinks_used, win_start, win_len, evicted_total, slot_pos)`.

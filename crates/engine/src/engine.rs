@@ -5,7 +5,7 @@
 //! flipping its flag; the loop checks it between steps, so the engine is free at once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -30,10 +30,26 @@ pub enum StopReason {
     Cancelled,
 }
 
+/// Where a reply's conversation memory came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    /// The cache was alive in memory.
+    Live,
+    /// Restored from its snapshot on disk: nothing old is read again.
+    Snapshot,
+    /// Rebuilt by reading the transcript's tail (no usable snapshot).
+    Rebuilt,
+}
+
 /// What a reply streams to its caller.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EngineEvent {
+    /// Where the conversation's memory came from; first event of every reply.
+    Memory {
+        source: MemorySource,
+    },
     /// The new turn's tokens are being read (`done` of `total`).
     Prefill {
         done: usize,
@@ -94,6 +110,8 @@ type Callback = Box<dyn FnMut(EngineEvent) + Send>;
 enum Command {
     Generate(Box<GenerateRequest>, Cancel, Callback),
     Forget(i64),
+    Park(i64),
+    ParkAll(mpsc::Sender<usize>),
     Shutdown,
 }
 
@@ -142,10 +160,33 @@ struct Conversation {
     cache: SinkCache,
     system_prompt: String,
     pin: bool,
+    /// The cache settings the caller asked for (the cache may pin more for the opening).
+    requested: CacheConfig,
     /// An assistant turn is open: its closing markup goes before the next user turn.
     close_pending: bool,
     segments: Segments,
+    /// The last message the cache has read (the last reply), to match a snapshot to its
+    /// transcript.
+    last_message: Option<i64>,
     last_used: Instant,
+}
+
+/// What a snapshot keeps of a conversation besides its cache.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConversationMeta {
+    system_prompt: String,
+    pin: bool,
+    requested: CacheConfig,
+    close_pending: bool,
+    segments: Vec<(u64, i64)>,
+    last_message: Option<i64>,
+}
+
+/// Engine settings beyond the model.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Where caches are parked; `None` drops them instead.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// How many conversations keep a live cache; the least recently used beyond it is dropped and
@@ -153,9 +194,15 @@ struct Conversation {
 const LIVE_CONVERSATIONS: usize = 4;
 
 impl Engine {
-    /// Loads `model_path` on the best device and starts the engine thread.
+    /// Loads `model_path` on `device` and starts the engine thread, with no snapshots.
     pub fn start(model_path: &Path, device: Device) -> Result<Self> {
+        Self::start_with(model_path, device, EngineOptions::default())
+    }
+
+    /// Loads `model_path` on `device` and starts the engine thread.
+    pub fn start_with(model_path: &Path, device: Device, options: EngineOptions) -> Result<Self> {
         let model = Model::load(model_path, &device, LoadOptions::default())?;
+        let model_id = crate::snapshot::model_identity(model_path)?;
         let header = crate::model::read_gguf_header(model_path)?;
         let tokenizer = GgufTokenizer::from_gguf(&header)?;
         let template = ChatTemplate::detect(tokenizer.chat_template.as_deref());
@@ -177,6 +224,8 @@ impl Engine {
                     tokenizer,
                     template,
                     conversations: HashMap::new(),
+                    model_id,
+                    snapshot_dir: options.snapshot_dir,
                 };
                 w.run(rx)
             })
@@ -214,9 +263,24 @@ impl Engine {
         Ok(cancel)
     }
 
-    /// Drops a conversation's cache (deleted conversation, edited history).
+    /// Drops a conversation's cache and its snapshot (deleted conversation, edited history).
     pub fn forget(&self, conversation: i64) {
         let _ = self.tx.send(Command::Forget(conversation));
+    }
+
+    /// Writes a conversation's cache to its snapshot and frees it (the conversation was left).
+    pub fn park(&self, conversation: i64) {
+        let _ = self.tx.send(Command::Park(conversation));
+    }
+
+    /// Parks every live conversation and waits until they are written (the app is closing).
+    /// Returns how many were written.
+    pub fn park_all(&self) -> usize {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Command::ParkAll(tx)).is_err() {
+            return 0;
+        }
+        rx.recv().unwrap_or(0)
     }
 }
 
@@ -234,6 +298,8 @@ struct Worker {
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
     conversations: HashMap<i64, Conversation>,
+    model_id: String,
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl Worker {
@@ -255,10 +321,108 @@ impl Worker {
                 }
                 Command::Forget(id) => {
                     self.conversations.remove(&id);
+                    if let Some(p) = self.snapshot_path(id) {
+                        let _ = std::fs::remove_file(p);
+                    }
                 }
-                Command::Shutdown => break,
+                Command::Park(id) => {
+                    self.park(id);
+                }
+                Command::ParkAll(done) => {
+                    let _ = done.send(self.park_all());
+                }
+                Command::Shutdown => {
+                    self.park_all();
+                    break;
+                }
             }
         }
+    }
+
+    fn snapshot_path(&self, conversation: i64) -> Option<PathBuf> {
+        self.snapshot_dir
+            .as_ref()
+            .map(|d| d.join(format!("{conversation}.kv")))
+    }
+
+    /// Writes a conversation's cache to disk and frees it. Returns whether it was written.
+    fn park(&mut self, id: i64) -> bool {
+        let (Some(c), Some(path)) = (self.conversations.remove(&id), self.snapshot_path(id)) else {
+            return false;
+        };
+        let meta = ConversationMeta {
+            system_prompt: c.system_prompt,
+            pin: c.pin,
+            requested: c.requested,
+            close_pending: c.close_pending,
+            segments: c.segments.0,
+            last_message: c.last_message,
+        };
+        let started = Instant::now();
+        let meta = serde_json::to_value(meta).expect("plain data");
+        match crate::snapshot::save(&path, &self.model_id, &c.cache, meta) {
+            Ok(bytes) => {
+                tracing::info!(
+                    conversation = id,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "cache parked"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(conversation = id, error = %e, "cache not parked");
+                false
+            }
+        }
+    }
+
+    fn park_all(&mut self) -> usize {
+        let ids: Vec<i64> = self.conversations.keys().copied().collect();
+        ids.into_iter().filter(|&id| self.park(id)).count()
+    }
+
+    /// The conversation's snapshot, if there is one that matches the request and the
+    /// transcript. A snapshot is used once: the live cache supersedes it.
+    fn restore(&self, req: &GenerateRequest) -> Option<Conversation> {
+        let path = self.snapshot_path(req.conversation)?;
+        if !path.exists() {
+            return None;
+        }
+        let loaded = crate::snapshot::load(
+            &path,
+            &self.model_id,
+            self.model.spec(),
+            self.model.device(),
+        );
+        let _ = std::fs::remove_file(&path);
+        let (cache, meta) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(conversation = req.conversation, error = %e, "snapshot refused");
+                return None;
+            }
+        };
+        let meta: ConversationMeta = serde_json::from_value(meta).ok()?;
+        let last_in_transcript = req.history.last().map(|t| t.message_id);
+        if meta.system_prompt != req.system_prompt
+            || meta.pin != req.pin_system_prompt
+            || meta.requested != req.cache
+            || meta.last_message != last_in_transcript
+        {
+            tracing::info!(conversation = req.conversation, "snapshot out of date");
+            return None;
+        }
+        Some(Conversation {
+            cache,
+            system_prompt: meta.system_prompt,
+            pin: meta.pin,
+            requested: meta.requested,
+            close_pending: meta.close_pending,
+            segments: Segments(meta.segments),
+            last_message: meta.last_message,
+            last_used: Instant::now(),
+        })
     }
 
     /// The BOS token's text, for templates that open with it (ChatML does not).
@@ -266,20 +430,40 @@ impl Worker {
         if self.template == ChatTemplate::ChatMl {
             return None;
         }
-        self.tokenizer.bos.and_then(|b| self.tokenizer.id_to_token(b))
+        self.tokenizer
+            .bos
+            .and_then(|b| self.tokenizer.id_to_token(b))
     }
 
     /// Makes sure the conversation has a live cache matching the request, rebuilding it from
     /// the transcript's tail if needed. Returns the tokens still to feed before the user turn.
-    fn prepare(&mut self, req: &GenerateRequest) -> Result<Vec<(Vec<u32>, Option<i64>)>> {
+    fn prepare(
+        &mut self,
+        req: &GenerateRequest,
+    ) -> Result<(MemorySource, Vec<(Vec<u32>, Option<i64>)>)> {
         let keep = self.conversations.get(&req.conversation).is_some_and(|c| {
             c.system_prompt == req.system_prompt
                 && c.pin == req.pin_system_prompt
-                && c.cache.config().window == req.cache.window
-                && c.cache.config().evict_step == req.cache.evict_step
+                && c.requested == req.cache
         });
+        let mut source = MemorySource::Live;
+        if !keep {
+            self.conversations.remove(&req.conversation);
+            if self.conversations.len() >= LIVE_CONVERSATIONS {
+                let oldest = self.conversations.iter().min_by_key(|(_, c)| c.last_used);
+                if let Some((&oldest, _)) = oldest {
+                    self.park(oldest);
+                    self.conversations.remove(&oldest);
+                }
+            }
+            source = MemorySource::Rebuilt;
+            if let Some(c) = self.restore(req) {
+                self.conversations.insert(req.conversation, c);
+                source = MemorySource::Snapshot;
+            }
+        }
         let mut feeds = Vec::new();
-        if keep {
+        if source != MemorySource::Rebuilt {
             let c = self
                 .conversations
                 .get_mut(&req.conversation)
@@ -291,12 +475,7 @@ impl Worker {
                 ));
                 c.close_pending = false;
             }
-            return Ok(feeds);
-        }
-        if self.conversations.len() >= LIVE_CONVERSATIONS {
-            if let Some((&oldest, _)) = self.conversations.iter().min_by_key(|(_, c)| c.last_used) {
-                self.conversations.remove(&oldest);
-            }
+            return Ok((source, feeds));
         }
         let opening = encode_pieces(
             &self.tokenizer,
@@ -352,12 +531,14 @@ impl Worker {
                 cache,
                 system_prompt: req.system_prompt.clone(),
                 pin: req.pin_system_prompt,
+                requested: req.cache,
                 close_pending: false,
                 segments: Segments::default(),
+                last_message: None,
                 last_used: Instant::now(),
             },
         );
-        Ok(feeds)
+        Ok((source, feeds))
     }
 
     fn generate(
@@ -366,7 +547,8 @@ impl Worker {
         cancel: &Cancel,
         cb: &mut Callback,
     ) -> Result<()> {
-        let mut feeds = self.prepare(req)?;
+        let (source, mut feeds) = self.prepare(req)?;
+        cb(EngineEvent::Memory { source });
         let user = encode_pieces(&self.tokenizer, &self.template.user_turn(&req.user_text))?;
         feeds.push((user, Some(req.user_message_id)));
         let total: usize = feeds.iter().map(|f| f.0.len()).sum();
@@ -454,6 +636,7 @@ impl Worker {
             cb(EngineEvent::Token { text: piece });
         }
         conv.close_pending = true;
+        conv.last_message = Some(req.reply_message_id);
         let secs = started.elapsed().as_secs_f64();
         emit_cache(conv, cb);
         cb(EngineEvent::Done {

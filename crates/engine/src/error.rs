@@ -30,6 +30,8 @@ pub enum Error {
     EmptyInput,
     #[error("the engine has stopped")]
     EngineStopped,
+    #[error("the saved memory of this conversation can't be used ({0}); it will be rebuilt from the transcript")]
+    Snapshot(String),
     #[error("computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }
@@ -47,6 +49,7 @@ impl Error {
             Error::InvalidSampling(_) => "invalid_sampling",
             Error::EmptyInput => "empty_input",
             Error::EngineStopped => "engine_stopped",
+            Error::Snapshot(_) => "snapshot",
             Error::Compute(_) => "compute",
         }
     }

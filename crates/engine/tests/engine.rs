@@ -48,7 +48,7 @@ fn run(engine: &Engine, req: GenerateRequest) -> (String, usize, StopReason) {
             EngineEvent::Prefill { total: t, .. } => total = t,
             EngineEvent::Done { reason, .. } => return (text, total, reason),
             EngineEvent::Error { message, .. } => panic!("{message}"),
-            EngineEvent::Cache { .. } => {}
+            EngineEvent::Cache { .. } | EngineEvent::Memory { .. } => {}
         }
     }
 }

@@ -142,13 +142,19 @@ fn streaming_detokenization_never_splits_a_character() {
 #[test]
 fn smollm2_matches_llama_cpp_token_ids() {
     let tk = smollm();
-    let fixture: serde_json::Value = serde_json::from_str(include_str!("data/smollm2_token_ids.json")).unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("data/smollm2_token_ids.json")).unwrap();
     let vectors = fixture["vectors"].as_array().unwrap();
     assert!(vectors.len() >= 10);
     let mut non_ascii = 0;
     for v in vectors {
         let text = v["text"].as_str().unwrap();
-        let want: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = v["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(tk.encode(text, false).unwrap(), want, "{text:?}");
         assert_eq!(tk.decode(&want).unwrap(), text);
         non_ascii += usize::from(!text.is_ascii());

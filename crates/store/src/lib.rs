@@ -2,6 +2,7 @@
 //! full-text search, settings. WAL mode, foreign keys on, migrations applied at open.
 
 mod conversations;
+mod export;
 mod messages;
 mod text;
 
@@ -13,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use conversations::{Conversation, SearchHit};
+pub use export::{to_markdown, ExportConversation, ExportFile, ExportMessage, ImportSummary};
 pub use messages::{Message, MessageStatus, Role};
 pub use text::{MessageText, MAX_MESSAGE_CHARS};
 
@@ -37,6 +39,8 @@ pub enum Error {
     ReadOnly,
     #[error("the chat history file is damaged: {0}")]
     Corrupt(String),
+    #[error("this file can't be imported: {0}")]
+    InvalidImport(String),
     #[error("database error: {0}")]
     Database(String),
 }
@@ -53,6 +57,7 @@ impl Error {
             Error::DiskFull => "disk_full",
             Error::ReadOnly => "read_only",
             Error::Corrupt(_) => "store_corrupt",
+            Error::InvalidImport(_) => "invalid_import",
             Error::Database(_) => "store_error",
         }
     }

@@ -21,12 +21,14 @@ impl Role {
             Role::Assistant => "assistant",
         }
     }
-    fn parse(s: &str) -> Self {
-        match s {
+    /// The role named `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
             "system" => Role::System,
             "user" => Role::User,
-            _ => Role::Assistant,
-        }
+            "assistant" => Role::Assistant,
+            _ => return None,
+        })
     }
 }
 
@@ -54,14 +56,16 @@ impl MessageStatus {
             Self::Interrupted => "interrupted",
         }
     }
-    fn parse(s: &str) -> Self {
-        match s {
+    /// The status named `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
             "complete" => Self::Complete,
             "streaming" => Self::Streaming,
             "stopped" => Self::Stopped,
             "failed" => Self::Failed,
-            _ => Self::Interrupted,
-        }
+            "interrupted" => Self::Interrupted,
+            _ => return None,
+        })
     }
 }
 
@@ -82,9 +86,10 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
     Message {
         id: r.get("id"),
         conversation_id: r.get("conversation_id"),
-        role: Role::parse(r.get::<&str, _>("role")),
+        role: Role::parse(r.get::<&str, _>("role")).unwrap_or(Role::Assistant),
         content: r.get("content"),
-        status: MessageStatus::parse(r.get::<&str, _>("status")),
+        status: MessageStatus::parse(r.get::<&str, _>("status"))
+            .unwrap_or(MessageStatus::Interrupted),
         error: r.get("error"),
         tokens: r.get("tokens"),
         created_at: r.get("created_at"),

@@ -166,3 +166,103 @@ async fn a_damaged_file_gets_a_plain_error() {
     // The damaged file is left as it was, for recovery.
     assert!(std::fs::read(&p).unwrap().starts_with(b"this is not"));
 }
+
+#[tokio::test]
+async fn export_and_import_round_trip_and_bad_files_add_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = store
+        .create_conversation("Trip plans", "SmolLM2", "Be brief.", r#"{"window":512}"#)
+        .await
+        .unwrap();
+    store
+        .add_user_message(
+            c.id,
+            &MessageText::parse("Where to in May? ' OR 1=1 --").unwrap(),
+        )
+        .await
+        .unwrap();
+    let r = store.start_reply(c.id).await.unwrap();
+    store
+        .save_reply_text(r.id, "Lisbon, **definitely**.")
+        .await
+        .unwrap();
+    store
+        .finish_reply(
+            r.id,
+            "Lisbon, **definitely**.",
+            MessageStatus::Stopped,
+            None,
+            Some(7),
+        )
+        .await
+        .unwrap();
+    let other = store
+        .create_conversation("Other", "", "", "{}")
+        .await
+        .unwrap();
+    store
+        .add_user_message(other.id, &MessageText::parse("unrelated").unwrap())
+        .await
+        .unwrap();
+
+    let one = store.export(Some(&[c.id])).await.unwrap();
+    assert_eq!(one.conversations.len(), 1);
+    let json = serde_json::to_string(&one).unwrap();
+    let md = store.export_markdown(Some(&[c.id])).await.unwrap();
+    assert!(md.starts_with("# Trip plans\n"), "{md}");
+    assert!(
+        md.contains("## You\n\nWhere to in May? ' OR 1=1 --"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Assistant (stopped)\n\nLisbon, **definitely**."),
+        "{md}"
+    );
+    assert!(md.contains("> **System prompt:** Be brief."));
+    assert!(!md.contains("unrelated"));
+    let all = store.export(None).await.unwrap();
+    assert_eq!(all.conversations.len(), 2);
+
+    // Into a fresh database: the same conversation, message for message.
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = open(&dir2).await;
+    let got = fresh.import(&json).await.unwrap();
+    assert_eq!((got.conversations, got.messages), (1, 2));
+    let back = fresh.export(None).await.unwrap();
+    assert_eq!(back.conversations, one.conversations);
+    assert_eq!(
+        fresh.search("Lisbon", 10).await.unwrap().len(),
+        1,
+        "imported text is searchable"
+    );
+
+    // Bad files: a plain error, and nothing added.
+    let before = fresh.export(None).await.unwrap().conversations.len();
+    for bad in [
+        "not json".to_string(),
+        r#"{"format":"other","version":1,"exported_at":0,"conversations":[]}"#.to_string(),
+        r#"{"format":"sinkchat-export","version":99,"exported_at":0,"conversations":[]}"#
+            .to_string(),
+        json.replace("\"user\"", "\"wizard\""),
+        json.replace("Where to in May?", "Where\\u0000to"),
+        {
+            // Second conversation good, first bad: all or nothing.
+            let mut f = one.clone();
+            f.conversations.push(one.conversations[0].clone());
+            f.conversations[1].messages[0].content = " ".into();
+            serde_json::to_string(&f).unwrap()
+        },
+    ] {
+        let e = fresh.import(&bad).await.unwrap_err();
+        assert_eq!(e.code(), "invalid_import", "{e}");
+        assert!(
+            e.to_string().starts_with("this file can't be imported"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        fresh.export(None).await.unwrap().conversations.len(),
+        before
+    );
+}

@@ -1,0 +1,140 @@
+//! `sinkchat eval perplexity` and `eval report` end to end on SmolLM2 and the first tokens of
+//! Emma: dense and streaming agree exactly while nothing is evicted, the NLL log is what the
+//! tool's summary reports, and the report reads the logs back into the JSON and the plot.
+
+use std::path::Path;
+use std::process::Command;
+
+fn sinkchat(args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_sinkchat"))
+        .args(args)
+        .env("SINKCHAT_DATA_DIR", root.join(".data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sinkchat {args:?} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn csv(path: &Path) -> Vec<(usize, u32, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn logs_add_up_and_dense_equals_streaming_before_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let common = [
+        "eval",
+        "perplexity",
+        "--book",
+        "emma",
+        "--tokens",
+        "300",
+        "--chunk",
+        "64",
+        "--out-dir",
+        d,
+    ];
+    let run = |extra: &[&str]| sinkchat(&[&common[..], extra].concat());
+    run(&["--mode", "dense"]);
+    run(&["--mode", "streaming", "--sinks", "4", "--window", "1024"]);
+    run(&["--mode", "streaming", "--sinks", "4", "--window", "64"]);
+    run(&["--mode", "window", "--window", "64"]);
+    run(&["--mode", "recompute", "--window", "64", "--stride", "50"]);
+
+    let p = dir.path();
+    let dense = csv(&p.join("emma-dense-n300.csv"));
+    let roomy = csv(&p.join("emma-streaming-s4-w1024-n300.csv"));
+    let tight = csv(&p.join("emma-streaming-s4-w64-n300.csv"));
+    assert_eq!(dense.len(), 299, "every token after the first is scored");
+    assert_eq!(
+        dense, roomy,
+        "nothing evicted: streaming is dense, to the last digit"
+    );
+    assert_eq!(dense[..63], tight[..63], "the same until the window fills");
+    assert_ne!(dense[100..], tight[100..], "and not after");
+    assert!(dense.iter().all(|r| r.2.is_finite() && r.2 >= 0.0));
+
+    for name in [
+        "dense-n300",
+        "streaming-s4-w64-n300",
+        "window-w64-n300",
+        "recompute-w64-r50-n300",
+    ] {
+        let s = summary(&p.join(format!("emma-{name}.json")));
+        let log = csv(&p.join(format!("emma-{name}.csv")));
+        assert_eq!(s["scored"].as_u64().unwrap() as usize, log.len(), "{name}");
+        let mean = log.iter().map(|r| r.2).sum::<f64>() / log.len() as f64;
+        let ppl = s["perplexity"].as_f64().unwrap();
+        assert!(
+            (mean.exp() - ppl).abs() / ppl < 1e-5,
+            "{name}: log {} vs table {ppl}",
+            mean.exp()
+        );
+        assert!(
+            s["ms_per_token"].as_f64().unwrap() > 0.0 && s["peak_rss_mib"].as_f64().unwrap() > 50.0
+        );
+    }
+    let rec = csv(&p.join("emma-recompute-w64-r50-n300.csv"));
+    assert_eq!(
+        rec.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![50, 100, 150, 200, 250]
+    );
+
+    let out = p.join("perplexity.json");
+    let plot = p.join("perplexity.svg");
+    sinkchat(&[
+        "eval",
+        "report",
+        "--dir",
+        d,
+        "--tokens",
+        "300",
+        "--ablation-tokens",
+        "300",
+        "--sinks",
+        "4",
+        "--window",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let j = summary(&out);
+    let tight_ppl = summary(&p.join("emma-streaming-s4-w64-n300.json"))["perplexity"]
+        .as_f64()
+        .unwrap();
+    assert!((j["modes"]["streaming"].as_f64().unwrap() - tight_ppl).abs() < 1e-3);
+    for m in ["dense", "window", "recompute", "streaming"] {
+        assert!(j["modes"][m].as_f64().unwrap() > 1.0, "{m}: {j}");
+    }
+    assert!(j["sinks_ablation"]["0"].is_number() && j["sinks_ablation"]["4"].is_number());
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 4,
+        "{svg}"
+    );
+}

@@ -1,0 +1,162 @@
+//! Cache snapshots: a conversation's sink+window cache written to disk when it is left, when the
+//! app closes or when the live-cache budget is reached, and read back so that the next reply
+//! starts without prefilling anything old.
+//!
+//! File layout (all integers little-endian):
+//!
+//! ```text
+//! "SINKKV01"            magic and format version
+//! u64                   length of the header
+//! header                JSON: model identity, model shape, cache bookkeeping, caller's meta
+//! f32 * ...             per layer, K then V of the slots written, (n_kv_head, slots, head_dim)
+//! [u8; 32]              SHA-256 of everything above
+//! ```
+//!
+//! A snapshot is written to a temporary file, synced and renamed into place, so a crash leaves
+//! either the old snapshot or the new one. One that is missing, damaged (checksum), for another
+//! model or of another shape is refused with [`Error::Snapshot`]; the engine then rebuilds the
+//! cache from the transcript.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cache::CacheState;
+use crate::{Error, ModelSpec, Result, SinkCache};
+
+const MAGIC: &[u8; 8] = b"SINKKV01";
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    model: String,
+    n_layer: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    cache: CacheState,
+    meta: serde_json::Value,
+}
+
+/// A cheap identity of a model file: its name, size and the SHA-256 of its first MiB (the
+/// GGUF header and the start of the weights), so a snapshot is never restored onto another
+/// model, without hashing gigabytes at every start.
+pub fn model_identity(path: &Path) -> Result<String> {
+    let io = |e: std::io::Error| Error::ModelFileUnreadable {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    let mut head = Vec::with_capacity(1 << 20);
+    Read::by_ref(&mut f)
+        .take(1 << 20)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!(
+        "{name}:{size}:{}",
+        hex::encode(Sha256::digest(&head))
+    ))
+}
+
+fn snap_err(e: impl std::fmt::Display) -> Error {
+    Error::Snapshot(e.to_string())
+}
+
+/// Writes `cache` and the caller's `meta` to `path`. Returns the bytes written.
+pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value) -> Result<u64> {
+    let layers = cache.layer_data()?;
+    let spec_shape = cache.shape();
+    let header = serde_json::to_vec(&Header {
+        model: model.to_string(),
+        n_layer: spec_shape.0,
+        n_kv_head: spec_shape.1,
+        head_dim: spec_shape.2,
+        cache: cache.state(),
+        meta,
+    })
+    .map_err(snap_err)?;
+    let floats: usize = layers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let mut buf = Vec::with_capacity(16 + header.len() + floats * 4 + 32);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&header);
+    for (k, v) in &layers {
+        for x in k.iter().chain(v) {
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let digest = Sha256::digest(&buf);
+    buf.extend_from_slice(&digest);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(snap_err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(snap_err(format!("writing {}: {e}", path.display())));
+    }
+    Ok(buf.len() as u64)
+}
+
+/// Reads a snapshot for `model` (see [`model_identity`]) of a model shaped like `spec`.
+pub fn load(
+    path: &Path,
+    model: &str,
+    spec: &ModelSpec,
+    device: &Device,
+) -> Result<(SinkCache, serde_json::Value)> {
+    let buf = std::fs::read(path).map_err(|e| snap_err(format!("reading it: {e}")))?;
+    if buf.len() < 48 || &buf[..8] != MAGIC {
+        return Err(snap_err("it is not a SinkChat snapshot"));
+    }
+    let (body, digest) = buf.split_at(buf.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(snap_err("its checksum does not match: the file is damaged"));
+    }
+    let hlen = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
+    let hend = 16usize
+        .checked_add(hlen)
+        .filter(|&e| e <= body.len())
+        .ok_or_else(|| snap_err("its header is cut short"))?;
+    let header: Header = serde_json::from_slice(&body[16..hend]).map_err(snap_err)?;
+    if header.model != model {
+        return Err(snap_err("it was made with another model"));
+    }
+    if (header.n_layer, header.n_kv_head, header.head_dim)
+        != (spec.n_layer, spec.n_kv_head, spec.head_dim)
+    {
+        return Err(snap_err("its shape does not match the model"));
+    }
+    let data = &body[hend..];
+    if data.len() % 4 != 0 {
+        return Err(snap_err("its data is cut short"));
+    }
+    let floats: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    if spec.n_layer == 0 || floats.len() % (2 * spec.n_layer) != 0 {
+        return Err(snap_err("its data does not fit the model"));
+    }
+    let per = floats.len() / (2 * spec.n_layer);
+    let layers = floats
+        .chunks_exact(per)
+        .collect::<Vec<_>>()
+        .chunks_exact(2)
+        .map(|kv| (kv[0].to_vec(), kv[1].to_vec()))
+        .collect();
+    let cache = SinkCache::from_parts(spec, &header.cache, layers, device)?;
+    Ok((cache, header.meta))
+}

@@ -1,0 +1,211 @@
+//! Cache snapshots on the real SmolLM2: a parked conversation comes back from disk and goes on
+//! exactly as if it had never left memory, without reading anything old; a damaged, stale or
+//! foreign snapshot is refused and the conversation is rebuilt from its transcript.
+
+mod common;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use candle_core::Device;
+use sinkchat_engine::chat::{Role, Turn};
+use sinkchat_engine::{
+    CacheConfig, Engine, EngineEvent, EngineOptions, GenerateRequest, MemorySource, SamplingParams,
+};
+
+fn request(conv: i64, text: &str, history: Vec<Turn>, ids: (i64, i64)) -> GenerateRequest {
+    GenerateRequest {
+        conversation: conv,
+        system_prompt: "You are a helpful assistant.".into(),
+        history,
+        user_text: text.into(),
+        user_message_id: ids.0,
+        reply_message_id: ids.1,
+        sampling: SamplingParams {
+            max_tokens: 16,
+            seed: 5,
+            ..SamplingParams::default()
+        },
+        cache: CacheConfig {
+            sinks: 4,
+            window: 256,
+            evict_step: 1,
+        },
+        pin_system_prompt: true,
+    }
+}
+
+struct Reply {
+    text: String,
+    source: MemorySource,
+    prompt_tokens: usize,
+}
+
+fn run(engine: &Engine, req: GenerateRequest) -> Reply {
+    let (tx, rx) = mpsc::channel();
+    engine.generate(req, move |e| drop(tx.send(e))).unwrap();
+    let mut text = String::new();
+    let mut source = None;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)).unwrap() {
+            EngineEvent::Memory { source: s } => source = Some(s),
+            EngineEvent::Token { text: t } => text.push_str(&t),
+            EngineEvent::Done { prompt_tokens, .. } => {
+                return Reply {
+                    text,
+                    source: source.expect("memory event first"),
+                    prompt_tokens,
+                }
+            }
+            EngineEvent::Error { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+}
+
+fn start(model: &Path, dir: &Path) -> Engine {
+    Engine::start_with(
+        model,
+        Device::Cpu,
+        EngineOptions {
+            snapshot_dir: Some(dir.to_path_buf()),
+        },
+    )
+    .unwrap()
+}
+
+/// Turns 1 and 2 of conversation `conv`, and the history a caller passes for turn 3.
+fn two_turns(engine: &Engine, conv: i64) -> Vec<Turn> {
+    let a = run(engine, request(conv, "Name a colour.", vec![], (1, 2)));
+    let h1 = vec![
+        Turn {
+            role: Role::User,
+            content: "Name a colour.".into(),
+            message_id: 1,
+        },
+        Turn {
+            role: Role::Assistant,
+            content: a.text,
+            message_id: 2,
+        },
+    ];
+    let b = run(engine, request(conv, "Another one?", h1.clone(), (3, 4)));
+    let mut h2 = h1;
+    h2.push(Turn {
+        role: Role::User,
+        content: "Another one?".into(),
+        message_id: 3,
+    });
+    h2.push(Turn {
+        role: Role::Assistant,
+        content: b.text,
+        message_id: 4,
+    });
+    h2
+}
+
+#[test]
+fn parked_conversation_resumes_exactly_from_disk() {
+    let model = common::smollm_path();
+    let dir = tempfile::tempdir().unwrap();
+    // Reference: the conversation never leaves memory.
+    let live = start(&model, &dir.path().join("live"));
+    let history = two_turns(&live, 1);
+    let want = run(&live, request(1, "And a fruit?", history.clone(), (5, 6)));
+    assert_eq!(want.source, MemorySource::Live);
+    drop(live);
+
+    // Parked after two turns, engine restarted, resumed from the snapshot.
+    let snaps = dir.path().join("snaps");
+    let engine = start(&model, &snaps);
+    let history2 = two_turns(&engine, 1);
+    assert_eq!(
+        history2[3].content, history[3].content,
+        "same seed, same replies"
+    );
+    engine.park(1);
+    assert_eq!(engine.park_all(), 0, "nothing else live");
+    assert!(snaps.join("1.kv").exists());
+    drop(engine);
+    let engine = start(&model, &snaps);
+    let got = run(
+        &engine,
+        request(1, "And a fruit?", history2.clone(), (5, 6)),
+    );
+    assert_eq!(got.source, MemorySource::Snapshot);
+    assert_eq!(got.text, want.text, "the restored cache continues exactly");
+    assert_eq!(
+        got.prompt_tokens, want.prompt_tokens,
+        "nothing old read again"
+    );
+    assert!(!snaps.join("1.kv").exists(), "a snapshot is used once");
+
+    // Closing the app parks every live conversation.
+    assert_eq!(engine.park_all(), 1);
+    assert!(snaps.join("1.kv").exists());
+}
+
+#[test]
+fn damaged_stale_or_foreign_snapshots_are_rebuilt() {
+    let model = common::smollm_path();
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let engine = start(&model, &snaps);
+    let history = two_turns(&engine, 7);
+    let rebuilt = |engine: &Engine, history: Vec<Turn>| {
+        let r = run(engine, request(7, "And a fruit?", history, (5, 6)));
+        assert_eq!(r.source, MemorySource::Rebuilt);
+        assert!(!r.text.trim().is_empty());
+        r
+    };
+
+    // One flipped byte: the checksum catches it.
+    assert_eq!(engine.park_all(), 1);
+    let path = snaps.join("7.kv");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let r = rebuilt(&engine, history.clone());
+    assert!(r.prompt_tokens > 40, "the transcript was read again");
+
+    // Cut short.
+    assert_eq!(engine.park_all(), 1);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    rebuilt(&engine, history.clone());
+
+    // Stale: the transcript has moved on since the snapshot (an edited or extra message).
+    assert_eq!(engine.park_all(), 1);
+    assert!(path.exists());
+    let mut moved = history.clone();
+    moved.push(Turn {
+        role: Role::User,
+        content: "Hello?".into(),
+        message_id: 9,
+    });
+    rebuilt(&engine, moved);
+    drop(engine);
+
+    // Another model (same weights under another name: another identity).
+    let other = dir.path().join("other.gguf");
+    std::fs::copy(&model, &other).unwrap();
+    let engine = start(&model, &snaps);
+    let history = two_turns(&engine, 8);
+    engine.park(8);
+    drop(engine);
+    let engine = start(&other, &snaps);
+    let r = run(&engine, request(8, "And a fruit?", history, (5, 6)));
+    assert_eq!(r.source, MemorySource::Rebuilt);
+
+    // Not a snapshot at all.
+    std::fs::write(snaps.join("9.kv"), b"hello").unwrap();
+    let r = run(&engine, request(9, "Hi", vec![], (1, 2)));
+    assert_eq!(r.source, MemorySource::Rebuilt);
+}

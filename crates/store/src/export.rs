@@ -1,0 +1,276 @@
+//! Export of conversations as JSON (complete, for import back) and Markdown (for reading), and
+//! import of the JSON. An import is one transaction: a file with one bad message adds nothing.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::{now_ms, Error, MessageStatus, MessageText, Result, Role, Store};
+
+/// The `format` field of an export file.
+pub const EXPORT_FORMAT: &str = "sinkchat-export";
+pub const EXPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportFile {
+    pub format: String,
+    pub version: u32,
+    pub exported_at: i64,
+    pub conversations: Vec<ExportConversation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportConversation {
+    pub title: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub system_prompt: String,
+    #[serde(default = "empty_object")]
+    pub settings: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub messages: Vec<ExportMessage>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportMessage {
+    pub role: String,
+    pub content: String,
+    #[serde(default = "complete")]
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub tokens: Option<i64>,
+    pub created_at: i64,
+}
+
+fn complete() -> String {
+    "complete".into()
+}
+
+/// What an import added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    pub conversations: usize,
+    pub messages: usize,
+}
+
+/// Longest reply accepted by an import, in characters.
+const MAX_REPLY_CHARS: usize = 1_000_000;
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::InvalidImport(msg.into())
+}
+
+impl Store {
+    /// Every conversation in `ids` (all of them for `None`), oldest first, with its messages.
+    pub async fn export(&self, ids: Option<&[i64]>) -> Result<ExportFile> {
+        let convs = match ids {
+            None => {
+                sqlx::query(
+                    "SELECT id, title, model, system_prompt, settings, created_at, updated_at \
+                     FROM conversations ORDER BY created_at, id",
+                )
+                .fetch_all(self.pool())
+                .await?
+            }
+            Some(ids) => {
+                let mut rows = Vec::new();
+                for &id in ids {
+                    let r = sqlx::query(
+                        "SELECT id, title, model, system_prompt, settings, created_at, updated_at \
+                         FROM conversations WHERE id = ?",
+                    )
+                    .bind(id)
+                    .fetch_optional(self.pool())
+                    .await?
+                    .ok_or(Error::NoSuchConversation(id))?;
+                    rows.push(r);
+                }
+                rows
+            }
+        };
+        let mut out = Vec::with_capacity(convs.len());
+        for c in convs {
+            let id: i64 = c.get("id");
+            let messages = sqlx::query(
+                "SELECT role, content, status, error, tokens, created_at FROM messages \
+                 WHERE conversation_id = ? ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|m| ExportMessage {
+                role: m.get("role"),
+                content: m.get("content"),
+                status: m.get("status"),
+                error: m.get("error"),
+                tokens: m.get("tokens"),
+                created_at: m.get("created_at"),
+            })
+            .collect();
+            let settings: String = c.get("settings");
+            out.push(ExportConversation {
+                title: c.get("title"),
+                model: c.get("model"),
+                system_prompt: c.get("system_prompt"),
+                settings: serde_json::from_str(&settings).unwrap_or_else(|_| empty_object()),
+                created_at: c.get("created_at"),
+                updated_at: c.get("updated_at"),
+                messages,
+            });
+        }
+        Ok(ExportFile {
+            format: EXPORT_FORMAT.into(),
+            version: EXPORT_VERSION,
+            exported_at: now_ms(),
+            conversations: out,
+        })
+    }
+
+    /// The same conversations as Markdown, for reading and sharing.
+    pub async fn export_markdown(&self, ids: Option<&[i64]>) -> Result<String> {
+        Ok(to_markdown(&self.export(ids).await?))
+    }
+
+    /// Adds the conversations of an export file (as new conversations; nothing is replaced).
+    /// Checks everything first and writes in one transaction: all or nothing.
+    pub async fn import(&self, json: &str) -> Result<ImportSummary> {
+        let file: ExportFile = serde_json::from_str(json)
+            .map_err(|e| bad(format!("the file is not a SinkChat export ({e})")))?;
+        if file.format != EXPORT_FORMAT {
+            return Err(bad(format!(
+                "the file is not a SinkChat export (its format is {:?})",
+                file.format
+            )));
+        }
+        if file.version > EXPORT_VERSION {
+            return Err(bad(format!(
+                "the file comes from a newer SinkChat (export version {}); update SinkChat to import it",
+                file.version
+            )));
+        }
+        for (ci, c) in file.conversations.iter().enumerate() {
+            if c.title.contains('\0') || c.system_prompt.contains('\0') {
+                return Err(bad(format!("conversation {} has a NUL character", ci + 1)));
+            }
+            for (mi, m) in c.messages.iter().enumerate() {
+                let at = || {
+                    format!(
+                        "conversation {} ({:?}), message {}",
+                        ci + 1,
+                        c.title,
+                        mi + 1
+                    )
+                };
+                let role = Role::parse(&m.role)
+                    .ok_or_else(|| bad(format!("{}: unknown role {:?}", at(), m.role)))?;
+                MessageStatus::parse(&m.status)
+                    .ok_or_else(|| bad(format!("{}: unknown status {:?}", at(), m.status)))?;
+                match role {
+                    Role::User => {
+                        MessageText::parse(&m.content)
+                            .map_err(|e| bad(format!("{}: {e}", at())))?;
+                    }
+                    _ => {
+                        if m.content.contains('\0') {
+                            return Err(bad(format!("{}: a NUL character", at())));
+                        }
+                        if m.content.chars().count() > MAX_REPLY_CHARS {
+                            return Err(bad(format!(
+                                "{}: longer than {MAX_REPLY_CHARS} characters",
+                                at()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        let mut tx = self.pool().begin().await?;
+        let mut messages = 0;
+        for c in &file.conversations {
+            let id: i64 = sqlx::query(
+                "INSERT INTO conversations(title, model, system_prompt, settings, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(if c.title.trim().is_empty() { "Imported chat" } else { &c.title })
+            .bind(&c.model)
+            .bind(&c.system_prompt)
+            .bind(c.settings.to_string())
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            for m in &c.messages {
+                // A reply that was mid-stream in the exporting app stays marked as cut off.
+                let status = match m.status.as_str() {
+                    "streaming" => "interrupted",
+                    s => s,
+                };
+                sqlx::query(
+                    "INSERT INTO messages(conversation_id, role, content, status, error, tokens, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(&m.role)
+                .bind(&m.content)
+                .bind(status)
+                .bind(&m.error)
+                .bind(m.tokens)
+                .bind(m.created_at)
+                .bind(m.created_at)
+                .execute(&mut *tx)
+                .await?;
+                messages += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(ImportSummary {
+            conversations: file.conversations.len(),
+            messages,
+        })
+    }
+}
+
+/// Markdown of an export: a heading per conversation, a sub-heading per message.
+pub fn to_markdown(file: &ExportFile) -> String {
+    let mut s = String::new();
+    for (i, c) in file.conversations.iter().enumerate() {
+        if i > 0 {
+            s.push_str("\n---\n\n");
+        }
+        s.push_str(&format!("# {}\n\n", c.title.replace('\n', " ")));
+        if !c.model.is_empty() {
+            s.push_str(&format!("_Model: {}_\n\n", c.model));
+        }
+        if !c.system_prompt.is_empty() {
+            s.push_str(&format!(
+                "> **System prompt:** {}\n\n",
+                c.system_prompt.replace('\n', "\n> ")
+            ));
+        }
+        for m in &c.messages {
+            let who = match m.role.as_str() {
+                "user" => "You",
+                "assistant" => "Assistant",
+                _ => "System",
+            };
+            let note = match m.status.as_str() {
+                "complete" => String::new(),
+                "stopped" => " (stopped)".into(),
+                "interrupted" => " (cut off when the app closed)".into(),
+                "failed" => " (failed)".into(),
+                other => format!(" ({other})"),
+            };
+            s.push_str(&format!("## {who}{note}\n\n{}\n\n", m.content.trim_end()));
+        }
+    }
+    s
+}
