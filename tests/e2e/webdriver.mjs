@@ -61,7 +61,9 @@ export class Driver {
   }
 
   async quit() {
-    try { await fetch(`${this.base}/session/${this.session}`, { method: "DELETE" }); } catch { /* already gone */ }
+    try {
+      await fetch(`${this.base}/session/${this.session}`, { method: "DELETE", signal: AbortSignal.timeout(10_000) });
+    } catch { /* already gone */ }
     this.proc.kill();
     await new Promise((r) => this.proc.once("exit", r));
   }

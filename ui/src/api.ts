@@ -6,6 +6,7 @@ export type Status = "complete" | "streaming" | "stopped" | "failed" | "interrup
 export interface Message { id: number; conversation_id: number; role: "user" | "assistant" | "system"; content: string; status: Status; error: string | null; tokens: number | null }
 export interface CacheStats { capacity: number; pinned: number; pinned_used: number; window: number; window_used: number; tokens_seen: number; evicted_total: number; evicted_last_step: number; window_start: number; bytes: number; device: string }
 export type EngineEvent =
+  | { kind: "memory"; source: "live" | "snapshot" | "rebuilt" }
   | { kind: "prefill"; done: number; total: number }
   | { kind: "token"; text: string }
   | { kind: "cache"; stats: CacheStats; first_visible_message: number | null }
@@ -29,6 +30,12 @@ export const api = {
   listConversations: () => tauri.core.invoke<Conversation[]>("list_conversations", {}),
   createConversation: () => tauri.core.invoke<Conversation>("create_conversation"),
   messages: (conversationId: number) => tauri.core.invoke<Message[]>("get_messages", { conversationId }),
+  deleteConversation: (conversationId: number) => tauri.core.invoke<void>("delete_conversation", { conversationId }),
+  leave: (conversationId: number) => tauri.core.invoke<void>("leave_conversation", { conversationId }),
+  exportConversations: (conversationIds: number[] | null, format: "json" | "markdown") =>
+    tauri.core.invoke<string>("export_conversations", { conversationIds, format }),
+  importConversations: (text: string) =>
+    tauri.core.invoke<{ conversations: number; messages: number }>("import_conversations", { text }),
   stop: (conversationId: number) => tauri.core.invoke<boolean>("stop_reply", { conversationId }),
   send(conversationId: number, text: string, onEvent: (e: EngineEvent) => void) {
     const channel = new tauri.core.Channel<EngineEvent>();

@@ -2,6 +2,7 @@
 
 import { api, errorText, type CacheStats, type Conversation, type EngineEvent, type Message } from "./api.js";
 import { gaugeParts } from "./gauge.js";
+import { PendingDeletes } from "./undo.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const input = $<HTMLTextAreaElement>("message-input");
@@ -14,6 +15,30 @@ const list = $("conversation-list");
 
 let current: Conversation | null = null;
 let streaming = false;
+const pendingDeletes = new PendingDeletes(6000);
+const toast = $("toast");
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
+
+function showToast(text: string, undo?: () => void) {
+  $("toast-text").textContent = text;
+  const b = $<HTMLButtonElement>("toast-undo");
+  b.hidden = !undo;
+  b.onclick = () => { undo?.(); toast.hidden = true; };
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, 6000);
+}
+
+function deleteConversation(c: Conversation) {
+  const commit = async () => {
+    try { await api.deleteConversation(c.id); } catch (e) { showError(errorText(e)); }
+    await refreshList();
+  };
+  if (!pendingDeletes.schedule(c.id, commit)) return;
+  if (current?.id === c.id) { current = null; messagesEl.replaceChildren(); }
+  void refreshList();
+  showToast(`Deleted “${c.title}”.`, () => { pendingDeletes.undo(c.id); void refreshList(); });
+}
 
 function showError(msg: string | null) {
   banner.hidden = !msg;
@@ -65,22 +90,32 @@ function showMemoryLine(firstVisible: number | null) {
 }
 
 async function refreshList() {
-  const convs = await api.listConversations();
+  const convs = (await api.listConversations()).filter((c) => !pendingDeletes.isPending(c.id));
   list.replaceChildren(
     ...convs.map((c) => {
       const li = document.createElement("li");
       const b = document.createElement("button");
       b.type = "button";
+      b.className = "open";
       b.textContent = c.title;
       b.setAttribute("aria-current", String(c.id === current?.id));
       b.addEventListener("click", () => openConversation(c));
-      li.append(b);
+      const del = document.createElement("button");
+      del.type = "button";
+      del.className = "delete";
+      del.textContent = "×";
+      del.title = "Delete this chat (you can undo for a few seconds)";
+      del.setAttribute("aria-label", `Delete “${c.title}”`);
+      del.addEventListener("click", () => deleteConversation(c));
+      li.append(b, del);
       return li;
     }),
   );
 }
 
 async function openConversation(c: Conversation) {
+  // The chat left behind parks its memory on disk; it comes back at once when reopened.
+  if (current && current.id !== c.id && !streaming) void api.leave(current.id).catch(() => {});
   current = c;
   const msgs = await api.messages(c.id);
   messagesEl.replaceChildren(...msgs.map(messageEl));
@@ -113,6 +148,10 @@ async function send() {
   try {
     const sent = await api.send(conv.id, text, (e: EngineEvent) => {
       switch (e.kind) {
+        case "memory":
+          if (e.source === "snapshot") statusEl.textContent = "Memory of this chat restored from disk";
+          else if (e.source === "rebuilt") statusEl.textContent = "Re-reading the end of this chat…";
+          break;
         case "prefill": statusEl.textContent = `Reading… ${e.done}/${e.total} tokens`; break;
         case "token":
           pendingText += e.text;
@@ -165,6 +204,7 @@ input.addEventListener("keydown", (e) => {
 });
 stopButton.addEventListener("click", () => { if (current) void api.stop(current.id); });
 $("new-chat").addEventListener("click", async () => {
+  if (current && !streaming) void api.leave(current.id).catch(() => {});
   current = await api.createConversation();
   messagesEl.replaceChildren();
   await refreshList();
@@ -173,6 +213,25 @@ $("new-chat").addEventListener("click", async () => {
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && streaming && current) void api.stop(current.id);
 });
+
+$("export-chat").addEventListener("click", async () => {
+  if (!current) { showError("Open a chat to export it."); return; }
+  try { showToast(`Saved to ${await api.exportConversations([current.id], "markdown")}`); } catch (e) { showError(errorText(e)); }
+});
+$("export-all").addEventListener("click", async () => {
+  try { showToast(`Saved to ${await api.exportConversations(null, "json")}`); } catch (e) { showError(errorText(e)); }
+});
+$<HTMLInputElement>("import-file").addEventListener("change", async (ev) => {
+  const f = (ev.target as HTMLInputElement).files?.[0];
+  if (!f) return;
+  try {
+    const r = await api.importConversations(await f.text());
+    showToast(`Imported ${r.conversations} chat(s), ${r.messages} message(s).`);
+    await refreshList();
+  } catch (e) { showError(errorText(e)); }
+  (ev.target as HTMLInputElement).value = "";
+});
+window.addEventListener("beforeunload", () => { void pendingDeletes.flush(); });
 
 void pollModel();
 void refreshList();

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, D};
 use serde_json::json;
 use sinkchat_engine::model::{read_gguf_header, Logits};
@@ -44,7 +44,7 @@ pub fn requant(model_path: &Path, text: &Path, tokens: usize) -> Result<()> {
     let body =
         std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
     let tk = GgufTokenizer::from_gguf(&read_gguf_header(model_path)?)?;
-    let mut ids = tk.encode(&body, false)?;
+    let mut ids = tk.encode(body, false)?;
     ids.truncate(tokens);
     let dev = Device::Cpu;
     let original = Model::load(
@@ -68,7 +68,7 @@ pub fn requant(model_path: &Path, text: &Path, tokens: usize) -> Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
-            "text": text.display().to_string(),
+            "text": label,
             "tokens": ids.len(),
             "perplexity_original_q4_1": (ppl_original * 1000.0).round() / 1000.0,
             "perplexity_converted_q8_0": (ppl_converted * 1000.0).round() / 1000.0,

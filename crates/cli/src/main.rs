@@ -3,7 +3,9 @@
 //! ```text
 //! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--out docs/bench/decode.json]
 //! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--out docs/bench/flat.json]
-//! sinkchat eval requant --text FILE [--tokens 8192]
+//! sinkchat bench store  [--conversations 10000] [--messages 1000000] [--db-dir target/bench-store]
+//!                       [--out docs/bench/store.json]
+//! sinkchat eval requant [--book emma | --text FILE] [--tokens 8192]
 //! sinkchat eval perplexity [--book emma | --text FILE] [--tokens N] [--mode streaming]
 //!                          [--sinks 4] [--window 1024] [--stride 512] [--chunk 256]
 //!                          [--out-dir target/perplexity]
@@ -17,6 +19,7 @@ mod corpus;
 mod eval;
 mod perplexity;
 mod rdata;
+mod store_bench;
 
 use anyhow::{bail, Context, Result};
 
@@ -59,11 +62,32 @@ fn main() -> Result<()> {
                 .collect::<Result<_, _>>()?;
             bench::flat(&model, &depths, flag("--out").map(std::path::PathBuf::from))
         }
-        (Some("eval"), Some("requant")) => eval::requant(
+        (Some("bench"), Some("store")) => store_bench::run(
             &model,
-            std::path::Path::new(&flag("--text").context("--text FILE is required")?),
-            flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192),
+            flag("--conversations").map(|v| v.parse()).transpose()?.unwrap_or(10_000),
+            flag("--messages").map(|v| v.parse()).transpose()?.unwrap_or(1_000_000),
+            flag("--db-dir").unwrap_or_else(|| "target/bench-store".into()).into(),
+            flag("--out").map(std::path::PathBuf::from),
         ),
+        (Some("eval"), Some("requant")) => {
+            let (label, body) = match flag("--text") {
+                Some(f) => (
+                    f.clone(),
+                    std::fs::read_to_string(&f).with_context(|| format!("reading {f}"))?,
+                ),
+                None => {
+                    let book = flag("--book").unwrap_or_else(|| "emma".into());
+                    let base = corpus::janeaustenr_base();
+                    (book.clone(), rdata::read_text(&base, &book)?)
+                }
+            };
+            eval::requant(
+                &model,
+                &label,
+                &body,
+                flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192),
+            )
+        }
         (Some("eval"), Some("perplexity")) => {
             let num = |name: &str, default: usize| -> Result<usize> {
                 Ok(flag(name).map(|v| v.parse()).transpose()?.unwrap_or(default))

@@ -139,6 +139,10 @@ impl Store {
     }
 
     /// Full-text search over titles and messages, best matches first.
+    /// Messages and titles containing every word of `query`, newest first. Newest-first (not
+    /// bm25) because people look for "that conversation last week", and because FTS5 then
+    /// walks its index from the end and stops at `limit`: a common word over a million
+    /// messages costs what a rare one does, where ranking would score every match.
     pub async fn search(&self, query: &str, limit: i64) -> Result<Vec<SearchHit>> {
         let Some(q) = fts_query(query) else {
             return Ok(Vec::new());
@@ -148,7 +152,7 @@ impl Store {
                     snippet(messages_fts, 0, '[[', ']]', '…', 12) AS snip \
              FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
              JOIN conversations c ON c.id = m.conversation_id \
-             WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts) LIMIT ?",
+             WHERE messages_fts MATCH ? ORDER BY messages_fts.rowid DESC LIMIT ?",
         )
         .bind(&q)
         .bind(limit)
@@ -165,7 +169,7 @@ impl Store {
             .collect();
         let rows = sqlx::query(
             "SELECT rowid AS cid, highlight(conversations_fts, 0, '[[', ']]') AS snip, title \
-             FROM conversations_fts WHERE conversations_fts MATCH ? ORDER BY bm25(conversations_fts) LIMIT ?",
+             FROM conversations_fts WHERE conversations_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
         )
         .bind(&q)
         .bind(limit)
