@@ -19,7 +19,7 @@ run() {  # $1: label of the result, rest: arguments
   "$B" eval perplexity --out-dir "$D" "$@"
 }
 if [ "${1:-}" != report ]; then
-  run emma-streaming-s4-w1024-n* --mode streaming --sinks 4 --window 1024
+  run emma-streaming-s4-w1024-n221849 --mode streaming --sinks 4 --window 1024
   run emma-window-w1024-n$MAIN --mode window --window 1024 --tokens $MAIN
   run emma-recompute-w1024-r1024-n$MAIN --mode recompute --window 1024 --stride 1024 --tokens $MAIN
   run emma-dense-n$ABL --mode dense --tokens $ABL --chunk 512

@@ -40,9 +40,7 @@ fn candle_nn_log_softmax(logits: &candle_core::Tensor) -> Result<Vec<Vec<f32>>> 
     Ok(shifted.broadcast_sub(&lse)?.to_vec2()?)
 }
 
-pub fn requant(model_path: &Path, text: &Path, tokens: usize) -> Result<()> {
-    let body =
-        std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
+pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Result<()> {
     let tk = GgufTokenizer::from_gguf(&read_gguf_header(model_path)?)?;
     let mut ids = tk.encode(body, false)?;
     ids.truncate(tokens);

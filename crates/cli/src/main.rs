@@ -39,7 +39,10 @@ fn main() -> Result<()> {
     let model = flag("--model")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| sinkchat_hub::active_model_path(&sinkchat_hub::data_dir()));
-    sinkchat_hub::check_model(&model).context("checking the model")?;
+    let report = args.get(1).map(String::as_str) == Some("report");
+    if !report {
+        sinkchat_hub::check_model(&model).context("checking the model")?;
+    }
     match (
         args.first().map(String::as_str),
         args.get(1).map(String::as_str),

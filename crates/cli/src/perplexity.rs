@@ -386,7 +386,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
             series.push(("window (no sinks)", "#ff7f0e", r));
         }
         if let Some(r) = recompute {
-            series.push(("sliding window, recompute", "#2ca02c", r));
+            series.push(("recompute (sampled: noisy)", "#2ca02c", r));
         }
         series.push(("StreamingLLM (4 sinks)", "#1f77b4", streaming));
         std::fs::write(p, plot(&series, t, s, w, &a.text))?;
@@ -414,6 +414,12 @@ fn plot(
                 .copied()
                 .filter(|(i, _)| *i < limit)
                 .collect();
+            // A sampled mode (recompute) averages over 16 samples at least, not 2 or 3.
+            let gap = match (pts.first(), pts.last()) {
+                (Some(a), Some(b)) if pts.len() > 1 => (b.0 - a.0) / (pts.len() - 1),
+                _ => 1,
+            };
+            let span = span.max(16 * gap);
             let mut out = Vec::new();
             let mut lo = 0;
             let mut sum = 0.0;
@@ -424,7 +430,8 @@ fn plot(
                     sum -= pts[lo].1;
                     lo += 1;
                 }
-                if hi % step == 0 && pts[hi].0 >= 512 {
+                if (hi % step == 0 || gap > 1) && pts[hi].0 >= 512 && (gap == 1 || hi - lo + 1 >= 8)
+                {
                     out.push((pts[hi].0 as f64, (sum / (hi - lo + 1) as f64).exp()));
                 }
             }
@@ -453,7 +460,7 @@ fn plot(
     let x = |v: f64| l + (w - l - r) * v / xmax;
     let y = |v: f64| t + (h - t - b) * (1.0 - (v.log10() - ymin) / (ymax - ymin).max(1e-9));
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Perplexity of {text} (running, last {span} tokens), cache {window} = {sinks} sinks + {} window</text>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Perplexity of {text} (running mean over {span} tokens; recompute over 16 samples), cache {window} = {sinks} sinks + {} window</text>\n",
         w / 2.0,
         window - sinks
     );
