@@ -91,6 +91,13 @@ pub async fn delete_conversation(state: State<'_, AppState>, conversation_id: i6
     if let Ok(e) = state.engine() {
         e.forget(conversation_id);
     }
+    // Also when no model is loaded: a snapshot must never outlive its conversation.
+    let _ = std::fs::remove_file(
+        state
+            .data_dir
+            .join("snapshots")
+            .join(format!("{conversation_id}.kv")),
+    );
     Ok(state.store.delete_conversation(conversation_id).await?)
 }
 

@@ -98,6 +98,10 @@ pub fn run() {
             if let tauri::RunEvent::Exit = event {
                 if let Some(s) = handle.try_state::<AppState>() {
                     // Park every live conversation's cache, so each comes back at once.
+                    // Stop replies in flight first, so parking does not wait for them to end.
+                    for c in s.replies.lock().expect("replies").values() {
+                        c.cancel();
+                    }
                     if let Ok(engine) = s.engine() {
                         let n = engine.park_all();
                         tracing::info!(conversations = n, "caches parked");
