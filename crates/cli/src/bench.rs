@@ -21,7 +21,7 @@ fn threads() -> String {
 }
 
 /// A deterministic token stream that looks like text to the model (ids of common tokens).
-fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+pub(crate) fn tokens(n: usize, vocab: usize) -> Vec<u32> {
     let mut s = 12345u64;
     (0..n)
         .map(|_| {
@@ -33,7 +33,7 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn write_json(out: Option<PathBuf>, v: serde_json::Value) -> Result<()> {
+pub(crate) fn write_json(out: Option<PathBuf>, v: serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(&v)?;
     println!("{text}");
     if let Some(p) = out {

@@ -3,41 +3,16 @@
 use std::path::Path;
 
 use anyhow::Result;
-use candle_core::{Device, D};
+use candle_core::Device;
 use serde_json::json;
-use sinkchat_engine::model::{read_gguf_header, Logits};
-use sinkchat_engine::{CacheConfig, GgufTokenizer, LoadOptions, Model, SinkCache};
+use sinkchat_engine::eval::{self, Mode};
+use sinkchat_engine::model::read_gguf_header;
+use sinkchat_engine::{GgufTokenizer, LoadOptions, Model};
 
-/// Perplexity of `ids` under `model`, dense (no eviction), in chunks of 256.
+/// Perplexity of `ids` under `model`, dense (no eviction), in chunks of 256: the perplexity
+/// tool's own dense mode.
 fn perplexity(model: &Model, ids: &[u32]) -> Result<f64> {
-    let dev = Device::Cpu;
-    let cfg = CacheConfig {
-        sinks: 4,
-        window: ids.len() + 4,
-        evict_step: 1,
-    };
-    let mut cache = SinkCache::new(model.spec(), cfg, &dev)?;
-    let mut nll = 0f64;
-    let mut count = 0usize;
-    for (c, chunk) in ids.chunks(256).enumerate() {
-        let logits = model.forward(chunk, &mut cache, Logits::All)?; // (n, vocab)
-        let logp = candle_nn_log_softmax(&logits)?;
-        let start = c * 256;
-        for (i, row) in logp.iter().enumerate() {
-            if let Some(&next) = ids.get(start + i + 1) {
-                nll -= row[next as usize] as f64;
-                count += 1;
-            }
-        }
-    }
-    Ok((nll / count as f64).exp())
-}
-
-fn candle_nn_log_softmax(logits: &candle_core::Tensor) -> Result<Vec<Vec<f32>>> {
-    let max = logits.max_keepdim(D::Minus1)?;
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    Ok(shifted.broadcast_sub(&lse)?.to_vec2()?)
+    Ok(eval::run(model, ids, Mode::Dense, 256, usize::MAX, |_| {})?.perplexity)
 }
 
 pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Result<()> {

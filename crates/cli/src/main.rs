@@ -39,6 +39,12 @@ fn main() -> Result<()> {
     let model = flag("--model")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| sinkchat_hub::active_model_path(&sinkchat_hub::data_dir()));
+    let num = |name: &str, default: usize| -> Result<usize> {
+        Ok(flag(name)
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
     let report = args.get(1).map(String::as_str) == Some("report");
     if !report {
         sinkchat_hub::check_model(&model).context("checking the model")?;
@@ -92,9 +98,6 @@ fn main() -> Result<()> {
             )
         }
         (Some("eval"), Some("perplexity")) => {
-            let num = |name: &str, default: usize| -> Result<usize> {
-                Ok(flag(name).map(|v| v.parse()).transpose()?.unwrap_or(default))
-            };
             let mode = perplexity::parse_mode(
                 &flag("--mode").unwrap_or_else(|| "streaming".into()),
                 num("--sinks", 4)?,
@@ -115,9 +118,6 @@ fn main() -> Result<()> {
             })
         }
         (Some("eval"), Some("report")) => {
-            let num = |name: &str, default: usize| -> Result<usize> {
-                Ok(flag(name).map(|v| v.parse()).transpose()?.unwrap_or(default))
-            };
             perplexity::report(perplexity::ReportArgs {
                 dir: flag("--dir").unwrap_or_else(|| "target/perplexity".into()).into(),
                 text: flag("--book").unwrap_or_else(|| "emma".into()),

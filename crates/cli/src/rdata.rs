@@ -114,7 +114,6 @@ impl<'a> Reader<'a> {
         let flags = self.u32()?;
         let ty = flags & 0xff;
         let has_attr = flags & (1 << 9) != 0;
-        let has_tag = flags & (1 << 10) != 0;
         let value = match ty {
             NILVALUE | EMPTYENV | BASEENV | GLOBALENV => return Ok(RValue::Null),
             REFSXP => {
@@ -199,16 +198,14 @@ impl<'a> Reader<'a> {
             }
             t => bail!("R data of type {t} is not supported"),
         };
-        let _ = has_tag;
         if has_attr {
             let attrs = self.item()?;
-            if let (RValue::List(items, names), RValue::Pairlist(attrs)) = (&value, attrs) {
+            if let (RValue::List(items, _), RValue::Pairlist(attrs)) = (&value, attrs) {
                 let found = attrs
                     .into_iter()
                     .find(|(t, _)| t.as_deref() == Some("names"));
                 if let Some((_, RValue::Str(n))) = found {
                     let n: Vec<String> = n.into_iter().map(Option::unwrap_or_default).collect();
-                    let _ = names;
                     return Ok(RValue::List(items.clone(), Some(n)));
                 }
             }

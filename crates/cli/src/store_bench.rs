@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use serde_json::json;
 use sinkchat_engine::model::Logits;
@@ -188,12 +188,7 @@ pub fn run(
     let model = Model::load(model_path, &Device::Cpu, LoadOptions::default())?;
     let id = snapshot::model_identity(model_path)?;
     let cfg = CacheConfig::default();
-    let text: Vec<u32> = {
-        let mut r = Rng(3);
-        (0..cfg.capacity())
-            .map(|_| 200 + (r.next() % 20_000) as u32)
-            .collect()
-    };
+    let text = crate::bench::tokens(cfg.capacity(), model.spec().vocab_size);
     let chunk = 256;
     let mut reprefill = Vec::new();
     let mut cache = SinkCache::new(model.spec(), cfg, &Device::Cpu)?;
@@ -235,13 +230,5 @@ pub fn run(
         "reprefill_ms": (reprefill_ms * 10.0).round() / 10.0,
         "restore_speedup": (reprefill_ms / restore_ms * 10.0).round() / 10.0,
     });
-    let text = serde_json::to_string_pretty(&v)?;
-    println!("{text}");
-    if let Some(p) = out {
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(&p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    crate::bench::write_json(out, v)
 }

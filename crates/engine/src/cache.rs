@@ -497,17 +497,6 @@ impl SinkCache {
             })
             .collect()
     }
-
-    /// Raw state for snapshots: `(sinks_used, win_start, win_len, evicted_total, slot_pos)`.
-    pub fn bookkeeping(&self) -> (usize, u64, usize, u64, &[u64]) {
-        (
-            self.sinks_used,
-            self.win_start,
-            self.win_len,
-            self.evicted_total,
-            &self.slot_pos,
-        )
-    }
 }
 
 #[cfg(test)]

@@ -452,8 +452,7 @@ impl Worker {
             if self.conversations.len() >= LIVE_CONVERSATIONS {
                 let oldest = self.conversations.iter().min_by_key(|(_, c)| c.last_used);
                 if let Some((&oldest, _)) = oldest {
-                    self.park(oldest);
-                    self.conversations.remove(&oldest);
+                    self.park(oldest); // frees it whether or not it is written
                 }
             }
             source = MemorySource::Rebuilt;

@@ -112,8 +112,8 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// NLL of `target` under each row of `logits` `(rows, vocab)`: `logsumexp(row) - row[target]`.
-fn row_nll(row: &[f32], target: u32) -> f64 {
+/// NLL in nats of `target` under one row of logits: `logsumexp(row) - row[target]`, in f64.
+fn token_nll(row: &[f32], target: u32) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
     max + sum.ln() - row[target as usize] as f64
@@ -173,7 +173,7 @@ pub fn run(
                 cache.clear();
                 let ctx = &ids[t.saturating_sub(window)..t];
                 let logits = model.forward(ctx, &mut cache, Logits::Last)?;
-                nll.push((t, row_nll(&logits.to_vec1::<f32>()?, ids[t])));
+                nll.push((t, token_nll(&logits.to_vec1::<f32>()?, ids[t])));
                 close_segment(k + 1, false, &mut peak);
                 on_progress(Progress {
                     done: k + 1,
@@ -216,7 +216,7 @@ pub fn run(
                 for (r, row) in logits.iter().enumerate() {
                     let target = start + r + 1;
                     if target < ids.len() {
-                        nll.push((target, row_nll(row, ids[target])));
+                        nll.push((target, token_nll(row, ids[target])));
                     }
                 }
                 start = end;
