@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use sinkchat_engine::{
-    CacheConfig, EngineEvent, GenerateRequest, Role as EngineRole, SamplingParams, StopReason, Turn,
-};
+use sinkchat_engine::{EngineEvent, GenerateRequest, Role as EngineRole, StopReason, Turn};
 use sinkchat_store::{Conversation, Message, MessageStatus, MessageText, Role, SearchHit};
 use tauri::ipc::Channel;
 use tauri::State;
 
 use crate::error::{UiError, UiResult};
+use crate::settings::Settings;
 use crate::state::{AppState, ModelState};
 
 /// The persona a new conversation starts with.
@@ -19,7 +18,7 @@ pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful, friendly assistant."
 /// How often a streaming reply is written to disk.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ts_rs::TS)]
 pub struct Status {
     pub model: ModelState,
     pub data_dir: String,
@@ -51,9 +50,10 @@ pub async fn create_conversation(state: State<'_, AppState>) -> UiResult<Convers
         ModelState::Ready { info } => info.name,
         _ => String::new(),
     };
+    let settings = Settings::load(&state.store).await;
     Ok(state
         .store
-        .create_conversation("New chat", &model, DEFAULT_SYSTEM_PROMPT, "{}")
+        .create_conversation("New chat", &model, &settings.system_prompt, "{}")
         .await?)
 }
 
@@ -106,10 +106,25 @@ pub async fn search(state: State<'_, AppState>, query: String) -> UiResult<Vec<S
     Ok(state.store.search(&query, 50).await?)
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ts_rs::TS)]
 pub struct Sent {
     pub user_message: Message,
     pub reply_id: i64,
+}
+
+fn ensure_idle(state: &AppState, conversation_id: i64) -> UiResult<()> {
+    if state
+        .replies
+        .lock()
+        .expect("replies")
+        .contains_key(&conversation_id)
+    {
+        return Err(UiError::new(
+            "busy",
+            "A reply is still being written in this chat; stop it or wait.",
+        ));
+    }
+    Ok(())
 }
 
 /// Saves the user's message, starts the reply and streams it over `on_event`. Returns once
@@ -123,17 +138,7 @@ pub async fn send_message(
 ) -> UiResult<Sent> {
     let text = MessageText::parse(&text)?;
     let engine = state.engine()?;
-    if state
-        .replies
-        .lock()
-        .expect("replies")
-        .contains_key(&conversation_id)
-    {
-        return Err(UiError::new(
-            "busy",
-            "A reply is still being written in this chat; stop it or wait.",
-        ));
-    }
+    ensure_idle(&state, conversation_id)?;
     let conv = state.store.conversation(conversation_id).await?;
     let earlier = state.store.messages(conversation_id, 0, 100_000).await?;
     let user = state.store.add_user_message(conversation_id, &text).await?;
@@ -149,6 +154,96 @@ pub async fn send_message(
             .rename_conversation(conversation_id, &title)
             .await;
     }
+    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event).await?;
+    Ok(Sent {
+        user_message: user,
+        reply_id,
+    })
+}
+
+/// The transcript up to (not including) the last user message, and that message.
+fn split_last_user(msgs: &[Message]) -> UiResult<(Vec<Message>, Message)> {
+    let i = msgs
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .ok_or_else(|| {
+            UiError::new(
+                "nothing_to_redo",
+                "This chat has no message to answer again.",
+            )
+        })?;
+    Ok((msgs[..i].to_vec(), msgs[i].clone()))
+}
+
+/// Writes the last reply again: the old reply goes, a new one streams over `on_event`.
+#[tauri::command]
+pub async fn regenerate_reply(
+    state: State<'_, AppState>,
+    conversation_id: i64,
+    on_event: Channel<EngineEvent>,
+) -> UiResult<Sent> {
+    let engine = state.engine()?;
+    ensure_idle(&state, conversation_id)?;
+    let conv = state.store.conversation(conversation_id).await?;
+    let msgs = state.store.messages(conversation_id, 0, 100_000).await?;
+    let (earlier, user) = split_last_user(&msgs)?;
+    if let Some(next) = msgs.iter().find(|m| m.id > user.id) {
+        state.store.truncate_from(conversation_id, next.id).await?;
+    }
+    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event).await?;
+    Ok(Sent {
+        user_message: user,
+        reply_id,
+    })
+}
+
+/// Replaces the last user message (and the reply to it) with `text` and answers it.
+#[tauri::command]
+pub async fn edit_and_resend(
+    state: State<'_, AppState>,
+    conversation_id: i64,
+    text: String,
+    on_event: Channel<EngineEvent>,
+) -> UiResult<Sent> {
+    let text = MessageText::parse(&text)?;
+    let engine = state.engine()?;
+    ensure_idle(&state, conversation_id)?;
+    let conv = state.store.conversation(conversation_id).await?;
+    let msgs = state.store.messages(conversation_id, 0, 100_000).await?;
+    let (earlier, old) = split_last_user(&msgs)?;
+    state.store.truncate_from(conversation_id, old.id).await?;
+    let user = state.store.add_user_message(conversation_id, &text).await?;
+    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event).await?;
+    Ok(Sent {
+        user_message: user,
+        reply_id,
+    })
+}
+
+#[tauri::command]
+pub async fn get_settings(state: State<'_, AppState>) -> UiResult<Settings> {
+    Ok(Settings::load(&state.store).await)
+}
+
+/// Saves the settings after checking them; new replies use them at once.
+#[tauri::command]
+pub async fn save_settings(state: State<'_, AppState>, settings: Settings) -> UiResult<Settings> {
+    settings.save(&state.store).await?;
+    Ok(settings)
+}
+
+/// Starts the reply to `user` (already saved) after the transcript `earlier`, saving it as it
+/// streams and forwarding every engine event to `on_event`.
+async fn reply_to(
+    state: &AppState,
+    engine: &sinkchat_engine::Engine,
+    conv: &Conversation,
+    earlier: &[Message],
+    user: &Message,
+    on_event: Channel<EngineEvent>,
+) -> UiResult<i64> {
+    let conversation_id = conv.id;
+    let settings = Settings::load(&state.store).await;
     let reply = state.store.start_reply(conversation_id).await?;
     let history = earlier
         .iter()
@@ -167,12 +262,12 @@ pub async fn send_message(
         conversation: conversation_id,
         system_prompt: conv.system_prompt.clone(),
         history,
-        user_text: text.as_str().to_string(),
+        user_text: user.content.clone(),
         user_message_id: user.id,
         reply_message_id: reply.id,
-        sampling: SamplingParams::default(),
-        cache: CacheConfig::default(),
-        pin_system_prompt: true,
+        sampling: settings.sampling.clone(),
+        cache: settings.cache,
+        pin_system_prompt: settings.pin_system_prompt,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = match engine.generate(req, move |ev| {
@@ -250,10 +345,7 @@ pub async fn send_message(
         }
         replies.lock().expect("replies").remove(&conversation_id);
     });
-    Ok(Sent {
-        user_message: user,
-        reply_id,
-    })
+    Ok(reply_id)
 }
 
 /// The user moved to another conversation: its cache goes to disk (a snapshot), so it comes

@@ -3,6 +3,8 @@
 
 pub mod commands;
 pub mod error;
+pub mod models;
+pub mod settings;
 pub mod state;
 
 use std::path::PathBuf;
@@ -27,6 +29,18 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
         commands::leave_conversation,
         commands::export_conversations,
         commands::import_conversations,
+        commands::regenerate_reply,
+        commands::edit_and_resend,
+        commands::get_settings,
+        commands::save_settings,
+        models::models_overview,
+        models::start_download,
+        models::pause_download,
+        models::cancel_download,
+        models::inspect_model_file,
+        models::import_model,
+        models::delete_model,
+        models::use_model,
     ])
 }
 
@@ -38,12 +52,28 @@ pub fn init_state<R: tauri::Runtime>(
     let db = data_dir.join("chats.db");
     let store = tauri::async_runtime::block_on(sinkchat_store::Store::open(&db))?;
     tracing::info!(db = %db.display(), "transcripts opened");
-    app.manage(AppState::new(store, data_dir.clone()));
-    let handle = app.clone();
-    std::thread::Builder::new()
+    let settings = tauri::async_runtime::block_on(settings::Settings::load(&store));
+    // `SINKCHAT_MODEL` wins (tests, power users), then the model chosen in the app, then the
+    // default model.
+    let path = match std::env::var_os("SINKCHAT_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None if !settings.active_model.is_empty() => {
+            sinkchat_hub::models_dir(&data_dir).join(&settings.active_model)
+        }
+        None => sinkchat_hub::active_model_path(&data_dir),
+    };
+    app.manage(AppState::new(store, data_dir, path.clone()));
+    load_model(app.clone(), path);
+    Ok(())
+}
+
+/// Loads `path` on its own thread; the state says `Loading` until it is ready or failed.
+pub fn load_model<R: tauri::Runtime>(handle: tauri::AppHandle<R>, path: PathBuf) {
+    let spawned = std::thread::Builder::new()
         .name("model-loader".into())
         .spawn(move || {
-            let path = sinkchat_hub::active_model_path(&data_dir);
+            let state = handle.state::<AppState>();
+            let snapshot_dir = state.data_dir.join("snapshots");
             tracing::info!(model = %path.display(), "loading model");
             let started = std::time::Instant::now();
             let result = sinkchat_hub::check_model(&path)
@@ -53,7 +83,7 @@ pub fn init_state<R: tauri::Runtime>(
                         &path,
                         sinkchat_engine::device::best_device(),
                         sinkchat_engine::EngineOptions {
-                            snapshot_dir: Some(data_dir.join("snapshots")),
+                            snapshot_dir: Some(snapshot_dir),
                         },
                     )
                     .map_err(UiError::from)
@@ -61,9 +91,14 @@ pub fn init_state<R: tauri::Runtime>(
             if result.is_ok() {
                 tracing::info!(secs = started.elapsed().as_secs_f32(), "model ready");
             }
-            handle.state::<AppState>().set_engine(result);
-        })?;
-    Ok(())
+            // A newer choice may have replaced this one while it loaded.
+            if state.active_model_path() == path {
+                state.set_engine(result);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the model loader");
+    }
 }
 
 /// Runs the desktop app.

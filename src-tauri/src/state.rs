@@ -13,7 +13,7 @@ use sinkchat_store::Store;
 use crate::error::UiError;
 
 /// Where the model stands: a UI can show each.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ModelState {
     Loading,
@@ -28,16 +28,41 @@ pub struct AppState {
     model_state: RwLock<ModelState>,
     /// Replies streaming now, by conversation.
     pub replies: Arc<Mutex<HashMap<i64, Cancel>>>,
+    /// Downloads running now, by key.
+    pub downloads: Arc<Mutex<HashMap<String, sinkchat_hub::Control>>>,
+    /// The model file in use or being loaded.
+    active_model: RwLock<PathBuf>,
 }
 
 impl AppState {
-    pub fn new(store: Store, data_dir: PathBuf) -> Self {
+    pub fn new(store: Store, data_dir: PathBuf, active_model: PathBuf) -> Self {
         Self {
             store,
             data_dir,
             engine: RwLock::new(None),
             model_state: RwLock::new(ModelState::Loading),
             replies: Arc::new(Mutex::new(HashMap::new())),
+            downloads: Arc::new(Mutex::new(HashMap::new())),
+            active_model: RwLock::new(active_model),
+        }
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        sinkchat_hub::models_dir(&self.data_dir)
+    }
+
+    pub fn active_model_path(&self) -> PathBuf {
+        self.active_model.read().expect("active lock").clone()
+    }
+
+    /// Parks every chat's memory and lets the engine go; the state turns to `Loading` with
+    /// `next` as the model to come.
+    pub fn unload_engine(&self, next: PathBuf) {
+        let old = self.engine.write().expect("engine lock").take();
+        *self.model_state.write().expect("state lock") = ModelState::Loading;
+        *self.active_model.write().expect("active lock") = next;
+        if let Some(e) = old {
+            e.park_all();
         }
     }
 

@@ -12,6 +12,8 @@
 //! sinkchat eval report [--dir target/perplexity] [--book emma] [--tokens 65536]
 //!                      [--ablation-tokens 16384] [--out docs/bench/perplexity.json]
 //!                      [--plot docs/perplexity.svg]
+//! sinkchat fake-hub --root DIR [--port 0]   serve DIR with the Hugging Face hub's routes on
+//!                                           loopback (HF_ENDPOINT for tests and offline demos)
 //! ```
 
 mod bench;
@@ -45,6 +47,21 @@ fn main() -> Result<()> {
             .transpose()?
             .unwrap_or(default))
     };
+    if args.first().map(String::as_str) == Some("fake-hub") {
+        let root = flag("--root").context("fake-hub needs --root DIR")?;
+        let port: u16 = flag("--port").map(|p| p.parse()).transpose()?.unwrap_or(0);
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(async move {
+            let hub =
+                sinkchat_hub::fakehub::FakeHub::start(std::path::Path::new(&root), port).await?;
+            // The first line of output is the endpoint, for whoever started us.
+            println!("{}", hub.endpoint());
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+    }
     let report = args.get(1).map(String::as_str) == Some("report");
     if !report {
         sinkchat_hub::check_model(&model).context("checking the model")?;

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::{spec::ModelSpec, Error, Result};
 
 /// Settings of a sink cache, fixed for the life of a conversation's cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
 pub struct CacheConfig {
     /// Pinned slots: the first tokens of the conversation, never evicted.
     pub sinks: usize,
@@ -74,7 +74,7 @@ impl CacheConfig {
 }
 
 /// What the gauge shows after each step.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
 pub struct CacheStats {
     pub capacity: usize,
     pub pinned: usize,

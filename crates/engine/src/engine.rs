@@ -21,7 +21,7 @@ use crate::tokenizer::GgufTokenizer;
 use crate::{Error, LoadOptions, Result};
 
 /// Why a reply ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     EndOfTurn,
@@ -31,7 +31,7 @@ pub enum StopReason {
 }
 
 /// Where a reply's conversation memory came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum MemorySource {
     /// The cache was alive in memory.
@@ -43,7 +43,7 @@ pub enum MemorySource {
 }
 
 /// What a reply streams to its caller.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EngineEvent {
     /// Where the conversation's memory came from; first event of every reply.
@@ -116,7 +116,7 @@ enum Command {
 }
 
 /// What the UI shows about the loaded model.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct ModelInfo {
     pub name: String,
     pub architecture: String,
@@ -441,10 +441,14 @@ impl Worker {
         &mut self,
         req: &GenerateRequest,
     ) -> Result<(MemorySource, Vec<(Vec<u32>, Option<i64>)>)> {
+        // A live cache is only reused when it saw exactly the transcript the request continues:
+        // after a regenerate or an edit the transcript's tail differs and the cache is rebuilt.
+        let last_in_transcript = req.history.last().map(|t| t.message_id);
         let keep = self.conversations.get(&req.conversation).is_some_and(|c| {
             c.system_prompt == req.system_prompt
                 && c.pin == req.pin_system_prompt
                 && c.requested == req.cache
+                && c.last_message == last_in_transcript
         });
         let mut source = MemorySource::Live;
         if !keep {

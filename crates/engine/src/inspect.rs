@@ -11,7 +11,7 @@ use crate::tokenizer::GgufTokenizer;
 use crate::{Error, Result};
 
 /// What a user needs to know about a model file before using it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct ModelSummary {
     /// `general.name`, else the architecture.
     pub name: String,

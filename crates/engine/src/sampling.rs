@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::{Error, Result};
 
 /// Sampling settings of one reply.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
 #[serde(default)]
 pub struct SamplingParams {
     /// 0 means greedy.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use sinkchat_engine::{
-    CacheConfig, Engine, EngineEvent, Error, GenerateRequest, SamplingParams, StopReason,
+    CacheConfig, Engine, EngineEvent, Error, GenerateRequest, Role, SamplingParams, StopReason,
+    Turn,
 };
 
 fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest {
@@ -59,12 +60,42 @@ fn conversation_cache_lives_across_turns_and_seeds_repeat() {
     let (a, first_prefill, _) = run(&engine, request(1, "Name three colours.", 24));
     assert!(!a.trim().is_empty());
     // The second turn reads only its own tokens, not the history again.
-    let (_, second_prefill, _) = run(&engine, request(1, "And three animals?", 24));
+    // The request carries the transcript so far, as the app sends it; the live cache is reused
+    // because it saw exactly that transcript (its last message is the reply, id 2).
+    let mut second = request(1, "And three animals?", 24);
+    second.history = vec![
+        Turn {
+            role: Role::User,
+            content: "Name three colours.".into(),
+            message_id: 1,
+        },
+        Turn {
+            role: Role::Assistant,
+            content: a.clone(),
+            message_id: 2,
+        },
+    ];
+    (second.user_message_id, second.reply_message_id) = (3, 4);
+    let (_, second_prefill, _) = run(&engine, second);
     assert!(
         second_prefill < 20,
         "second turn re-read {second_prefill} tokens"
     );
     assert!(first_prefill > second_prefill);
+    // A transcript that no longer ends where the cache does (the last reply was regenerated or
+    // edited away) is read again instead of continuing a memory of words that are gone.
+    let mut edited = request(1, "And three trees?", 8);
+    edited.history = vec![Turn {
+        role: Role::User,
+        content: "Name three colours.".into(),
+        message_id: 1,
+    }];
+    (edited.user_message_id, edited.reply_message_id) = (5, 6);
+    let (_, edited_prefill, _) = run(&engine, edited);
+    assert!(
+        edited_prefill > second_prefill,
+        "{edited_prefill} tokens read after the edit"
+    );
     // Same seed, same conversation state: same text.
     let (b, _, _) = run(&engine, request(2, "Name three colours.", 24));
     assert_eq!(a, b);

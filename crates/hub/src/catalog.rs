@@ -2,7 +2,7 @@
 //! needs to choose: size on disk, memory, license, one plain line. Sizes are the hub's listings
 //! rounded; the exact size and SHA-256 are taken from the hub at download time.
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct CatalogEntry {
     pub id: &'static str,
     pub title: &'static str,

@@ -26,7 +26,7 @@ use crate::models::{self, InstalledModel};
 use crate::{Error, Result};
 
 /// A file in a hub repository.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
 pub struct ModelRef {
     pub repo: String,
     pub file: String,
@@ -84,7 +84,7 @@ pub struct RemoteFile {
 }
 
 /// Progress of one download, sent to the UI a few times a second.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct Progress {
     pub key: String,
     pub phase: Phase,
@@ -97,7 +97,7 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Connecting,
@@ -110,7 +110,7 @@ pub enum Phase {
 }
 
 /// How a download run ended when it didn't fail.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Installed {
@@ -180,7 +180,7 @@ pub struct Manifest {
 }
 
 /// An unfinished download found on disk.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct Unfinished {
     pub key: String,
     pub model: ModelRef,

@@ -7,7 +7,7 @@ use sinkchat_engine::ModelSummary;
 use crate::{Error, Result};
 
 /// One model file in the models folder.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct InstalledModel {
     pub file: String,
     pub path: PathBuf,

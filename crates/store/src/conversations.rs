@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use crate::{now_ms, Error, Result, Store};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct Conversation {
     pub id: i64,
     pub title: String,
@@ -17,7 +17,7 @@ pub struct Conversation {
 }
 
 /// One search result: a message (or a title) with a highlighted snippet.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct SearchHit {
     pub conversation_id: i64,
     pub title: String,

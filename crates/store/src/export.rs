@@ -54,7 +54,7 @@ fn complete() -> String {
 }
 
 /// What an import added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct ImportSummary {
     pub conversations: usize,
     pub messages: usize,

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use crate::{now_ms, Error, MessageText, Result, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
@@ -33,7 +33,7 @@ impl Role {
 }
 
 /// Where a message stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Complete,
@@ -69,7 +69,7 @@ impl MessageStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct Message {
     pub id: i64,
     pub conversation_id: i64,
@@ -204,6 +204,24 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Removes the message `from_id` and every later one of its conversation (regenerate, edit
+    /// and resend). Returns how many went.
+    pub async fn truncate_from(&self, conversation: i64, from_id: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("DELETE FROM messages WHERE conversation_id = ? AND id >= ?")
+            .bind(conversation)
+            .bind(from_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE conversations SET updated_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(conversation)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
     }
 
     pub async fn message(&self, id: i64) -> Result<Message> {

@@ -266,3 +266,42 @@ async fn export_and_import_round_trip_and_bad_files_add_nothing() {
         before
     );
 }
+
+#[tokio::test]
+async fn truncate_from_drops_a_message_and_what_follows_only_in_its_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let a = s.create_conversation("a", "m", "", "{}").await.unwrap();
+    let b = s.create_conversation("b", "m", "", "{}").await.unwrap();
+    let t = |x: &str| MessageText::parse(x).unwrap();
+    let a1 = s
+        .add_user_message(a.id, &t("first question"))
+        .await
+        .unwrap();
+    let a2 = s.start_reply(a.id).await.unwrap();
+    s.finish_reply(a2.id, "first answer", MessageStatus::Complete, None, None)
+        .await
+        .unwrap();
+    let b1 = s.add_user_message(b.id, &t("other chat")).await.unwrap();
+    let a3 = s
+        .add_user_message(a.id, &t("second question zebra"))
+        .await
+        .unwrap();
+    let a4 = s.start_reply(a.id).await.unwrap();
+    s.finish_reply(a4.id, "second answer", MessageStatus::Complete, None, None)
+        .await
+        .unwrap();
+    assert_eq!(s.truncate_from(a.id, a3.id).await.unwrap(), 2);
+    let left: Vec<i64> = s
+        .messages(a.id, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left, [a1.id, a2.id]);
+    assert_eq!(s.messages(b.id, 0, 100).await.unwrap()[0].id, b1.id);
+    // The removed words are gone from search too.
+    assert!(s.search("zebra", 10).await.unwrap().is_empty());
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+}
