@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use sinkchat_engine::{EngineEvent, GenerateRequest, Role as EngineRole, StopReason, Turn};
+use sinkchat_engine::{
+    EngineEvent, GenerateRequest, Role as EngineRole, SamplingParams, StopReason, Turn,
+};
 use sinkchat_store::{Conversation, Message, MessageStatus, MessageText, Role, SearchHit};
 use tauri::ipc::Channel;
 use tauri::State;
@@ -154,7 +156,7 @@ pub async fn send_message(
             .rename_conversation(conversation_id, &title)
             .await;
     }
-    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event).await?;
+    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event, false).await?;
     Ok(Sent {
         user_message: user,
         reply_id,
@@ -190,7 +192,7 @@ pub async fn regenerate_reply(
     if let Some(next) = msgs.iter().find(|m| m.id > user.id) {
         state.store.truncate_from(conversation_id, next.id).await?;
     }
-    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event).await?;
+    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event, true).await?;
     Ok(Sent {
         user_message: user,
         reply_id,
@@ -213,7 +215,7 @@ pub async fn edit_and_resend(
     let (earlier, old) = split_last_user(&msgs)?;
     state.store.truncate_from(conversation_id, old.id).await?;
     let user = state.store.add_user_message(conversation_id, &text).await?;
-    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event).await?;
+    let reply_id = reply_to(&state, &engine, &conv, &earlier, &user, on_event, false).await?;
     Ok(Sent {
         user_message: user,
         reply_id,
@@ -233,7 +235,10 @@ pub async fn save_settings(state: State<'_, AppState>, settings: Settings) -> Ui
 }
 
 /// Starts the reply to `user` (already saved) after the transcript `earlier`, saving it as it
-/// streams and forwarding every engine event to `on_event`.
+/// streams and forwarding every engine event to `on_event`. A regenerated reply mixes the new
+/// reply's id into the seed: the same seed on the same transcript would write the same text
+/// again, and a user who asks for another answer wants another one.
+#[allow(clippy::too_many_arguments)]
 async fn reply_to(
     state: &AppState,
     engine: &sinkchat_engine::Engine,
@@ -241,6 +246,7 @@ async fn reply_to(
     earlier: &[Message],
     user: &Message,
     on_event: Channel<EngineEvent>,
+    fresh_seed: bool,
 ) -> UiResult<i64> {
     let conversation_id = conv.id;
     let settings = Settings::load(&state.store).await;
@@ -265,7 +271,14 @@ async fn reply_to(
         user_text: user.content.clone(),
         user_message_id: user.id,
         reply_message_id: reply.id,
-        sampling: settings.sampling.clone(),
+        sampling: SamplingParams {
+            seed: if fresh_seed {
+                settings.sampling.seed ^ (reply.id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            } else {
+                settings.sampling.seed
+            },
+            ..settings.sampling.clone()
+        },
         cache: settings.cache,
         pin_system_prompt: settings.pin_system_prompt,
     };

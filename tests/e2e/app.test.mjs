@@ -61,7 +61,6 @@ test("send a message, see SmolLM2's reply stream in, find both in SQLite", { tim
 
     const shot = await d.screenshot();
     assert.equal(shot.subarray(1, 4).toString(), "PNG");
-    if (process.env.UPDATE_SCREENSHOTS) writeFileSync(join(root, "docs/screenshot-chat.png"), shot);
     mkdirSync(join(root, "target/e2e"), { recursive: true });
     writeFileSync(join(root, "target/e2e/chat.png"), shot);
 

@@ -8,7 +8,9 @@ const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 export class Driver {
   constructor(port, session) { this.base = `http://127.0.0.1:${port}`; this.session = session; }
 
-  static async start({ app, env, port = 4444 }) {
+  /** Starts the app; unless `keepWelcome`, waits for the window to boot and closes the
+   *  first-run screen. */
+  static async start({ app, env, port = 4444, keepWelcome = false }) {
     const proc = spawn("tauri-driver", ["--port", String(port), "--native-port", String(port + 1)], {
       env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit"],
     });
@@ -29,6 +31,8 @@ export class Driver {
     if (!res.ok) { proc.kill(); throw new Error(`no session: ${JSON.stringify(body)}`); }
     const d = new Driver(port, body.value.sessionId);
     d.proc = proc;
+    await d.waitFor("the window to boot", async () => d.exec("return document.body.dataset.booted === '1'"), 60_000);
+    if (!keepWelcome && await d.exec("return !document.getElementById('welcome').hidden")) await d.click("#welcome-start");
     return d;
   }
 

@@ -1,21 +1,24 @@
-// Calls into the Rust backend. Tauri's global API (withGlobalTauri) provides invoke and Channel.
+// Calls into the Rust backend. Every payload type comes from ui/src/bindings, generated from the
+// Rust types by ts-rs (see src-tauri/tests/bindings.rs). Tauri's global API (withGlobalTauri)
+// provides invoke and Channel.
 
-export interface UiError { code: string; message: string }
-export interface Conversation { id: number; title: string; model: string; system_prompt: string; created_at: number; updated_at: number }
-export type Status = "complete" | "streaming" | "stopped" | "failed" | "interrupted";
-export interface Message { id: number; conversation_id: number; role: "user" | "assistant" | "system"; content: string; status: Status; error: string | null; tokens: number | null }
-export interface CacheStats { capacity: number; pinned: number; pinned_used: number; window: number; window_used: number; tokens_seen: number; evicted_total: number; evicted_last_step: number; window_start: number; bytes: number; device: string }
-export type EngineEvent =
-  | { kind: "memory"; source: "live" | "snapshot" | "rebuilt" }
-  | { kind: "prefill"; done: number; total: number }
-  | { kind: "token"; text: string }
-  | { kind: "cache"; stats: CacheStats; first_visible_message: number | null }
-  | { kind: "done"; reason: string; tokens: number; tokens_per_s: number; prompt_tokens: number }
-  | { kind: "error"; code: string; message: string };
-export type ModelState =
-  | { state: "loading" }
-  | { state: "ready"; info: { name: string; device: string; weights: string } }
-  | { state: "failed"; error: UiError };
+import type { UiError } from "./bindings/UiError.js";
+import type { Conversation } from "./bindings/Conversation.js";
+import type { Message } from "./bindings/Message.js";
+import type { EngineEvent } from "./bindings/EngineEvent.js";
+import type { Status } from "./bindings/Status.js";
+import type { Sent } from "./bindings/Sent.js";
+import type { SearchHit } from "./bindings/SearchHit.js";
+import type { ImportSummary } from "./bindings/ImportSummary.js";
+import type { Settings } from "./bindings/Settings.js";
+import type { ModelsOverview } from "./bindings/ModelsOverview.js";
+import type { DownloadEvent } from "./bindings/DownloadEvent.js";
+import type { ModelSummary } from "./bindings/ModelSummary.js";
+import type { InstalledModel } from "./bindings/InstalledModel.js";
+import { t } from "./strings.js";
+
+export type { UiError, Conversation, Message, EngineEvent, Status, Sent, SearchHit, Settings, ModelsOverview, DownloadEvent, ModelSummary, InstalledModel };
+export type { CacheStats } from "./bindings/CacheStats.js";
 
 interface TauriGlobal {
   core: {
@@ -23,29 +26,54 @@ interface TauriGlobal {
     Channel: new <T>() => { onmessage: (m: T) => void };
   };
 }
-const tauri = (window as unknown as { __TAURI__: TauriGlobal }).__TAURI__;
+const tauri = () => (window as unknown as { __TAURI__: TauriGlobal }).__TAURI__;
+const invoke = <T>(cmd: string, args?: Record<string, unknown>) => tauri().core.invoke<T>(cmd, args);
+function channel<T>(on: (m: T) => void) {
+  const c = new (tauri().core.Channel)<T>();
+  c.onmessage = on;
+  return c;
+}
 
 export const api = {
-  status: () => tauri.core.invoke<{ model: ModelState; data_dir: string; database: string }>("app_status"),
-  listConversations: () => tauri.core.invoke<Conversation[]>("list_conversations", {}),
-  createConversation: () => tauri.core.invoke<Conversation>("create_conversation"),
-  messages: (conversationId: number) => tauri.core.invoke<Message[]>("get_messages", { conversationId }),
-  deleteConversation: (conversationId: number) => tauri.core.invoke<void>("delete_conversation", { conversationId }),
-  leave: (conversationId: number) => tauri.core.invoke<void>("leave_conversation", { conversationId }),
+  status: () => invoke<Status>("app_status"),
+  listConversations: () => invoke<Conversation[]>("list_conversations", {}),
+  createConversation: () => invoke<Conversation>("create_conversation"),
+  messages: (conversationId: number) => invoke<Message[]>("get_messages", { conversationId }),
+  rename: (conversationId: number, title: string) => invoke<void>("rename_conversation", { conversationId, title }),
+  deleteConversation: (conversationId: number) => invoke<void>("delete_conversation", { conversationId }),
+  search: (query: string) => invoke<SearchHit[]>("search", { query }),
+  leave: (conversationId: number) => invoke<void>("leave_conversation", { conversationId }),
   exportConversations: (conversationIds: number[] | null, format: "json" | "markdown") =>
-    tauri.core.invoke<string>("export_conversations", { conversationIds, format }),
-  importConversations: (text: string) =>
-    tauri.core.invoke<{ conversations: number; messages: number }>("import_conversations", { text }),
-  stop: (conversationId: number) => tauri.core.invoke<boolean>("stop_reply", { conversationId }),
-  send(conversationId: number, text: string, onEvent: (e: EngineEvent) => void) {
-    const channel = new tauri.core.Channel<EngineEvent>();
-    channel.onmessage = onEvent;
-    return tauri.core.invoke<{ user_message: Message; reply_id: number }>("send_message", { conversationId, text, onEvent: channel });
-  },
+    invoke<string>("export_conversations", { conversationIds, format }),
+  importConversations: (text: string) => invoke<ImportSummary>("import_conversations", { text }),
+  stop: (conversationId: number) => invoke<boolean>("stop_reply", { conversationId }),
+  send: (conversationId: number, text: string, on: (e: EngineEvent) => void) =>
+    invoke<Sent>("send_message", { conversationId, text, onEvent: channel(on) }),
+  regenerate: (conversationId: number, on: (e: EngineEvent) => void) =>
+    invoke<Sent>("regenerate_reply", { conversationId, onEvent: channel(on) }),
+  editAndResend: (conversationId: number, text: string, on: (e: EngineEvent) => void) =>
+    invoke<Sent>("edit_and_resend", { conversationId, text, onEvent: channel(on) }),
+  settings: () => invoke<Settings>("get_settings"),
+  saveSettings: (settings: Settings) => invoke<Settings>("save_settings", { settings }),
+  models: () => invoke<ModelsOverview>("models_overview"),
+  startDownload: (repo: string, file: string, on: (e: DownloadEvent) => void) =>
+    invoke<string>("start_download", { repo, file, onEvent: channel(on) }),
+  pauseDownload: (key: string) => invoke<boolean>("pause_download", { key }),
+  cancelDownload: (key: string) => invoke<void>("cancel_download", { key }),
+  inspectModel: (path: string) => invoke<ModelSummary>("inspect_model_file", { path }),
+  importModel: (path: string) => invoke<InstalledModel>("import_model", { path }),
+  deleteModel: (file: string) => invoke<number>("delete_model", { file }),
+  useModel: (file: string) => invoke<void>("use_model", { file }),
 };
 
-/// Any thrown value as a sentence for the user.
+/// Any thrown value as a sentence for the user, with a way forward when there is one.
 export function errorText(e: unknown): string {
-  if (e && typeof e === "object" && "message" in e) return String((e as UiError).message);
+  if (e && typeof e === "object" && "message" in e) {
+    const err = e as UiError;
+    const hint = t.hint[err.code];
+    const msg = String(err.message);
+    const sentence = msg.charAt(0).toUpperCase() + msg.slice(1);
+    return hint ? `${sentence.replace(/\.?$/, ".")} ${hint}` : sentence;
+  }
   return String(e);
 }

@@ -1,32 +1,154 @@
-// SinkChat's window: conversations, messages streaming in, the cache gauge.
+// SinkChat's window: conversations, messages streaming in, the cache gauge, search, and the
+// Models and Settings screens (models.ts, settings.ts).
 
-import { api, errorText, type CacheStats, type Conversation, type EngineEvent, type Message } from "./api.js";
-import { gaugeParts } from "./gauge.js";
+import { api, errorText, type CacheStats, type Conversation, type EngineEvent, type Message, type Sent } from "./api.js";
+import { gaugeParts, Timeline } from "./gauge.js";
+import { renderMarkdown } from "./markdown.js";
+import { snippetParts } from "./search.js";
 import { PendingDeletes } from "./undo.js";
+import { t } from "./strings.js";
+import { $, el, button, applyStrings, showBanner, showToast, copyText } from "./dom.js";
+import { initModels, showModels } from "./models.js";
+import { initSettings, showSettings, applyTheme } from "./settings.js";
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const input = $<HTMLTextAreaElement>("message-input");
 const sendButton = $<HTMLButtonElement>("send-button");
 const stopButton = $<HTMLButtonElement>("stop-button");
 const messagesEl = $("messages");
 const statusEl = $("status");
-const banner = $("error-banner");
 const list = $("conversation-list");
+const searchBox = $<HTMLInputElement>("search");
+const results = $("search-results");
+const jump = $<HTMLButtonElement>("jump-latest");
 
 let current: Conversation | null = null;
 let streaming = false;
+let editing = false;
+let stickToBottom = true;
 const pendingDeletes = new PendingDeletes(6000);
-const toast = $("toast");
-let toastTimer: ReturnType<typeof setTimeout> | undefined;
+const timelines = new Map<number, Timeline>();
 
-function showToast(text: string, undo?: () => void) {
-  $("toast-text").textContent = text;
-  const b = $<HTMLButtonElement>("toast-undo");
-  b.hidden = !undo;
-  b.onclick = () => { undo?.(); toast.hidden = true; };
-  toast.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { toast.hidden = true; }, 6000);
+const showError = (msg: string | null) => showBanner("error-banner", msg);
+
+// ---------- messages ----------
+
+function renderBody(body: HTMLElement, m: Pick<Message, "role" | "content">) {
+  if (m.role === "user") { body.textContent = m.content; return; } // the user's words, as typed
+  body.replaceChildren(renderMarkdown(document, m.content, { copyLabel: t.copy, copiedLabel: t.copied, onCopy: copyText }));
+}
+
+function messageEl(m: Pick<Message, "role" | "content" | "status" | "id">): HTMLElement {
+  const art = el("article", { cls: `message ${m.role} ${m.status}`, attrs: { "aria-label": m.role === "user" ? t.you : t.assistant } });
+  art.dataset.id = String(m.id);
+  const body = el("div", { cls: "body" });
+  renderBody(body, m);
+  art.append(body);
+  const meta = t.status[m.status];
+  if (meta) art.append(el("span", { cls: "meta", text: meta }));
+  const tools = el("div", { cls: "msg-tools" });
+  tools.append(button(t.copy, () => void copyText(art.dataset.raw ?? m.content), "copy-msg", `${t.copy}: ${m.role === "user" ? t.you : t.assistant}`));
+  art.dataset.raw = m.content;
+  art.append(tools);
+  return art;
+}
+
+/** Regenerate on the last reply, Edit on the last user message; nowhere else. */
+function refreshMessageTools() {
+  messagesEl.querySelectorAll(".regenerate, .edit").forEach((b) => b.remove());
+  if (streaming || !current) return;
+  const arts = [...messagesEl.querySelectorAll<HTMLElement>(".message")];
+  const lastUser = [...arts].reverse().find((a) => a.classList.contains("user"));
+  const lastReply = arts[arts.length - 1];
+  if (lastReply?.classList.contains("assistant")) {
+    lastReply.querySelector(".msg-tools")!.append(button(t.regenerate, () => void regenerate(), "regenerate"));
+  }
+  if (lastUser) lastUser.querySelector(".msg-tools")!.append(button(t.edit, () => startEdit(lastUser.dataset.raw ?? ""), "edit"));
+}
+
+function scrollToEnd(force = false) {
+  if (force || stickToBottom) messagesEl.scrollTop = messagesEl.scrollHeight;
+  jump.hidden = stickToBottom || !streaming;
+}
+
+messagesEl.addEventListener("scroll", () => {
+  stickToBottom = messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 48;
+  jump.hidden = stickToBottom || !streaming;
+});
+jump.textContent = t.jumpToLatest;
+jump.addEventListener("click", () => { stickToBottom = true; scrollToEnd(true); });
+
+// ---------- gauge ----------
+
+function showGauge(s: CacheStats) {
+  const g = gaugeParts(s);
+  const gauge = $("gauge");
+  (gauge.querySelector(".pinned") as HTMLElement).style.width = `${g.pinned * 100}%`;
+  (gauge.querySelector(".window") as HTMLElement).style.width = `${g.window * 100}%`;
+  (gauge.querySelector(".free") as HTMLElement).style.width = `${g.free * 100}%`;
+  gauge.setAttribute("aria-valuenow", String(Math.round((g.pinned + g.window) * 100)));
+  gauge.dataset.evicted = String(s.evicted_total);
+  $("gauge-text").textContent = g.label;
+  if (s.evicted_last_step > 0) {
+    gauge.classList.remove("evicting");
+    void gauge.offsetWidth;
+    gauge.classList.add("evicting");
+  }
+  if (current) {
+    let tl = timelines.get(current.id);
+    if (!tl) { tl = new Timeline(); timelines.set(current.id, tl); }
+    tl.add(s);
+    drawTimeline(tl);
+  }
+}
+
+function drawTimeline(tl: Timeline | undefined) {
+  const svg = $("timeline");
+  const { line, evictions } = tl ? tl.geometry(160, 24) : { line: "", evictions: [] };
+  svg.querySelector(".fill-line")!.setAttribute("points", line);
+  const g = svg.querySelector(".evictions")!;
+  g.replaceChildren(...evictions.map((x) => {
+    const l = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    l.setAttribute("x1", x.toFixed(1)); l.setAttribute("x2", x.toFixed(1));
+    l.setAttribute("y1", "20"); l.setAttribute("y2", "24");
+    return l;
+  }));
+}
+
+let lastFirstVisible: number | null = null;
+function showMemoryLine(firstVisible: number | null) {
+  lastFirstVisible = firstVisible;
+  document.querySelectorAll(".memory-line").forEach((e) => e.remove());
+  if (firstVisible === null) return;
+  const first = messagesEl.querySelector(`[data-id="${firstVisible}"]`);
+  if (!first || first === messagesEl.querySelector(".message")) return;
+  const line = el("div", { cls: "memory-line", text: t.memoryLine, attrs: { role: "note", title: t.gaugeTitle } });
+  first.before(line);
+}
+
+// ---------- conversations ----------
+
+async function refreshList() {
+  const convs = (await api.listConversations()).filter((c) => !pendingDeletes.isPending(c.id));
+  list.replaceChildren(...convs.map((c) => {
+    const li = el("li");
+    const open = button(c.title, () => void openConversation(c), "open");
+    open.setAttribute("aria-current", String(c.id === current?.id));
+    open.title = c.title;
+    const ren = button("✎", () => void renameConversation(c), "rename", `${t.rename}: ${c.title}`);
+    ren.title = t.rename;
+    const del = button("×", () => deleteConversation(c), "delete", `${t.delete}: ${c.title}`);
+    del.title = t.deleteChat;
+    li.append(open, ren, del);
+    return li;
+  }));
+}
+
+async function renameConversation(c: Conversation) {
+  const title = window.prompt(t.renamePrompt, c.title);
+  if (title === null || !title.trim()) return;
+  try { await api.rename(c.id, title.trim()); } catch (e) { showError(errorText(e)); }
+  if (current?.id === c.id) current.title = title.trim();
+  await refreshList();
 }
 
 function deleteConversation(c: Conversation) {
@@ -37,201 +159,283 @@ function deleteConversation(c: Conversation) {
   if (!pendingDeletes.schedule(c.id, commit)) return;
   if (current?.id === c.id) { current = null; messagesEl.replaceChildren(); }
   void refreshList();
-  showToast(`Deleted “${c.title}”.`, () => { pendingDeletes.undo(c.id); void refreshList(); });
+  showToast(t.deleted(c.title), () => { pendingDeletes.undo(c.id); void refreshList(); });
 }
 
-function showError(msg: string | null) {
-  banner.hidden = !msg;
-  banner.textContent = msg ?? "";
-}
-
-function messageEl(m: Pick<Message, "role" | "content" | "status" | "id">): HTMLElement {
-  const el = document.createElement("article");
-  el.className = `message ${m.role} ${m.status}`;
-  el.dataset.id = String(m.id);
-  el.setAttribute("aria-label", m.role === "user" ? "You" : "Assistant");
-  const body = document.createElement("div");
-  body.className = "body";
-  body.textContent = m.content; // never innerHTML: model output is untrusted text
-  el.append(body);
-  if (m.status !== "complete" && m.status !== "streaming") {
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    meta.textContent = { stopped: "Stopped", failed: "Failed", interrupted: "Interrupted (the app closed while it was writing)" }[m.status] ?? "";
-    el.append(meta);
-  }
-  return el;
-}
-
-function showGauge(s: CacheStats) {
-  const g = gaugeParts(s);
-  const gauge = $("gauge");
-  (gauge.querySelector(".pinned") as HTMLElement).style.width = `${g.pinned * 100}%`;
-  (gauge.querySelector(".window") as HTMLElement).style.width = `${g.window * 100}%`;
-  (gauge.querySelector(".free") as HTMLElement).style.width = `${g.free * 100}%`;
-  gauge.setAttribute("aria-valuenow", String(Math.round((g.pinned + g.window) * 100)));
-  $("gauge-text").textContent = g.label;
-  if (s.evicted_last_step > 0) {
-    gauge.classList.remove("evicting");
-    void gauge.offsetWidth;
-    gauge.classList.add("evicting");
-  }
-}
-
-function showMemoryLine(firstVisible: number | null) {
-  document.querySelectorAll(".memory-line").forEach((e) => e.remove());
-  if (firstVisible === null) return;
-  const first = messagesEl.querySelector(`[data-id="${firstVisible}"]`);
-  if (!first || first === messagesEl.querySelector(".message")) return;
-  const line = document.createElement("div");
-  line.className = "memory-line";
-  line.textContent = "The model no longer sees the messages above this line (they stay saved here).";
-  first.before(line);
-}
-
-async function refreshList() {
-  const convs = (await api.listConversations()).filter((c) => !pendingDeletes.isPending(c.id));
-  list.replaceChildren(
-    ...convs.map((c) => {
-      const li = document.createElement("li");
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = "open";
-      b.textContent = c.title;
-      b.setAttribute("aria-current", String(c.id === current?.id));
-      b.addEventListener("click", () => openConversation(c));
-      const del = document.createElement("button");
-      del.type = "button";
-      del.className = "delete";
-      del.textContent = "×";
-      del.title = "Delete this chat (you can undo for a few seconds)";
-      del.setAttribute("aria-label", `Delete “${c.title}”`);
-      del.addEventListener("click", () => deleteConversation(c));
-      li.append(b, del);
-      return li;
-    }),
-  );
-}
-
-async function openConversation(c: Conversation) {
+async function openConversation(c: Conversation, focusMessage?: number | null) {
+  showView("chat");
   // The chat left behind parks its memory on disk; it comes back at once when reopened.
   if (current && current.id !== c.id && !streaming) void api.leave(current.id).catch(() => {});
+  if (current?.id !== c.id) cancelEdit();
   current = c;
+  lastFirstVisible = null;
   const msgs = await api.messages(c.id);
   messagesEl.replaceChildren(...msgs.map(messageEl));
-  messagesEl.scrollTop = messagesEl.scrollHeight;
+  drawTimeline(timelines.get(c.id));
+  refreshMessageTools();
+  const target = focusMessage != null ? messagesEl.querySelector<HTMLElement>(`[data-id="${focusMessage}"]`) : null;
+  if (target) {
+    stickToBottom = false;
+    target.scrollIntoView({ block: "center" });
+    target.classList.add("flash");
+    setTimeout(() => target.classList.remove("flash"), 2500);
+  } else {
+    stickToBottom = true;
+    scrollToEnd(true);
+  }
   await refreshList();
 }
+
+async function newChat() {
+  showView("chat");
+  if (current && !streaming) void api.leave(current.id).catch(() => {});
+  cancelEdit();
+  current = await api.createConversation();
+  messagesEl.replaceChildren();
+  drawTimeline(undefined);
+  await refreshList();
+  input.focus();
+}
+
+// ---------- sending ----------
 
 function setStreaming(on: boolean) {
   streaming = on;
   sendButton.hidden = on;
   stopButton.hidden = !on;
+  if (!on) jump.hidden = true;
+  refreshMessageTools();
+}
+
+type Start = (on: (e: EngineEvent) => void) => Promise<Sent>;
+
+/** Streams a reply: `start` calls the backend with our event handler. */
+async function streamReply(start: Start, replaceFrom?: number) {
+  const placeholder = messageEl({ id: -1, role: "assistant", content: "", status: "streaming" });
+  const body = placeholder.querySelector(".body") as HTMLElement;
+  let full = "";
+  let frame = 0;
+  let tokens = 0;
+  const t0 = performance.now();
+  const flush = () => {
+    frame = 0;
+    renderBody(body, { role: "assistant", content: full });
+    placeholder.dataset.raw = full;
+    scrollToEnd();
+  };
+  setStreaming(true);
+  stickToBottom = true;
+  try {
+    const sent = await start((e: EngineEvent) => {
+      switch (e.kind) {
+        case "memory":
+          if (e.source === "snapshot") statusEl.textContent = t.memoryRestored;
+          else if (e.source === "rebuilt") statusEl.textContent = t.memoryRebuilt;
+          break;
+        case "prefill": statusEl.textContent = t.reading(e.done, e.total); break;
+        case "token":
+          full += e.text;
+          tokens++;
+          if (tokens % 8 === 0) statusEl.textContent = t.writing(tokens, tokens / ((performance.now() - t0) / 1000));
+          if (!frame) frame = requestAnimationFrame(flush);
+          break;
+        case "cache": showGauge(e.stats); showMemoryLine(e.first_visible_message); break;
+        case "done":
+          cancelAnimationFrame(frame);
+          flush();
+          placeholder.classList.remove("streaming");
+          placeholder.classList.add(e.reason === "cancelled" ? "stopped" : "complete");
+          if (e.reason === "cancelled") placeholder.insertBefore(el("span", { cls: "meta", text: t.status.stopped }), placeholder.querySelector(".msg-tools"));
+          statusEl.textContent = t.done(e.tokens, e.tokens_per_s);
+          setStreaming(false);
+          showMemoryLine(lastFirstVisible);
+          void refreshList();
+          break;
+        case "error":
+          cancelAnimationFrame(frame);
+          flush();
+          placeholder.classList.remove("streaming");
+          placeholder.classList.add("failed");
+          showError(t.replyFailed(e.message));
+          setStreaming(false);
+          break;
+      }
+    });
+    if (replaceFrom !== undefined) {
+      // Drop the messages the backend replaced (the old reply, or the edited message on).
+      [...messagesEl.querySelectorAll<HTMLElement>(".message")].filter((a) => Number(a.dataset.id) >= replaceFrom).forEach((a) => a.remove());
+      document.querySelectorAll(".memory-line").forEach((e) => e.remove());
+    }
+    if (!messagesEl.querySelector(`[data-id="${sent.user_message.id}"]`)) messagesEl.append(messageEl(sent.user_message));
+    placeholder.dataset.id = String(sent.reply_id);
+    messagesEl.append(placeholder);
+    // Cache events can arrive before the reply has its place: draw the line again now.
+    showMemoryLine(lastFirstVisible);
+    scrollToEnd(true);
+    return true;
+  } catch (e) {
+    setStreaming(false);
+    showError(errorText(e)); // the typed text stays in the box: nothing is lost
+    return false;
+  }
 }
 
 async function send() {
   const text = input.value;
   if (streaming) return;
-  if (!text.trim()) {
-    showError("Type a message first.");
-    return;
-  }
+  if (!text.trim()) { showError(t.typeFirst); return; }
   showError(null);
   if (!current) current = await api.createConversation();
   const conv = current;
-  const placeholder = messageEl({ id: -1, role: "assistant", content: "", status: "streaming" });
-  const body = placeholder.querySelector(".body") as HTMLElement;
-  let pendingText = "";
-  let frame = 0;
-  const flush = () => { frame = 0; body.textContent += pendingText; pendingText = ""; messagesEl.scrollTop = messagesEl.scrollHeight; };
-  setStreaming(true);
-  try {
-    const sent = await api.send(conv.id, text, (e: EngineEvent) => {
-      switch (e.kind) {
-        case "memory":
-          if (e.source === "snapshot") statusEl.textContent = "Memory of this chat restored from disk";
-          else if (e.source === "rebuilt") statusEl.textContent = "Re-reading the end of this chat…";
-          break;
-        case "prefill": statusEl.textContent = `Reading… ${e.done}/${e.total} tokens`; break;
-        case "token":
-          pendingText += e.text;
-          if (!frame) frame = requestAnimationFrame(flush);
-          break;
-        case "cache": showGauge(e.stats); showMemoryLine(e.first_visible_message); break;
-        case "done":
-          flush();
-          placeholder.classList.remove("streaming");
-          placeholder.classList.add(e.reason === "cancelled" ? "stopped" : "complete");
-          statusEl.textContent = `${e.tokens} tokens · ${e.tokens_per_s.toFixed(1)} tokens/s`;
-          setStreaming(false);
-          void refreshList();
-          break;
-        case "error":
-          flush();
-          placeholder.classList.add("failed");
-          showError(`The reply failed: ${e.message}`);
-          setStreaming(false);
-          break;
-      }
-    });
-    input.value = "";
-    messagesEl.append(messageEl(sent.user_message));
-    placeholder.dataset.id = String(sent.reply_id);
-    messagesEl.append(placeholder);
-    messagesEl.scrollTop = messagesEl.scrollHeight;
-  } catch (e) {
-    setStreaming(false);
-    showError(errorText(e)); // the typed text stays in the box: nothing is lost
+  if (editing) {
+    const arts = [...messagesEl.querySelectorAll<HTMLElement>(".message.user")];
+    const from = Number(arts[arts.length - 1]?.dataset.id ?? Infinity);
+    if (await streamReply((on) => api.editAndResend(conv.id, text, on), from)) { input.value = ""; cancelEdit(); }
+    return;
   }
+  if (await streamReply((on) => api.send(conv.id, text, on))) input.value = "";
 }
 
-async function pollModel() {
+async function regenerate() {
+  if (!current || streaming) return;
+  showError(null);
+  const conv = current;
+  const arts = [...messagesEl.querySelectorAll<HTMLElement>(".message")];
+  const last = arts[arts.length - 1];
+  const from = last?.classList.contains("assistant") ? Number(last.dataset.id) : Infinity;
+  await streamReply((on) => api.regenerate(conv.id, on), from);
+}
+
+function startEdit(text: string) {
+  editing = true;
+  input.value = text;
+  $("edit-note").textContent = t.editing;
+  $("edit-note").hidden = false;
+  sendButton.textContent = t.resend;
+  input.focus();
+}
+
+function cancelEdit() {
+  if (!editing) return;
+  editing = false;
+  input.value = "";
+  $("edit-note").hidden = true;
+  sendButton.textContent = t.send;
+}
+
+// ---------- search ----------
+
+let searchTimer: ReturnType<typeof setTimeout> | undefined;
+async function runSearch() {
+  const q = searchBox.value.trim();
+  results.hidden = !q;
+  list.hidden = !!q;
+  if (!q) return;
+  try {
+    const hits = await api.search(q);
+    if (searchBox.value.trim() !== q) return; // typed on meanwhile
+    results.replaceChildren(...(hits.length ? hits.map((h) => {
+      const b = el("button", { cls: "hit", attrs: { type: "button" } });
+      b.append(el("strong", { text: h.title }));
+      const snip = el("span", { cls: "snippet" });
+      for (const p of snippetParts(h.snippet)) snip.append(p.hit ? el("mark", { text: p.text }) : document.createTextNode(p.text));
+      b.append(snip);
+      b.addEventListener("click", async () => {
+        const convs = await api.listConversations();
+        const c = convs.find((x) => x.id === h.conversation_id) ?? { ...(current as Conversation), id: h.conversation_id, title: h.title };
+        await openConversation(c, h.message_id);
+      });
+      return el("li", {}, b);
+    }) : [el("li", { cls: "empty", text: t.noResults })]));
+  } catch (e) { showError(errorText(e)); }
+}
+searchBox.placeholder = t.searchPlaceholder;
+searchBox.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => void runSearch(), 200); });
+searchBox.addEventListener("keydown", (e) => { if (e.key === "Escape") { searchBox.value = ""; void runSearch(); } });
+
+// ---------- views ----------
+
+export function showView(name: "chat" | "models" | "settings") {
+  document.querySelectorAll<HTMLElement>("[data-view-panel]").forEach((p) => { p.hidden = p.dataset.viewPanel !== name; });
+  document.querySelectorAll<HTMLElement>("#views button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.view === name)));
+  if (name === "models") void showModels();
+  if (name === "settings") void showSettings();
+}
+document.querySelectorAll<HTMLElement>("#views button").forEach((b) => b.addEventListener("click", () => showView(b.dataset.view as "chat")));
+
+// ---------- model status ----------
+
+export async function pollModel() {
   const s = await api.status();
   if (s.model.state === "ready") {
     statusEl.textContent = `${s.model.info.name} · ${s.model.info.device}`;
+    showError(null);
   } else if (s.model.state === "failed") {
-    statusEl.textContent = "No model";
-    showError(s.model.error.message);
+    statusEl.textContent = t.noModel;
+    showError(errorText(s.model.error));
   } else {
-    statusEl.textContent = "Loading the model…";
-    setTimeout(pollModel, 300);
+    statusEl.textContent = t.loadingModel;
+    setTimeout(() => void pollModel(), 300);
   }
 }
 
+// ---------- wiring ----------
+
 $("composer").addEventListener("submit", (e) => { e.preventDefault(); void send(); });
+input.placeholder = t.placeholder;
 input.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); void send(); }
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); void send(); }
+  if (e.key === "Escape" && editing) { e.preventDefault(); cancelEdit(); }
 });
 stopButton.addEventListener("click", () => { if (current) void api.stop(current.id); });
-$("new-chat").addEventListener("click", async () => {
-  if (current && !streaming) void api.leave(current.id).catch(() => {});
-  current = await api.createConversation();
-  messagesEl.replaceChildren();
-  await refreshList();
-  input.focus();
-});
+$("new-chat").addEventListener("click", () => void newChat());
 document.addEventListener("keydown", (e) => {
+  const mod = e.ctrlKey || e.metaKey;
   if (e.key === "Escape" && streaming && current) void api.stop(current.id);
+  else if (mod && e.key.toLowerCase() === "n") { e.preventDefault(); void newChat(); }
+  else if (mod && e.key.toLowerCase() === "k") { e.preventDefault(); searchBox.focus(); searchBox.select(); }
 });
 
 $("export-chat").addEventListener("click", async () => {
-  if (!current) { showError("Open a chat to export it."); return; }
-  try { showToast(`Saved to ${await api.exportConversations([current.id], "markdown")}`); } catch (e) { showError(errorText(e)); }
+  if (!current) { showError(t.openChatToExport); return; }
+  try { showToast(t.savedTo(await api.exportConversations([current.id], "markdown"))); } catch (e) { showError(errorText(e)); }
 });
 $("export-all").addEventListener("click", async () => {
-  try { showToast(`Saved to ${await api.exportConversations(null, "json")}`); } catch (e) { showError(errorText(e)); }
+  try { showToast(t.savedTo(await api.exportConversations(null, "json"))); } catch (e) { showError(errorText(e)); }
 });
 $<HTMLInputElement>("import-file").addEventListener("change", async (ev) => {
   const f = (ev.target as HTMLInputElement).files?.[0];
   if (!f) return;
   try {
     const r = await api.importConversations(await f.text());
-    showToast(`Imported ${r.conversations} chat(s), ${r.messages} message(s).`);
+    showToast(t.imported(r.conversations, r.messages));
     await refreshList();
   } catch (e) { showError(errorText(e)); }
   (ev.target as HTMLInputElement).value = "";
 });
 window.addEventListener("beforeunload", () => { void pendingDeletes.flush(); });
 
-void pollModel();
-void refreshList();
+async function boot() {
+  applyStrings();
+  $("gauge-help").textContent = t.gaugeTitle;
+  $("timeline").setAttribute("title", t.timelineTitle);
+  statusEl.textContent = t.starting;
+  initModels({ onModelSwitch: () => void pollModel() });
+  initSettings();
+  const settings = await api.settings();
+  applyTheme(settings.theme);
+  if (!settings.welcomed) {
+    const w = $("welcome");
+    w.hidden = false;
+    $("welcome-start").focus();
+    $("welcome-start").addEventListener("click", async () => {
+      w.hidden = true;
+      await api.saveSettings({ ...(await api.settings()), welcomed: true }).catch(() => {});
+      input.focus();
+    }, { once: true });
+  }
+  void pollModel();
+  await refreshList();
+  document.body.dataset.booted = "1";
+}
+void boot();

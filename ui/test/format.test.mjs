@@ -1,0 +1,23 @@
+// Sizes, durations and search snippets as people read them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { bytes, duration, count } from "../dist/format.js";
+import { snippetParts } from "../dist/search.js";
+
+test("sizes and durations", () => {
+  assert.equal(bytes(98_362_432), "98 MB");
+  assert.equal(bytes(4_370_000_000), "4.4 GB");
+  assert.equal(bytes(512), "512 bytes");
+  assert.equal(bytes(null), "?");
+  assert.equal(duration(42.4), "42 s");
+  assert.equal(duration(125), "2 min 5 s");
+  assert.equal(duration(null), "–");
+  assert.equal(count(134_515_008), "135M");
+});
+
+test("search snippets mark the matches", () => {
+  assert.deepEqual(snippetParts("…the [[zebra]] ran [[fast]]"), [
+    { text: "…the ", hit: false }, { text: "zebra", hit: true }, { text: " ran ", hit: false }, { text: "fast", hit: true },
+  ]);
+  assert.deepEqual(snippetParts("plain"), [{ text: "plain", hit: false }]);
+});

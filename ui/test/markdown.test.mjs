@@ -1,0 +1,72 @@
+// The markdown renderer on linkedom's DOM: structure, highlighting, and that nothing in a reply
+// can become live HTML.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseHTML } from "linkedom";
+import { parseBlocks, parseInline, renderMarkdown, highlight } from "../dist/markdown.js";
+
+const opts = { copyLabel: "Copy", copiedLabel: "Copied" };
+function render(md) {
+  const { document } = parseHTML("<!doctype html><html><body><div id=r></div></body></html>");
+  const root = document.getElementById("r");
+  root.appendChild(renderMarkdown(document, md, opts));
+  return { document, root };
+}
+
+test("a script tag, an event handler and a javascript: link stay text", () => {
+  const evil = [
+    "<script>window.pwned = 1</script>",
+    '<img src=x onerror="window.pwned = 2">',
+    "[click me](javascript:alert(1))",
+    "<iframe src=https://example.com></iframe>",
+  ].join("\n\n");
+  const { root } = render(evil);
+  for (const tag of ["script", "img", "iframe"]) assert.equal(root.querySelectorAll(tag).length, 0, tag);
+  const hrefs = [...root.querySelectorAll("a")].map((a) => a.getAttribute("href"));
+  assert.ok(hrefs.every((h) => /^https:\/\//.test(h)), `only http(s) links: ${hrefs}`);
+  assert.ok(root.textContent.includes("[click me](javascript:alert(1))"), "the javascript: link stays text");
+  assert.ok(root.textContent.includes("<script>window.pwned = 1</script>"));
+  assert.ok(root.textContent.includes('onerror="window.pwned = 2"'));
+  assert.equal([...root.querySelectorAll("*")].filter((e) => [...e.attributes].some((a) => a.name.startsWith("on"))).length, 0);
+});
+
+test("headings, emphasis, lists, quotes, tables and links become elements", () => {
+  const { root } = render("# Title\n\nSome **bold**, *italic*, ~~gone~~ and `code`.\n\n- one\n- two\n\n3. three\n4. four\n\n> quoted\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nSee https://example.com/x and [docs](https://docs.rs).");
+  assert.equal(root.querySelector("h3").textContent, "Title");
+  assert.equal(root.querySelector("strong").textContent, "bold");
+  assert.equal(root.querySelector("em").textContent, "italic");
+  assert.equal(root.querySelector("del").textContent, "gone");
+  assert.equal(root.querySelector("p code").textContent, "code");
+  assert.deepEqual([...root.querySelectorAll("ul li")].map((l) => l.textContent), ["one", "two"]);
+  assert.equal(root.querySelector("ol").getAttribute("start"), "3");
+  assert.equal(root.querySelector("blockquote").textContent.trim(), "quoted");
+  assert.deepEqual([...root.querySelectorAll("td")].map((c) => c.textContent), ["1", "2"]);
+  const links = [...root.querySelectorAll("a")];
+  assert.deepEqual(links.map((a) => a.getAttribute("href")), ["https://example.com/x", "https://docs.rs"]);
+  assert.ok(links.every((a) => a.getAttribute("rel") === "noopener noreferrer"));
+});
+
+test("code blocks keep their text exactly, get a copy button and highlighting", () => {
+  const code = 'fn main() {\n    // greet\n    let s = "hi <b>";\n    println!("{}", 42);\n}';
+  const { root } = render("Here:\n\n```rust\n" + code + "\n```\n");
+  const block = root.querySelector(".code-block code");
+  assert.equal(block.textContent, code);
+  assert.equal(block.getAttribute("class"), "language-rust");
+  assert.equal(root.querySelector(".copy-code").textContent, "Copy");
+  assert.equal(root.querySelector(".tok-comment").textContent, "// greet");
+  assert.equal(root.querySelector(".tok-string").textContent, '"hi <b>"');
+  assert.ok([...root.querySelectorAll(".tok-keyword")].some((s) => s.textContent === "let"));
+  assert.equal(root.querySelectorAll("b").length, 0);
+});
+
+test("a code fence still open mid-stream renders as code", () => {
+  const b = parseBlocks("Start\n\n```python\nprint('x')");
+  assert.equal(b.length, 2);
+  assert.deepEqual(b[1], { t: "code", lang: "python", v: "print('x')" });
+  assert.deepEqual(highlight("# note", "python"), [{ kind: "comment", v: "# note" }]);
+});
+
+test("inline parsing leaves ordinary punctuation alone", () => {
+  assert.deepEqual(parseInline("2 * 3 = 6 and snake_case_name"), [{ t: "text", v: "2 * 3 = 6 and snake_case_name" }]);
+  assert.deepEqual(parseInline("\\*not em\\*"), [{ t: "text", v: "*not em*" }]);
+});
