@@ -422,9 +422,10 @@ async function boot() {
   statusEl.textContent = t.starting;
   initModels({ onModelSwitch: () => void pollModel() });
   initSettings();
-  const settings = await api.settings();
-  applyTheme(settings.theme);
-  if (!settings.welcomed) {
+  // A store that can't be read must not freeze the window: defaults, and the error shown.
+  const settings = await api.settings().catch((e) => { showError(errorText(e)); return null; });
+  applyTheme(settings?.theme ?? "system");
+  if (settings && !settings.welcomed) {
     const w = $("welcome");
     w.hidden = false;
     $("welcome-start").focus();
@@ -435,7 +436,7 @@ async function boot() {
     }, { once: true });
   }
   void pollModel();
-  await refreshList();
+  await refreshList().catch((e) => showError(errorText(e)));
   document.body.dataset.booted = "1";
 }
 void boot();

@@ -89,6 +89,8 @@ export const t = {
   switching: "Switching models… the chats' memories are saved and come back with the next reply.",
   // Settings
   settingsTitle: "Settings",
+  samplingLegend: "Sampling",
+  memoryLegend: "Memory",
   systemPrompt: "System prompt for new chats (kept in the model's memory for good)",
   pinPrompt: "Keep the system prompt in memory for good (pinned with the sinks)",
   temperature: "Temperature (0 = always the likeliest word)",

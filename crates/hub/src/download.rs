@@ -199,7 +199,6 @@ pub fn api(endpoint: Option<&str>) -> Result<Api> {
 
 #[derive(serde::Deserialize)]
 struct Info {
-    sha: String,
     #[serde(default)]
     siblings: Vec<Sibling>,
 }
@@ -278,7 +277,6 @@ pub async fn resolve(api: &Api, r: &ModelRef) -> Result<RemoteFile> {
             )));
         }
     }
-    let _ = info.sha;
     Ok(RemoteFile {
         url,
         commit: meta.commit_hash().to_string(),
