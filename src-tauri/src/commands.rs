@@ -129,6 +129,23 @@ fn ensure_idle(state: &AppState, conversation_id: i64) -> UiResult<()> {
     Ok(())
 }
 
+/// What every reply command starts with: the engine, a chat with no reply in flight, and its
+/// transcript.
+async fn begin(
+    state: &AppState,
+    conversation_id: i64,
+) -> UiResult<(
+    std::sync::Arc<sinkchat_engine::Engine>,
+    Conversation,
+    Vec<Message>,
+)> {
+    let engine = state.engine()?;
+    ensure_idle(state, conversation_id)?;
+    let conv = state.store.conversation(conversation_id).await?;
+    let msgs = state.store.messages(conversation_id, 0, 100_000).await?;
+    Ok((engine, conv, msgs))
+}
+
 /// Saves the user's message, starts the reply and streams it over `on_event`. Returns once
 /// the reply has started; the text arrives on the channel and is saved as it streams.
 #[tauri::command]
@@ -139,10 +156,7 @@ pub async fn send_message(
     on_event: Channel<EngineEvent>,
 ) -> UiResult<Sent> {
     let text = MessageText::parse(&text)?;
-    let engine = state.engine()?;
-    ensure_idle(&state, conversation_id)?;
-    let conv = state.store.conversation(conversation_id).await?;
-    let earlier = state.store.messages(conversation_id, 0, 100_000).await?;
+    let (engine, conv, earlier) = begin(&state, conversation_id).await?;
     let user = state.store.add_user_message(conversation_id, &text).await?;
     if conv.title == "New chat" {
         let title: String = text
@@ -184,10 +198,7 @@ pub async fn regenerate_reply(
     conversation_id: i64,
     on_event: Channel<EngineEvent>,
 ) -> UiResult<Sent> {
-    let engine = state.engine()?;
-    ensure_idle(&state, conversation_id)?;
-    let conv = state.store.conversation(conversation_id).await?;
-    let msgs = state.store.messages(conversation_id, 0, 100_000).await?;
+    let (engine, conv, msgs) = begin(&state, conversation_id).await?;
     let (earlier, user) = split_last_user(&msgs)?;
     if let Some(next) = msgs.iter().find(|m| m.id > user.id) {
         state.store.truncate_from(conversation_id, next.id).await?;
@@ -208,10 +219,7 @@ pub async fn edit_and_resend(
     on_event: Channel<EngineEvent>,
 ) -> UiResult<Sent> {
     let text = MessageText::parse(&text)?;
-    let engine = state.engine()?;
-    ensure_idle(&state, conversation_id)?;
-    let conv = state.store.conversation(conversation_id).await?;
-    let msgs = state.store.messages(conversation_id, 0, 100_000).await?;
+    let (engine, conv, msgs) = begin(&state, conversation_id).await?;
     let (earlier, old) = split_last_user(&msgs)?;
     state.store.truncate_from(conversation_id, old.id).await?;
     let user = state.store.add_user_message(conversation_id, &text).await?;

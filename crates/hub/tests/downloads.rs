@@ -94,6 +94,30 @@ async fn run(
     (out, v)
 }
 
+/// Downloads SmolLM2 from a hub throttled to `bytes_per_s` and calls `stop` on the download's
+/// control once more than `after` bytes have arrived.
+async fn run_and_stop(
+    hub: &FakeHub,
+    models_dir: &Path,
+    bytes_per_s: u64,
+    after: u64,
+    stop: fn(&Control),
+) -> sinkchat_hub::Result<Outcome> {
+    hub.set_faults(Faults {
+        throttle_bytes_per_s: Some(bytes_per_s),
+        ..Default::default()
+    });
+    let ctl = Control::default();
+    let c2 = ctl.clone();
+    run(hub, models_dir, &smol_ref(), &ctl, move |p| {
+        if p.downloaded > after {
+            stop(&c2);
+        }
+    })
+    .await
+    .0
+}
+
 fn smol_ref() -> ModelRef {
     ModelRef::parse(REPO, FILE).unwrap()
 }
@@ -232,17 +256,13 @@ async fn a_paused_download_resumes_after_a_restart() {
     let root = hub_root();
     let hub = FakeHub::start(root.path(), 0).await.unwrap();
     let models_dir = tempfile::tempdir().unwrap();
-    hub.set_faults(Faults {
-        throttle_bytes_per_s: Some(100_000_000),
-        ..Default::default()
-    });
-    let ctl = Control::default();
-    let c2 = ctl.clone();
-    let (out, _) = run(&hub, models_dir.path(), &smol_ref(), &ctl, move |p| {
-        if p.downloaded > 30_000_000 {
-            c2.pause();
-        }
-    })
+    let out = run_and_stop(
+        &hub,
+        models_dir.path(),
+        100_000_000,
+        30_000_000,
+        Control::pause,
+    )
     .await;
     let Outcome::Paused { downloaded, total } = out.unwrap() else {
         panic!("not paused")
@@ -368,17 +388,13 @@ async fn a_cancel_leaves_no_partial_file() {
     let root = hub_root();
     let hub = FakeHub::start(root.path(), 0).await.unwrap();
     let models_dir = tempfile::tempdir().unwrap();
-    hub.set_faults(Faults {
-        throttle_bytes_per_s: Some(50_000_000),
-        ..Default::default()
-    });
-    let ctl = Control::default();
-    let c2 = ctl.clone();
-    let (out, _) = run(&hub, models_dir.path(), &smol_ref(), &ctl, move |p| {
-        if p.downloaded > 5_000_000 {
-            c2.cancel();
-        }
-    })
+    let out = run_and_stop(
+        &hub,
+        models_dir.path(),
+        50_000_000,
+        5_000_000,
+        Control::cancel,
+    )
     .await;
     assert!(matches!(out.unwrap(), Outcome::Cancelled));
     assert!(hub.body_bytes() < size());
