@@ -111,7 +111,8 @@ case "$mode" in
     say "UI unit tests"
     (cd ui && npm test)
     say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"
-    (cd tests/e2e && xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs ui.test.mjs crash.test.mjs)
+    # A time limit, so that a hung window fails the run instead of eating the CI budget.
+    (cd tests/e2e && timeout 2400 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs ui.test.mjs crash.test.mjs)
     ;;
   *)
     echo "usage: scripts/setup.sh run|test|deps|test-deps" >&2

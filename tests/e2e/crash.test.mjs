@@ -5,10 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, existsSync, readFileSync } from "node:fs";
+import { mkdtempSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Driver } from "./webdriver.mjs";
+import { Driver, appPids } from "./webdriver.mjs";
 
 const root = resolve(import.meta.dirname, "../..");
 const app = process.env.SINKCHAT_APP ?? join(root, "target/debug/sinkchat-app");
@@ -21,16 +21,6 @@ function sql(db, query) {
 }
 
 /** PIDs of the app processes this test started: this build, with this test's data folder. */
-function appPids(data) {
-  let pids = [];
-  try {
-    pids = execFileSync("pgrep", ["-f", app], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
-  } catch { return []; }
-  return pids.filter((pid) => {
-    try { return readFileSync(`/proc/${pid}/environ`, "latin1").split("\0").includes(`SINKCHAT_DATA_DIR=${data}`); } catch { return false; }
-  });
-}
-
 test(`SIGKILL mid-reply ${ROUNDS} times: nothing saved is lost`, { timeout: 1_200_000 }, async () => {
   assert.ok(existsSync(model), `model missing at ${model}`);
   const data = mkdtempSync(join(tmpdir(), "sinkchat-crash-"));
@@ -79,7 +69,7 @@ test(`SIGKILL mid-reply ${ROUNDS} times: nothing saved is lost`, { timeout: 1_20
         }
       }
       assert.ok(cut, "no reply could be caught mid-stream");
-      const pids = appPids(data);
+      const pids = appPids(app, data);
       assert.ok(pids.length >= 1, "the app process was not found");
       for (const pid of pids) process.kill(pid, "SIGKILL");
       // The reply may have ended in the instant between the check and the kill: then this
@@ -91,7 +81,7 @@ test(`SIGKILL mid-reply ${ROUNDS} times: nothing saved is lost`, { timeout: 1_20
     } finally {
       await d.quit();
     }
-    assert.deepEqual(appPids(data), [], "the app survived SIGKILL");
+    assert.deepEqual(appPids(app, data), [], "the app survived SIGKILL");
   }
   // One more start: the app marks the last cut-off reply and opens normally.
   const d = await Driver.start({ app, env });

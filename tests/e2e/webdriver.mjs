@@ -1,9 +1,21 @@
 // A small W3C WebDriver client over fetch, for driving the real SinkChat window through
 // tauri-driver (which forwards to WebKitWebDriver).
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
+
+/** Pids of running copies of `app` started with SINKCHAT_DATA_DIR = `data`. */
+export function appPids(app, data) {
+  let pids = [];
+  try {
+    pids = execFileSync("pgrep", ["-f", app], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
+  } catch { return []; }
+  return pids.filter((pid) => {
+    try { return readFileSync(`/proc/${pid}/environ`, "latin1").split("\0").includes(`SINKCHAT_DATA_DIR=${data}`); } catch { return false; }
+  });
+}
 
 export class Driver {
   constructor(port, session) { this.base = `http://127.0.0.1:${port}`; this.session = session; }
@@ -31,6 +43,8 @@ export class Driver {
     if (!res.ok) { proc.kill(); throw new Error(`no session: ${JSON.stringify(body)}`); }
     const d = new Driver(port, body.value.sessionId);
     d.proc = proc;
+    d.app = app;
+    d.data = env?.SINKCHAT_DATA_DIR;
     await d.waitFor("the window to boot", async () => d.exec("return document.body.dataset.booted === '1'"), 60_000);
     if (!keepWelcome && await d.exec("return !document.getElementById('welcome').hidden")) await d.click("#welcome-start");
     return d;
@@ -70,5 +84,17 @@ export class Driver {
     } catch { /* already gone */ }
     this.proc.kill();
     await new Promise((r) => this.proc.once("exit", r));
+    // The app is tauri-driver's grandchild: if closing the session did not end it, it would
+    // outlive the test and hold the test runner's output open. Give it 10 s to save and go,
+    // then end it.
+    if (!this.data) return;
+    const deadline = Date.now() + 10_000;
+    while (appPids(this.app, this.data).length && Date.now() < deadline) await sleep(200);
+    for (const pid of appPids(this.app, this.data)) {
+      console.error(`the app (pid ${pid}) was still running after its session closed; ending it`);
+      try { process.kill(pid, "SIGTERM"); } catch { /* gone */ }
+      await sleep(2000);
+      try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+    }
   }
 }
