@@ -105,8 +105,6 @@ pub enum Phase {
     Retrying,
     Verifying,
     Done,
-    Paused,
-    Cancelled,
 }
 
 /// How a download run ended when it didn't fail.
