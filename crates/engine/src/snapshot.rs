@@ -96,18 +96,24 @@ pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(snap_err)?;
     }
+    write_atomic(path, &buf).map_err(|e| snap_err(format!("writing {}: {e}", path.display())))?;
+    Ok(buf.len() as u64)
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, synced, then renamed into
+/// place; the temporary file is removed if anything fails. (The models folder's download
+/// manifests use it too.)
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&buf)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    if let Err(e) = write() {
+    write().inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(snap_err(format!("writing {}: {e}", path.display())));
-    }
-    Ok(buf.len() as u64)
+    })
 }
 
 /// Reads a snapshot for `model` (see [`model_identity`]) of a model shaped like `spec`.

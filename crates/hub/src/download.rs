@@ -494,8 +494,11 @@ pub async fn download(
             });
         }
     }
-    crate::write_atomic(&mpath, &serde_json::to_vec_pretty(&manifest).expect("json"))
-        .map_err(|e| io_err(&mpath, e))?;
+    sinkchat_engine::snapshot::write_atomic(
+        &mpath,
+        &serde_json::to_vec_pretty(&manifest).expect("json"),
+    )
+    .map_err(|e| io_err(&mpath, e))?;
     let mut have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     if have > remote.size {
         let _ = std::fs::remove_file(&part);

@@ -94,6 +94,15 @@ async fn run(
     (out, v)
 }
 
+/// A download with no pause or cancel and nothing to do on progress.
+async fn fetch(
+    hub: &FakeHub,
+    models_dir: &Path,
+    r: &ModelRef,
+) -> (sinkchat_hub::Result<Outcome>, Vec<Progress>) {
+    run(hub, models_dir, r, &Control::default(), |_| {}).await
+}
+
 /// Downloads SmolLM2 from a hub throttled to `bytes_per_s` and calls `stop` on the download's
 /// control once more than `after` bytes have arrived.
 async fn run_and_stop(
@@ -147,14 +156,7 @@ async fn a_full_download_ends_verified_and_the_engine_runs_it() {
     let root = hub_root();
     let hub = FakeHub::start(root.path(), 0).await.unwrap();
     let models_dir = tempfile::tempdir().unwrap();
-    let (out, log) = run(
-        &hub,
-        models_dir.path(),
-        &smol_ref(),
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, log) = fetch(&hub, models_dir.path(), &smol_ref()).await;
     let Outcome::Installed { model } = out.unwrap() else {
         panic!("not installed")
     };
@@ -197,14 +199,7 @@ async fn a_full_download_ends_verified_and_the_engine_runs_it() {
     assert!(v.iter().all(|x| x.is_finite()));
     // Downloading it again fetches nothing.
     let before = hub.body_bytes();
-    let (out, _) = run(
-        &hub,
-        models_dir.path(),
-        &smol_ref(),
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, _) = fetch(&hub, models_dir.path(), &smol_ref()).await;
     assert!(matches!(out.unwrap(), Outcome::Installed { .. }));
     assert_eq!(hub.body_bytes(), before);
 }
@@ -218,14 +213,7 @@ async fn a_transfer_cut_in_the_middle_resumes_where_it_stopped() {
         cut_after: Some(size() / 2 + 12_345),
         ..Default::default()
     });
-    let (out, log) = run(
-        &hub,
-        models_dir.path(),
-        &smol_ref(),
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, log) = fetch(&hub, models_dir.path(), &smol_ref()).await;
     assert!(matches!(out.unwrap(), Outcome::Installed { .. }));
     assert!(
         log.iter().any(|p| p.phase == Phase::Retrying),
@@ -279,14 +267,7 @@ async fn a_paused_download_resumes_after_a_restart() {
     assert_eq!(left[0].model, smol_ref());
     // "Restart": a new API client, the same folder.
     hub.set_faults(Faults::default());
-    let (out, log) = run(
-        &hub,
-        models_dir.path(),
-        &left[0].model,
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, log) = fetch(&hub, models_dir.path(), &left[0].model).await;
     assert!(matches!(out.unwrap(), Outcome::Installed { .. }));
     let starts = hub.transfer_starts();
     assert_eq!(
@@ -320,14 +301,7 @@ async fn a_corrupted_byte_is_caught_and_the_file_rejected() {
         corrupt_at: Some(5_000_000),
         ..Default::default()
     });
-    let (out, _) = run(
-        &hub,
-        models_dir.path(),
-        &smol_ref(),
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, _) = fetch(&hub, models_dir.path(), &smol_ref()).await;
     let e = out.unwrap_err();
     assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
     assert!(e.to_string().contains("damaged"), "{e}");
@@ -343,14 +317,7 @@ async fn a_server_that_fails_twice_then_succeeds() {
         fail_next: 2,
         ..Default::default()
     });
-    let (out, log) = run(
-        &hub,
-        models_dir.path(),
-        &smol_ref(),
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, log) = fetch(&hub, models_dir.path(), &smol_ref()).await;
     assert!(matches!(out.unwrap(), Outcome::Installed { .. }));
     let retries: Vec<_> = log.iter().filter(|p| p.phase == Phase::Retrying).collect();
     assert_eq!(retries.len(), 2);
@@ -369,14 +336,7 @@ async fn a_server_that_keeps_failing_gives_a_plain_error_and_keeps_nothing_in_th
         fail_next: 100,
         ..Default::default()
     });
-    let (out, _) = run(
-        &hub,
-        models_dir.path(),
-        &smol_ref(),
-        &Control::default(),
-        |_| {},
-    )
-    .await;
+    let (out, _) = fetch(&hub, models_dir.path(), &smol_ref()).await;
     let e = out.unwrap_err();
     assert_eq!(e.code(), "network");
     assert!(e.to_string().contains("gave up after 5 tries"), "{e}");
@@ -438,7 +398,7 @@ async fn a_full_disk_is_reported_as_such() {
     let disk = Tmpfs::new(4 << 20);
     let models_dir = disk.path().join("models");
     // Too big from the start: refused before a byte is fetched.
-    let (out, _) = run(&hub, &models_dir, &smol_ref(), &Control::default(), |_| {}).await;
+    let (out, _) = fetch(&hub, &models_dir, &smol_ref()).await;
     let e = out.unwrap_err();
     assert_eq!(e.code(), "disk_full", "{e}");
     assert!(e.to_string().contains("not enough disk space"), "{e}");
@@ -475,33 +435,26 @@ async fn bad_references_get_plain_errors_and_leave_nothing() {
     let root = hub_root();
     let hub = FakeHub::start(root.path(), 0).await.unwrap();
     let models_dir = tempfile::tempdir().unwrap();
-    let c = Control::default();
     let no_repo = ModelRef::parse("nobody/nothing-here", "x.gguf").unwrap();
-    let e = run(&hub, models_dir.path(), &no_repo, &c, |_| {})
+    let e = fetch(&hub, models_dir.path(), &no_repo)
         .await
         .0
         .unwrap_err();
     assert_eq!(e.code(), "repo_not_found", "{e}");
     assert!(e.to_string().contains("nobody/nothing-here"));
     let no_file = ModelRef::parse(REPO, "SmolLM2-135M-Instruct.Q9_9.gguf").unwrap();
-    let e = run(&hub, models_dir.path(), &no_file, &c, |_| {})
+    let e = fetch(&hub, models_dir.path(), &no_file)
         .await
         .0
         .unwrap_err();
     assert_eq!(e.code(), "file_not_found", "{e}");
     // A file that is not a model arrives whole and checks out, but is never offered.
     let notes = ModelRef::parse("someone/misc", "notes.gguf").unwrap();
-    let e = run(&hub, models_dir.path(), &notes, &c, |_| {})
-        .await
-        .0
-        .unwrap_err();
+    let e = fetch(&hub, models_dir.path(), &notes).await.0.unwrap_err();
     assert_eq!(e.code(), "model_unsupported", "{e}");
     // A GGUF of another architecture: the same.
     let gpt2 = ModelRef::parse("ggml-org/vocabs", "ggml-vocab-gpt-2.gguf").unwrap();
-    let e = run(&hub, models_dir.path(), &gpt2, &c, |_| {})
-        .await
-        .0
-        .unwrap_err();
+    let e = fetch(&hub, models_dir.path(), &gpt2).await.0.unwrap_err();
     assert!(e.to_string().contains("gpt2"), "{e}");
     assert_clean(models_dir.path());
     // Names that are not plain GGUF file names never reach the network.
