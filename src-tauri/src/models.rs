@@ -11,6 +11,13 @@ use crate::error::{UiError, UiResult};
 use crate::settings::Settings;
 use crate::state::AppState;
 
+/// Runs file work (hashing, header reads, copies) off the async runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> UiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| UiError::new("io", e.to_string()))
+}
+
 #[derive(Serialize, ts_rs::TS)]
 pub struct ModelsOverview {
     pub catalog: Vec<CatalogEntry>,
@@ -29,9 +36,7 @@ pub async fn models_overview(state: State<'_, AppState>) -> UiResult<ModelsOverv
     let dir = state.models_dir();
     let d2 = dir.clone();
     let (installed, unfinished) =
-        tokio::task::spawn_blocking(move || (models::installed(&d2), download::unfinished(&d2)))
-            .await
-            .map_err(|e| UiError::new("io", e.to_string()))?;
+        blocking(move || (models::installed(&d2), download::unfinished(&d2))).await?;
     let active = state
         .active_model_path()
         .file_name()
@@ -141,20 +146,14 @@ pub async fn cancel_download(state: State<'_, AppState>, key: String) -> UiResul
 /// Reads a GGUF file's header and says whether the engine can run it.
 #[tauri::command]
 pub async fn inspect_model_file(path: String) -> UiResult<sinkchat_engine::ModelSummary> {
-    tokio::task::spawn_blocking(move || models::inspect(std::path::Path::new(&path)))
-        .await
-        .map_err(|e| UiError::new("io", e.to_string()))?
-        .map_err(UiError::from)
+    Ok(blocking(move || models::inspect(std::path::Path::new(&path))).await??)
 }
 
 /// Copies a GGUF file the engine can run into the models folder.
 #[tauri::command]
 pub async fn import_model(state: State<'_, AppState>, path: String) -> UiResult<InstalledModel> {
     let dir = state.models_dir();
-    tokio::task::spawn_blocking(move || models::import(&dir, std::path::Path::new(&path)))
-        .await
-        .map_err(|e| UiError::new("io", e.to_string()))?
-        .map_err(UiError::from)
+    Ok(blocking(move || models::import(&dir, std::path::Path::new(&path))).await??)
 }
 
 /// Deletes an installed model (not the one in use); returns the bytes freed.
@@ -181,9 +180,7 @@ pub async fn use_model<R: Runtime>(
     models::check_file_name(&file)?;
     let path = state.models_dir().join(&file);
     let d2 = path.clone();
-    tokio::task::spawn_blocking(move || models::inspect(&d2))
-        .await
-        .map_err(|e| UiError::new("io", e.to_string()))??;
+    blocking(move || models::inspect(&d2)).await??;
     let mut settings = Settings::load(&state.store).await;
     settings.active_model = file;
     settings.save(&state.store).await?;
