@@ -7,7 +7,7 @@ use candle_core::Device;
 use serde_json::json;
 use sinkchat_engine::eval::{self, Mode};
 use sinkchat_engine::model::read_gguf_header;
-use sinkchat_engine::{GgufTokenizer, LoadOptions, Model};
+use sinkchat_engine::{CpuWeights, GgufTokenizer, LoadOptions, Model};
 
 /// Perplexity of `ids` under `model`, dense (no eviction), in chunks of 256: the perplexity
 /// tool's own dense mode.
@@ -24,7 +24,7 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
         model_path,
         &dev,
         LoadOptions {
-            requantize_to_q8: false,
+            cpu_weights: CpuWeights::Candle,
         },
     )?;
     let ppl_original = perplexity(&original, &ids)?;
@@ -33,7 +33,7 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
         model_path,
         &dev,
         LoadOptions {
-            requantize_to_q8: true,
+            cpu_weights: CpuWeights::Q8_0,
         },
     )?;
     let ppl_converted = perplexity(&converted, &ids)?;

@@ -2,6 +2,7 @@
 //! over an attention-sink KV cache ([`SinkCache`]), so that a conversation never hits a
 //! context limit and token 100,000 costs what token 1,000 did.
 
+pub mod attend;
 pub mod cache;
 pub mod chat;
 pub mod device;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod inspect;
 pub mod model;
+pub mod qmatmul;
 pub mod rope;
 pub mod sampling;
 pub mod snapshot;
@@ -22,7 +24,7 @@ pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{Engine, EngineEvent, EngineOptions, GenerateRequest, MemorySource, StopReason};
 pub use error::{Error, Result};
 pub use inspect::{inspect, ModelSummary};
-pub use model::{LoadOptions, Model};
+pub use model::{CpuWeights, LoadOptions, Model};
 pub use sampling::{Sampler, SamplingParams};
 pub use spec::{Architecture, ModelSpec};
 pub use text::TokenOutputStream;

@@ -4,27 +4,70 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
 
+use crate::attend::DecodeAttention;
 use crate::cache::{SinkCache, WritePlan};
+use crate::qmatmul::{self, Q4_1Group, Q4_1Matrix};
 use crate::rope;
 use crate::spec::ModelSpec;
 use crate::{Error, Result};
 
-/// How to load weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadOptions {
-    /// Rewrite Q4_1 and Q4_0 weights as Q8_0 at load on the CPU: candle has no SIMD kernel for
-    /// Q4_1, and Q8_0's is several times faster. Costs about twice the weight memory.
-    pub requantize_to_q8: bool,
+/// How matmul weights run on the CPU (on a GPU they always run as stored, with candle's
+/// kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuWeights {
+    /// The default: weights as the file stores them; Q4_1 through SinkChat's AVX2 kernel
+    /// ([`crate::qmatmul`]), which is lossless. Where the CPU lacks AVX2, Q4_1 is rewritten as
+    /// Q8_0 (candle's Q4_1 kernel is scalar), and Q4_0 is, as before, rewritten as Q8_0.
+    #[default]
+    Native,
+    /// Every weight as stored, through candle's own kernels (the reference).
+    Candle,
+    /// Q4_0 and Q4_1 rewritten as Q8_0 at load (the former default: candle's Q8_0 kernel, about
+    /// twice the weight memory, and a slightly different model).
+    Q8_0,
 }
 
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            requantize_to_q8: true,
+/// How to load weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    pub cpu_weights: CpuWeights,
+}
+
+/// Matrices that read the same input, run as one product where the kernel allows.
+#[derive(Debug)]
+enum Proj {
+    /// All Q4_1 on the CPU: one op, the input quantized once, one parallel region.
+    Fused(Q4_1Group),
+    /// Anything else, one candle matmul each.
+    Each(Vec<QMatMul>),
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Proj::Fused(g) => {
+                let y = g.forward(x)?;
+                let mut parts = Vec::new();
+                let mut at = 0;
+                for w in g.widths() {
+                    parts.push(y.narrow(D::Minus1, at, w)?);
+                    at += w;
+                }
+                Ok(parts)
+            }
+            Proj::Each(ms) => ms.iter().map(|m| Ok(m.forward(x)?)).collect(),
+        }
+    }
+
+    fn forward1(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Proj::Fused(g) => Ok(g.forward(x)?),
+            Proj::Each(ms) => Ok(ms[0].forward(x)?),
         }
     }
 }
@@ -32,17 +75,16 @@ impl Default for LoadOptions {
 #[derive(Debug)]
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    /// Q, K and V.
+    qkv: Proj,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
-    wo: QMatMul,
+    wo: Proj,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    /// Gate and up.
+    gate_up: Proj,
+    down: Proj,
 }
 
 /// Which logits a forward returns.
@@ -61,7 +103,7 @@ pub struct Model {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Proj,
     inv_freqs: Vec<f64>,
     device: Device,
     weight_dtype: GgmlDType,
@@ -109,8 +151,12 @@ impl Model {
             reader: &mut reader,
             path,
             device,
-            requant: opts.requantize_to_q8 && device.is_cpu(),
-            weight_dtype: GgmlDType::F32,
+            cpu_weights: if device.is_cpu() {
+                Some(opts.cpu_weights)
+            } else {
+                None
+            },
+            weight_dtype: None,
         };
         let mut layers = Vec::with_capacity(spec.n_layer);
         for i in 0..spec.n_layer {
@@ -127,28 +173,32 @@ impl Model {
             }
             layers.push(Layer {
                 attn_norm: ld.f32(&format!("{p}.attn_norm.weight"))?,
-                wq: ld.matmul(&format!("{p}.attn_q.weight"))?,
-                wk: ld.matmul(&format!("{p}.attn_k.weight"))?,
-                wv: ld.matmul(&format!("{p}.attn_v.weight"))?,
+                qkv: ld.proj(&[
+                    &format!("{p}.attn_q.weight"),
+                    &format!("{p}.attn_k.weight"),
+                    &format!("{p}.attn_v.weight"),
+                ])?,
                 bq,
                 bk,
                 bv,
-                wo: ld.matmul(&format!("{p}.attn_output.weight"))?,
+                wo: ld.proj(&[&format!("{p}.attn_output.weight")])?,
                 ffn_norm: ld.f32(&format!("{p}.ffn_norm.weight"))?,
-                gate: ld.matmul(&format!("{p}.ffn_gate.weight"))?,
-                up: ld.matmul(&format!("{p}.ffn_up.weight"))?,
-                down: ld.matmul(&format!("{p}.ffn_down.weight"))?,
+                gate_up: ld.proj(&[
+                    &format!("{p}.ffn_gate.weight"),
+                    &format!("{p}.ffn_up.weight"),
+                ])?,
+                down: ld.proj(&[&format!("{p}.ffn_down.weight")])?,
             });
         }
         let embed = ld.f32("token_embd.weight")?;
         let norm = ld.f32("output_norm.weight")?;
         // Without output.weight the embeddings are tied.
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            ld.matmul("output.weight")?
+            ld.proj(&["output.weight"])?
         } else {
-            ld.matmul("token_embd.weight")?
+            ld.proj(&["token_embd.weight"])?
         };
-        let weight_dtype = ld.weight_dtype;
+        let weight_dtype = ld.weight_dtype.unwrap_or(GgmlDType::F32);
         if embed.dims() != [spec.vocab_size, spec.embedding_length] {
             return Err(Error::InvalidGguf {
                 path: path.to_path_buf(),
@@ -181,7 +231,7 @@ impl Model {
         &self.device
     }
 
-    /// The quantization the matmuls run in (after any requantization at load).
+    /// The quantization the layers' matmuls run in (after any rewrite at load).
     pub fn weight_dtype(&self) -> GgmlDType {
         self.weight_dtype
     }
@@ -224,9 +274,10 @@ impl Model {
             let attn = self.attention(layer, &h, cache, li, &ctx)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.spec.rms_norm_eps as f32)?;
-            let g = layer.gate.forward(&h)?;
-            let u = layer.up.forward(&h)?;
-            let m = layer.down.forward(&(candle_nn::ops::silu(&g)? * u)?)?;
+            let gu = layer.gate_up.forward(&h)?;
+            let m = layer
+                .down
+                .forward1(&(candle_nn::ops::silu(&gu[0])? * &gu[1])?)?;
             x = (x + m)?;
         }
         let x = match logits {
@@ -234,7 +285,7 @@ impl Model {
             Logits::All => x,
         };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.spec.rms_norm_eps as f32)?;
-        let out = self.output.forward(&x)?.squeeze(0)?; // (n|1, vocab)
+        let out = self.output.forward1(&x)?.squeeze(0)?; // (n|1, vocab)
         Ok(match logits {
             Logits::Last => out.squeeze(0)?,
             Logits::All => out,
@@ -276,23 +327,23 @@ impl Model {
         let (hd, nh, nkv) = (s.head_dim, s.n_head, s.n_kv_head);
         let rep = nh / nkv;
         let neox = s.architecture.rope_is_neox();
-        let proj = |w: &QMatMul, b: &Option<Tensor>| -> Result<Tensor> {
-            let y = w.forward(h)?;
+        let qkv = layer.qkv.forward(h)?;
+        let bias = |y: &Tensor, b: &Option<Tensor>| -> Result<Tensor> {
             Ok(match b {
                 Some(b) => y.broadcast_add(b)?,
-                None => y,
+                None => y.clone(),
             })
         };
         // (1, n, heads*hd) -> (1, heads, n, hd)
-        let q = proj(&layer.wq, &layer.bq)?
+        let q = bias(&qkv[0], &layer.bq)?
             .reshape((1, n, nh, hd))?
             .transpose(1, 2)?
             .contiguous()?;
-        let k = proj(&layer.wk, &layer.bk)?
+        let k = bias(&qkv[1], &layer.bk)?
             .reshape((1, n, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
-        let v = proj(&layer.wv, &layer.bv)?
+        let v = bias(&qkv[2], &layer.bv)?
             .reshape((1, n, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -317,6 +368,24 @@ impl Model {
 
         let read = ctx.read_len;
         let scale = 1.0 / (hd as f64).sqrt();
+        if n == 1 && ctx.mask.is_none() && self.device.is_cpu() {
+            // One decode step: our kernel reads K and V in place (see `attend`).
+            let q_text = q_text.reshape((1, nh, hd))?;
+            let (q, sinks) = match ctx.place_tables {
+                None => (q_text, 0),
+                Some((cos_p, sin_p)) => {
+                    let q_place = rope::apply(&q, cos_p, sin_p, neox)?.reshape((1, nh, hd))?;
+                    (Tensor::cat(&[q_text, q_place], 0)?, ctx.sinks_read)
+                }
+            };
+            let op = DecodeAttention {
+                read,
+                sinks,
+                scale: scale as f32,
+            };
+            let y = op.forward(&q, &kv.k, &kv.v)?;
+            return layer.wo.forward1(&y.reshape((1, 1, nh * hd))?);
+        }
         let scores = match ctx.place_tables {
             None => q_text.matmul(&kv.k.narrow(1, 0, read)?.t()?)?,
             Some((cos_p, sin_p)) => {
@@ -343,18 +412,19 @@ impl Model {
             .reshape((nh, n, hd))?
             .transpose(0, 1)?
             .reshape((1, n, nh * hd))?;
-        Ok(layer.wo.forward(&y)?)
+        layer.wo.forward1(&y)
     }
 }
 
-/// Reads named tensors of one GGUF file, requantizing matmul weights when asked.
+/// Reads named tensors of one GGUF file, choosing each matmul's kernel.
 struct Loader<'a> {
     ct: &'a gguf_file::Content,
     reader: &'a mut BufReader<File>,
     path: &'a Path,
     device: &'a Device,
-    requant: bool,
-    weight_dtype: GgmlDType,
+    /// `None` on a GPU: weights run as stored.
+    cpu_weights: Option<CpuWeights>,
+    weight_dtype: Option<GgmlDType>,
 }
 
 impl Loader<'_> {
@@ -382,15 +452,47 @@ impl Loader<'_> {
         }
     }
 
-    fn matmul(&mut self, name: &str) -> Result<QMatMul> {
-        let t = self.q(name)?;
-        let t = if self.requant && matches!(t.dtype(), GgmlDType::Q4_1 | GgmlDType::Q4_0) {
-            QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::Q8_0)?
-        } else {
-            t
-        };
-        self.weight_dtype = t.dtype();
-        Ok(QMatMul::from_qtensor(t)?)
+    /// The matrices `names`, which read the same input.
+    fn proj(&mut self, names: &[&str]) -> Result<Proj> {
+        let ts = names
+            .iter()
+            .map(|n| self.q(n))
+            .collect::<Result<Vec<_>>>()?;
+        // The layers' format is what the model "runs in"; the output matrix (often kept at a
+        // higher precision) does not count.
+        let counts = !names
+            .iter()
+            .any(|n| *n == "output.weight" || *n == "token_embd.weight");
+        let native_q4_1 = self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available();
+        if native_q4_1 && ts.iter().all(|t| t.dtype() == GgmlDType::Q4_1) {
+            if counts {
+                self.weight_dtype.get_or_insert(GgmlDType::Q4_1);
+            }
+            let mats = ts
+                .iter()
+                .map(|t| Ok(Arc::new(Q4_1Matrix::from_qtensor(t)?)))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Proj::Fused(Q4_1Group::new(mats)?));
+        }
+        let mut out = Vec::with_capacity(ts.len());
+        for t in ts {
+            let rewrite = match (self.cpu_weights, t.dtype()) {
+                (Some(CpuWeights::Q8_0), GgmlDType::Q4_0 | GgmlDType::Q4_1) => true,
+                (Some(CpuWeights::Native), GgmlDType::Q4_0) => true,
+                (Some(CpuWeights::Native), GgmlDType::Q4_1) => !native_q4_1,
+                _ => false,
+            };
+            let t = if rewrite {
+                QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::Q8_0)?
+            } else {
+                t
+            };
+            if counts {
+                self.weight_dtype.get_or_insert(t.dtype());
+            }
+            out.push(QMatMul::from_qtensor(t)?);
+        }
+        Ok(Proj::Each(out))
     }
 }
 

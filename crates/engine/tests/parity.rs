@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use common::*;
 use sinkchat_engine::model::Logits;
-use sinkchat_engine::{CacheConfig, LoadOptions, Model, SinkCache};
+use sinkchat_engine::{CacheConfig, CpuWeights, LoadOptions, Model, SinkCache};
 
 enum Reference {
     Llama(quantized_llama::ModelWeights),
@@ -111,10 +111,12 @@ fn tiny_llama_matches_candle_quantized_llama() {
     let prompt: Vec<u32> = (0..13).map(|i| (i * 7 + 3) % 96).collect();
     let (e, agree) = compare(&p, LoadOptions::default(), &p, &prompt, 20);
     assert!(e < 1e-3 && agree, "relative error {e}");
-    let (_d, q) = tiny("llama", GgmlDType::Q8_0);
     // Random weights give near-tied logits, so only the size of the error is checked here.
-    let (e, _) = compare(&q, LoadOptions::default(), &q, &prompt, 20);
-    assert!(e < 0.1, "quantized: relative error {e}");
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1] {
+        let (_d, q) = tiny("llama", dtype);
+        let (e, _) = compare(&q, LoadOptions::default(), &q, &prompt, 20);
+        assert!(e < 0.1, "{dtype:?}: relative error {e}");
+    }
 }
 
 #[test]
@@ -123,10 +125,12 @@ fn tiny_qwen2_matches_candle_quantized_qwen2() {
     let prompt: Vec<u32> = (0..11).map(|i| (i * 5 + 1) % 96).collect();
     let (e, agree) = compare(&p, LoadOptions::default(), &p, &prompt, 20);
     assert!(e < 1e-3 && agree, "relative error {e}");
-    let (_d, q) = tiny("qwen2", GgmlDType::Q8_0);
     // Random weights give near-tied logits, so only the size of the error is checked here.
-    let (e, _) = compare(&q, LoadOptions::default(), &q, &prompt, 20);
-    assert!(e < 0.1, "quantized: relative error {e}");
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1] {
+        let (_d, q) = tiny("qwen2", dtype);
+        let (e, _) = compare(&q, LoadOptions::default(), &q, &prompt, 20);
+        assert!(e < 0.1, "{dtype:?}: relative error {e}");
+    }
 }
 
 fn smollm_prompt() -> Vec<u32> {
@@ -157,9 +161,9 @@ fn smollm2_original_weights_match_candle() {
     assert!(e < 1e-3 && agree, "f32 weights: relative error {e}");
     let (e, agree) = compare(
         &p,
-        LoadOptions {
-            requantize_to_q8: false,
-        },
+        // Native: the Q4_1 blocks as stored, through our AVX2 kernel (on CPUs without AVX2,
+        // rewritten as Q8_0).
+        LoadOptions::default(),
         &p,
         &smollm_prompt(),
         10,
@@ -189,7 +193,15 @@ fn smollm2_converted_weights_match_candle() {
     );
     let q8 = dir.path().join("q8.gguf");
     write_converted(&p, &q8, true, false);
-    let (e, agree) = compare(&p, LoadOptions::default(), &q8, &smollm_prompt(), 10);
+    let (e, agree) = compare(
+        &p,
+        LoadOptions {
+            cpu_weights: CpuWeights::Q8_0,
+        },
+        &q8,
+        &smollm_prompt(),
+        10,
+    );
     assert!(
         e < 0.1 && agree,
         "Q8_0 run: relative error {e}, argmax agree {agree}"
