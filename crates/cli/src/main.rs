@@ -1,8 +1,10 @@
 //! `sinkchat`: command-line tools over the engine: benchmarks and a terminal chat.
 //!
 //! ```text
-//! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--out docs/bench/decode.json]
-//! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--out docs/bench/flat.json]
+//! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--device cpu|gpu]
+//!                       [--llamacpp PATH/llama-bench] [--out docs/bench/decode.json]
+//! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--device cpu|gpu]
+//!                       [--out docs/bench/flat.json]
 //! sinkchat bench store  [--conversations 10000] [--messages 1000000] [--db-dir target/bench-store]
 //!                       [--out docs/bench/store.json]
 //! sinkchat eval requant [--book emma | --text FILE] [--tokens 8192]
@@ -79,6 +81,7 @@ fn main() -> Result<()> {
             flag("--gen").map(|v| v.parse()).transpose()?.unwrap_or(128),
             flag("--llamacpp").map(std::path::PathBuf::from),
             flag("--out").map(std::path::PathBuf::from),
+            bench::device(flag("--device").as_deref())?,
         ),
         (Some("bench"), Some("flat")) => {
             let depths = flag("--depths").unwrap_or_else(|| "2000,20000,200000".into());
@@ -86,7 +89,12 @@ fn main() -> Result<()> {
                 .split(',')
                 .map(|d| d.parse())
                 .collect::<Result<_, _>>()?;
-            bench::flat(&model, &depths, flag("--out").map(std::path::PathBuf::from))
+            bench::flat(
+                &model,
+                &depths,
+                flag("--out").map(std::path::PathBuf::from),
+                bench::device(flag("--device").as_deref())?,
+            )
         }
         (Some("bench"), Some("store")) => store_bench::run(
             &model,
@@ -147,7 +155,7 @@ fn main() -> Result<()> {
             })
         }
         _ => bail!(
-            "usage: sinkchat bench decode|flat [--model FILE] [--out FILE.json]\n       sinkchat eval requant --text FILE [--tokens N]\n       sinkchat eval perplexity [--book emma|--text FILE] [--mode dense|window|recompute|streaming] [--sinks S] [--window W] [--tokens N]\n       sinkchat eval report [--dir D] [--out FILE.json] [--plot FILE.svg]"
+            "usage: sinkchat bench decode|flat [--model FILE] [--device cpu|gpu] [--out FILE.json]\n       sinkchat eval requant --text FILE [--tokens N]\n       sinkchat eval perplexity [--book emma|--text FILE] [--mode dense|window|recompute|streaming] [--sinks S] [--window W] [--tokens N]\n       sinkchat eval report [--dir D] [--out FILE.json] [--plot FILE.svg]"
         ),
     }
 }
