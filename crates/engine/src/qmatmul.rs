@@ -325,7 +325,7 @@ impl Q4_1Group {
 
     /// Runs the group on `x` of shape `(..., cols)` and returns `(..., Σ rows)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.apply_op1_no_bwd(self)?)
+        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
     }
 
     /// The product on plain slices: `x` holds `n` rows of `cols`.
