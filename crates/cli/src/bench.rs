@@ -68,18 +68,12 @@ pub(crate) fn write_json(out: Option<PathBuf>, v: serde_json::Value) -> Result<(
     Ok(())
 }
 
-/// Decodes greedy tokens after the current cache content: the best of three rounds of `n`
-/// tokens, in ms per token (the best round is the one least disturbed by the machine).
+/// The best of three rounds of [`decode_once`], in ms per token (the best round is the one
+/// least disturbed by the machine).
 fn decode_ms(model: &Model, cache: &mut SinkCache, n: usize) -> Result<f64> {
-    let mut logits = model.forward(&[1000], cache, Logits::Last)?;
     let mut best = f64::INFINITY;
     for _ in 0..3 {
-        let t = Instant::now();
-        for _ in 0..n {
-            let next = argmax(&logits.to_vec1::<f32>()?);
-            logits = model.forward(&[next], cache, Logits::Last)?;
-        }
-        best = best.min(t.elapsed().as_secs_f64() * 1000.0 / n as f64);
+        best = best.min(decode_once(model, cache, n)?);
     }
     Ok(best)
 }
