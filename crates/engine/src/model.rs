@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
 
-use crate::attend::DecodeAttention;
+use crate::attend::{DecodeAttention, QueryRope};
 use crate::cache::{SinkCache, WritePlan};
 use crate::qmatmul::{self, Q4_1Group, Q4_1Matrix};
 use crate::rope;
@@ -107,6 +107,9 @@ pub struct Model {
     inv_freqs: Vec<f64>,
     device: Device,
     weight_dtype: GgmlDType,
+    /// One-token steps use [`DecodeAttention`] (on the CPU and on CUDA) instead of candle's
+    /// matmul/softmax. `SINKCHAT_ATTENTION=candle` turns it off, to measure the difference.
+    fused_decode: bool,
 }
 
 fn open_gguf(path: &Path) -> Result<(gguf_file::Content, BufReader<File>)> {
@@ -211,6 +214,8 @@ impl Model {
             });
         }
         let inv_freqs = rope::inv_freqs(spec.head_dim, spec.rope_freq_base);
+        let fused_decode = std::env::var("SINKCHAT_ATTENTION").as_deref() != Ok("candle")
+            && (device.is_cpu() || (device.is_cuda() && spec.head_dim % 4 == 0));
         Ok(Self {
             spec,
             embed,
@@ -220,6 +225,7 @@ impl Model {
             inv_freqs,
             device: device.clone(),
             weight_dtype,
+            fused_decode,
         })
     }
 
@@ -349,7 +355,6 @@ impl Model {
             .contiguous()?;
         let k = rope::apply(&k, ctx.cos_t, ctx.sin_t, neox)?.squeeze(0)?; // (nkv, n, hd)
         let v = v.squeeze(0)?;
-        let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?.reshape((nkv, rep * n, hd))?;
 
         // Write the chunk's K and V in place, one slice per contiguous run of slots.
         let kv = &mut cache.layers[li];
@@ -368,24 +373,27 @@ impl Model {
 
         let read = ctx.read_len;
         let scale = 1.0 / (hd as f64).sqrt();
-        if n == 1 && ctx.mask.is_none() && self.device.is_cpu() {
-            // One decode step: our kernel reads K and V in place (see `attend`).
-            let q_text = q_text.reshape((1, nh, hd))?;
-            let (q, sinks) = match ctx.place_tables {
-                None => (q_text, 0),
-                Some((cos_p, sin_p)) => {
-                    let q_place = rope::apply(&q, cos_p, sin_p, neox)?.reshape((1, nh, hd))?;
-                    (Tensor::cat(&[q_text, q_place], 0)?, ctx.sinks_read)
-                }
+        if n == 1 && ctx.mask.is_none() && self.fused_decode {
+            // One decode step: our kernel rotates the query and reads K and V in place (see
+            // `attend`).
+            let (place, sinks) = match ctx.place_tables {
+                None => (None, 0),
+                Some((cos_p, sin_p)) => (Some((cos_p, sin_p)), ctx.sinks_read),
             };
             let op = DecodeAttention {
                 read,
                 sinks,
                 scale: scale as f32,
+                rope: Some(QueryRope {
+                    text: (ctx.cos_t, ctx.sin_t),
+                    place,
+                    neox,
+                }),
             };
-            let y = op.forward(&q, &kv.k, &kv.v)?;
+            let y = op.forward(&q.reshape((1, nh, hd))?, &kv.k, &kv.v)?;
             return layer.wo.forward1(&y.reshape((1, 1, nh * hd))?);
         }
+        let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?.reshape((nkv, rep * n, hd))?;
         let scores = match ctx.place_tables {
             None => q_text.matmul(&kv.k.narrow(1, 0, read)?.t()?)?,
             Some((cos_p, sin_p)) => {
