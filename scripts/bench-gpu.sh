@@ -3,7 +3,9 @@
 #   scripts/bench-gpu.sh                 # builds `sinkchat` with --features cuda (needs nvcc),
 #                                        # then runs both benchmarks with --device gpu
 #   SINKCHAT_BIN=path MODEL=path OUT_DIR=dir scripts/bench-gpu.sh   # a binary built elsewhere
-# Writes decode-gpu.json and flat-gpu.json into OUT_DIR (docs/bench by default).
+# Writes decode-gpu.json and flat-gpu.json into OUT_DIR (docs/bench by default), then the same
+# with candle's matmul/softmax attention instead of ours (SINKCHAT_ATTENTION=candle; the flat
+# run at the first depth only) as decode-gpu-candle.json and flat-gpu-candle.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT_DIR:-docs/bench}
@@ -19,3 +21,6 @@ mkdir -p "$OUT_DIR"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$BIN" bench decode --device gpu --model "$MODEL" --out "$OUT_DIR/decode-gpu.json"
 "$BIN" bench flat --device gpu --model "$MODEL" --depths "$DEPTHS" --out "$OUT_DIR/flat-gpu.json"
+export SINKCHAT_ATTENTION=candle
+"$BIN" bench decode --device gpu --model "$MODEL" --out "$OUT_DIR/decode-gpu-candle.json"
+"$BIN" bench flat --device gpu --model "$MODEL" --depths "${DEPTHS%%,*}" --out "$OUT_DIR/flat-gpu-candle.json"

@@ -102,8 +102,20 @@ fn sample_answer(model: &Model, model_path: &Path, dev: &Device) -> Result<Strin
     Ok(tk.decode(&out)?)
 }
 
-/// Rounds of the flat-cost benchmark.
-const ROUNDS: usize = 3;
+/// Rounds of the flat-cost benchmark, and tokens decoded per conversation in each.
+const ROUNDS: usize = 20;
+const ROUND_TOKENS: usize = 128;
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
 
 /// Decodes `n` greedy tokens after the current cache content, in ms per token.
 fn decode_once(model: &Model, cache: &mut SinkCache, n: usize) -> Result<f64> {
@@ -157,6 +169,18 @@ pub fn decode(
     out: Option<PathBuf>,
     dev: Device,
 ) -> Result<()> {
+    // Our one-token attention against candle's on the CPU, on this device, before timing it.
+    let attention_error = sinkchat_engine::attend::max_error_against_reference(&dev)?;
+    eprintln!(
+        "decode attention on {}: largest error {attention_error:e}",
+        device_name(&dev)
+    );
+    if attention_error > 1e-4 {
+        anyhow::bail!(
+            "decode attention on {} is off by {attention_error}",
+            device_name(&dev)
+        );
+    }
     let model = Model::load(model_path, &dev, LoadOptions::default())?;
     let cfg = CacheConfig {
         sinks: 4,
@@ -204,6 +228,8 @@ pub fn decode(
             "device": device_name(&dev),
             "cache_device": cache_device,
             "capital_of_france": answer,
+            "decode_attention_max_error": attention_error,
+            "attention": std::env::var("SINKCHAT_ATTENTION").unwrap_or_else(|_| "sinkchat".into()),
             "threads": threads(),
             "prompt_tokens": prompt,
             "generated_tokens": gen,
@@ -219,18 +245,18 @@ pub fn decode(
 pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Device) -> Result<()> {
     let model = Model::load(model_path, &dev, LoadOptions::default())?;
     let vocab = model.spec().vocab_size;
-    let n = 64;
+    let n = ROUND_TOKENS;
     // One conversation per depth (4 sinks + 1020 window), each filled to its depth by chunked
-    // prefill, plus a plain cache of the same 1024 slots that never evicts. All are filled
-    // first, then measured in turns (round r decodes 64 tokens in each), and each keeps its
-    // best round: a machine that slows down over a long run then weighs on every depth alike
-    // instead of on the last ones measured.
+    // prefill, plus a plain cache that never evicts. All are filled first, then measured in
+    // turns (round r decodes `n` tokens in each), and each reports its median round: a machine
+    // that slows down over a long run then weighs on every depth alike instead of on the last
+    // ones measured, and one slow or fast round (a 2-core machine swings by 10%) moves nothing.
     let cfg = CacheConfig {
         sinks: 4,
         window: 1020,
         evict_step: 1,
     };
-    let stream = tokens(*depths.iter().max().unwrap_or(&0), vocab);
+    let stream = tokens((*depths.iter().max().unwrap_or(&0)).max(4096 + 200), vocab);
     let started = Instant::now();
     let mut caches = Vec::new();
     for &d in depths {
@@ -240,8 +266,10 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
             "filled to {d} tokens ({:.0}s so far)",
             started.elapsed().as_secs_f64()
         );
-        caches.push((d.to_string(), cache));
+        caches.push((d.to_string(), Some(cache)));
     }
+    // The plain cache is refilled before each of its rounds so that it holds 1024 tokens on
+    // average while it is measured (1024 - n/2 up to 1024 + n/2 + 1), as the streaming ones do.
     let mut plain = SinkCache::new(
         model.spec(),
         CacheConfig {
@@ -251,31 +279,63 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
         },
         &dev,
     )?;
-    // It holds between 828 and 1023 tokens over the rounds below.
-    model.prefill(
-        &stream[..1024 - ROUNDS * (n + 1) - 1],
-        &mut plain,
-        256,
-        |_| {},
-    )?;
-    caches.push(("plain".to_string(), plain));
-    let mut best = vec![f64::INFINITY; caches.len()];
+    let plain_fill = &stream[..1024 - n / 2];
+    caches.push(("plain".to_string(), None));
+    let mut rounds = vec![Vec::with_capacity(ROUNDS); caches.len()];
     for round in 0..ROUNDS {
-        for ((name, cache), b) in caches.iter_mut().zip(best.iter_mut()) {
-            let ms = decode_once(&model, cache, n)?;
-            *b = b.min(ms);
+        for ((name, cache), r) in caches.iter_mut().zip(rounds.iter_mut()) {
+            let ms = match cache {
+                Some(c) => decode_once(&model, c, n)?,
+                None => {
+                    plain.clear();
+                    model.prefill(plain_fill, &mut plain, 256, |_| {})?;
+                    decode_once(&model, &mut plain, n)?
+                }
+            };
+            r.push(ms);
             eprintln!("round {round}, {name}: {ms:.2} ms/token");
         }
     }
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     let mut at_depth = serde_json::Map::new();
-    for ((name, _), b) in caches.iter().zip(&best) {
+    let mut best_at_depth = serde_json::Map::new();
+    let mut all_rounds = serde_json::Map::new();
+    for ((name, _), r) in caches.iter().zip(&rounds) {
         if name != "plain" {
-            at_depth.insert(name.clone(), json!((b * 100.0).round() / 100.0));
+            at_depth.insert(name.clone(), json!(round2(median(r))));
+            best_at_depth.insert(
+                name.clone(),
+                json!(round2(r.iter().copied().fold(f64::INFINITY, f64::min))),
+            );
+        }
+        all_rounds.insert(
+            name.clone(),
+            json!(r.iter().map(|&x| round2(x)).collect::<Vec<_>>()),
+        );
+    }
+    // The machine's speed drifts over seconds (rounds of one cache swing by 10-20% here), and
+    // all caches drift together: the ratio of two caches measured in the same round cancels
+    // that, so these medians of per-round ratios are the figures to judge the goals by.
+    let plain_rounds = rounds.last().expect("plain cache");
+    let first_rounds = &rounds[0];
+    let paired = |a: &[f64], b: &[f64]| {
+        let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+        (median(&r) * 1000.0).round() / 1000.0
+    };
+    let mut ratios = serde_json::Map::new();
+    for ((name, _), r) in caches.iter().zip(&rounds) {
+        if name != "plain" {
+            ratios.insert(
+                format!("{name}/{}", caches[0].0),
+                json!(paired(r, first_rounds)),
+            );
+            ratios.insert(format!("{name}/plain"), json!(paired(r, plain_rounds)));
         }
     }
-    let plain_ms = *best.last().expect("plain cache");
-    let cache_device = caches[0].1.stats().device;
+    let plain_ms = median(plain_rounds);
+    let cache_device = plain.stats().device;
     drop(caches);
+    drop(plain);
     // Sliding window with re-computation and streaming, at windows 1024 and 4096.
     let mut recompute = serde_json::Map::new();
     let mut streaming = serde_json::Map::new();
@@ -320,9 +380,15 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
             "threads": threads(),
             "device": device_name(&dev),
             "cache_device": cache_device,
+            "attention": std::env::var("SINKCHAT_ATTENTION").unwrap_or_else(|_| "sinkchat".into()),
             "rounds": ROUNDS,
+            "tokens_per_round": n,
+            "statistic": "median of the rounds",
             "cache": {"sinks": 4, "window": 1020},
             "ms_per_token": at_depth,
+            "best_round_ms_per_token": best_at_depth,
+            "round_ms_per_token": all_rounds,
+            "paired_ratio_medians": ratios,
             "plain_cache_ms_per_token": (plain_ms * 100.0).round() / 100.0,
             "recompute_ms_per_token": recompute,
             "streaming_ms_per_token": streaming,
