@@ -24,8 +24,7 @@ pub struct ModelSummary {
     pub file_bytes: u64,
     /// K and V bytes per cached token in f32 (the engine's cache format).
     pub kv_bytes_per_token: u64,
-    /// Rough memory to run it: weights (Q4_0, and Q4_1 on CPUs without AVX2, are widened to
-    /// Q8_0) plus a 2,048-token cache.
+    /// Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache.
     pub memory_bytes: u64,
 }
 
@@ -84,14 +83,9 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
             Some((_, b)) => *b += bytes,
             None => bytes_by_type.push((info.ggml_dtype, bytes)),
         }
-        // What the CPU holds after loading (see `model::CpuWeights::Native`): Q4_1 as stored
-        // where our kernel runs, else widened to Q8_0 (34 bytes per 32), like Q4_0.
-        let widened = match info.ggml_dtype {
-            GgmlDType::Q4_0 => true,
-            GgmlDType::Q4_1 => !crate::qmatmul::available(),
-            _ => false,
-        };
-        weight_bytes_cpu += if widened { elems / 32 * 34 } else { bytes };
+        // What the CPU holds after loading (see `model::CpuWeights::Native`): every matrix as
+        // stored.
+        weight_bytes_cpu += bytes;
     }
     // The engine dequantizes embeddings and norms to f32.
     weight_bytes_cpu += (spec.vocab_size * spec.embedding_length * 4) as u64;

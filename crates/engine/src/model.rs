@@ -20,9 +20,11 @@ use crate::{Error, Result};
 /// kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuWeights {
-    /// The default: weights as the file stores them; Q4_1 through SinkChat's AVX2 kernel
-    /// ([`crate::qmatmul`]), which is lossless. Where the CPU lacks AVX2, Q4_1 is rewritten as
-    /// Q8_0 (candle's Q4_1 kernel is scalar), and Q4_0 is, as before, rewritten as Q8_0.
+    /// The default: weights exactly as the file stores them, nothing converted; Q4_1 through
+    /// SinkChat's AVX2 kernel ([`crate::qmatmul`]), everything else (and Q4_1 on a CPU without
+    /// AVX2, slowly: candle's Q4_1 kernel is scalar) through candle's. Converting at load would
+    /// change the model: Q4_1 rewritten as Q8_0 moved perplexity on Emma by +0.52%
+    /// (`docs/bench/kernels-perplexity.json`), more than the 0.5% this project allows.
     #[default]
     Native,
     /// Every weight as stored, through candle's own kernels (the reference).
@@ -486,8 +488,6 @@ impl Loader<'_> {
         for t in ts {
             let rewrite = match (self.cpu_weights, t.dtype()) {
                 (Some(CpuWeights::Q8_0), GgmlDType::Q4_0 | GgmlDType::Q4_1) => true,
-                (Some(CpuWeights::Native), GgmlDType::Q4_0) => true,
-                (Some(CpuWeights::Native), GgmlDType::Q4_1) => !native_q4_1,
                 _ => false,
             };
             let t = if rewrite {

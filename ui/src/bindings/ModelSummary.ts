@@ -21,7 +21,6 @@ parameters: number, trained_context: number, file_bytes: number,
  */
 kv_bytes_per_token: number, 
 /**
- * Rough memory to run it: weights (Q4_0, and Q4_1 on CPUs without AVX2, are widened to
- * Q8_0) plus a 2,048-token cache.
+ * Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache.
  */
 memory_bytes: number, };
