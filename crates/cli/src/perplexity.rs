@@ -405,7 +405,8 @@ fn plot(
 ) -> String {
     let span = 4096usize;
     let (w, h, l, r, t, b) = (900.0, 480.0, 70.0, 20.0, 40.0, 50.0);
-    let curves: Vec<(&str, &str, Vec<(f64, f64)>)> = series
+    type Curve<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+    let curves: Vec<Curve> = series
         .iter()
         .map(|(name, color, run)| {
             let pts: Vec<(usize, f64)> = run

@@ -88,7 +88,7 @@ async fn fill(
                 })
                 .collect();
             written += 1;
-            if written % 10_000 == 0 {
+            if written.is_multiple_of(10_000) {
                 text.push("quokka");
             }
             sqlx::query(

@@ -108,6 +108,9 @@ impl Cancel {
 
 type Callback = Box<dyn FnMut(EngineEvent) + Send>;
 
+/// Tokens still to feed, and the message they belong to (`None`: the opening, template text).
+type PendingTokens = (Vec<u32>, Option<i64>);
+
 enum Command {
     Generate(Box<GenerateRequest>, Cancel, Callback),
     Forget(i64),
@@ -460,10 +463,7 @@ impl Worker {
 
     /// Makes sure the conversation has a live cache matching the request, rebuilding it from
     /// the transcript's tail if needed. Returns the tokens still to feed before the user turn.
-    fn prepare(
-        &mut self,
-        req: &GenerateRequest,
-    ) -> Result<(MemorySource, Vec<(Vec<u32>, Option<i64>)>)> {
+    fn prepare(&mut self, req: &GenerateRequest) -> Result<(MemorySource, Vec<PendingTokens>)> {
         // A live cache is only reused when it saw exactly the transcript the request continues:
         // after a regenerate or an edit the transcript's tail differs and the cache is rebuilt.
         let last_in_transcript = req.history.last().map(|t| t.message_id);
@@ -524,7 +524,7 @@ impl Worker {
         // Rebuild from the transcript's tail: the turns that fit in three quarters of the
         // window, so the new turn and the reply still have room.
         let budget = config.window * 3 / 4;
-        let mut tail: Vec<(Vec<u32>, Option<i64>)> = Vec::new();
+        let mut tail: Vec<PendingTokens> = Vec::new();
         let mut used = 0;
         let turns: Vec<&Turn> = req
             .history

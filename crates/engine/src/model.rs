@@ -486,10 +486,9 @@ impl Loader<'_> {
         }
         let mut out = Vec::with_capacity(ts.len());
         for t in ts {
-            let rewrite = match (self.cpu_weights, t.dtype()) {
-                (Some(CpuWeights::Q8_0), GgmlDType::Q4_0 | GgmlDType::Q4_1) => true,
-                _ => false,
-            };
+            // Only when asked for (`CpuWeights::Q8_0`, for comparisons): see `Native`.
+            let rewrite = self.cpu_weights == Some(CpuWeights::Q8_0)
+                && matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1);
             let t = if rewrite {
                 QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::Q8_0)?
             } else {

@@ -80,12 +80,10 @@ fn compare(
     let mut worst = rel_err(&ours, &theirs);
     let top = |t: &Tensor| t.argmax(0).unwrap().to_scalar::<u32>().unwrap();
     let mut agree = top(&ours) == top(&theirs);
-    let mut pos = prompt.len();
-    for _ in 0..steps {
+    for pos in prompt.len()..prompt.len() + steps {
         let next = ours.argmax(0).unwrap().to_scalar::<u32>().unwrap();
         ours = model.forward(&[next], &mut cache, Logits::Last).unwrap();
         theirs = reference.forward(&[next], pos);
-        pos += 1;
         worst = worst.max(rel_err(&ours, &theirs));
         agree &= top(&ours) == top(&theirs);
     }
