@@ -395,3 +395,78 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
         }),
     )
 }
+
+/// Throughput of SinkChat's quantized matmul kernels against candle's, per weight format, for
+/// one decode step (1 token) and one prompt chunk (`prompt` tokens), in GMAC/s: the figures
+/// behind the decode and prompt speeds, without the rest of the forward pass.
+pub fn kernels(prompt: usize, out: Option<PathBuf>) -> Result<()> {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Module, Tensor};
+    use sinkchat_engine::qmatmul::{QGroup, QMatrix};
+    use std::sync::Arc;
+    let formats = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ];
+    // A feed-forward matrix of a 0.5B model (896 -> 4864); 1024 columns for the K-quants,
+    // whose rows must be whole super-blocks of 256.
+    let rows = 4864;
+    let mut results = Vec::new();
+    for dtype in formats {
+        let cols = if dtype.block_size() == 256 { 1024 } else { 896 };
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu)?;
+        let qt = QTensor::quantize(&w, dtype)?;
+        let ours = QGroup::new(vec![Arc::new(QMatrix::from_qtensor(&qt)?)])?;
+        let theirs = QMatMul::from_qtensor(qt)?;
+        let mut row = serde_json::Map::new();
+        row.insert("format".into(), json!(format!("{dtype:?}")));
+        for (label, n) in [("decode", 1usize), ("prompt", prompt)] {
+            let x = Tensor::randn(0f32, 1.0, (1, n, cols), &Device::Cpu)?;
+            let macs = (rows * cols * n) as f64;
+            let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+                f()?;
+                let reps = (2e9 / macs).ceil().clamp(1.0, 2000.0) as usize;
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        f()?;
+                    }
+                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                Ok(macs / best / 1e9)
+            };
+            let ours_g = time(&|| {
+                ours.forward(&x)?;
+                Ok(())
+            })?;
+            let theirs_g = time(&|| {
+                theirs.forward(&x)?;
+                Ok(())
+            })?;
+            eprintln!(
+                "{dtype:?} {label:>6} ({n} tokens): sinkchat {ours_g:6.2} GMAC/s, candle {theirs_g:6.2} GMAC/s ({:.2}x)",
+                ours_g / theirs_g
+            );
+            row.insert(
+                format!("sinkchat_{label}_gmac_per_s"),
+                json!((ours_g * 100.0).round() / 100.0),
+            );
+            row.insert(
+                format!("candle_{label}_gmac_per_s"),
+                json!((theirs_g * 100.0).round() / 100.0),
+            );
+        }
+        results.push(serde_json::Value::Object(row));
+    }
+    write_json(
+        out,
+        json!({ "threads": threads(), "rows": rows, "prompt_tokens": prompt, "formats": results }),
+    )
+}

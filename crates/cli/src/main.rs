@@ -3,6 +3,7 @@
 //! ```text
 //! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--device cpu|gpu]
 //!                       [--llamacpp PATH/llama-bench] [--out docs/bench/decode.json]
+//! sinkchat bench kernels [--prompt-tokens 512] [--out docs/bench/kernels.json]
 //! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--device cpu|gpu]
 //!                       [--out docs/bench/flat.json]
 //! sinkchat bench store  [--conversations 10000] [--messages 1000000] [--db-dir target/bench-store]
@@ -64,7 +65,7 @@ fn main() -> Result<()> {
             Ok(())
         });
     }
-    let report = args.get(1).map(String::as_str) == Some("report");
+    let report = matches!(args.get(1).map(String::as_str), Some("report" | "kernels"));
     if !report {
         sinkchat_hub::check_model(&model).context("checking the model")?;
     }
@@ -82,6 +83,13 @@ fn main() -> Result<()> {
             flag("--llamacpp").map(std::path::PathBuf::from),
             flag("--out").map(std::path::PathBuf::from),
             bench::device(flag("--device").as_deref())?,
+        ),
+        (Some("bench"), Some("kernels")) => bench::kernels(
+            flag("--prompt-tokens")
+                .map(|v| v.parse())
+                .transpose()?
+                .unwrap_or(512),
+            flag("--out").map(std::path::PathBuf::from),
         ),
         (Some("bench"), Some("flat")) => {
             let depths = flag("--depths").unwrap_or_else(|| "2000,20000,200000".into());

@@ -11,7 +11,7 @@ use candle_core::{Device, Module, Tensor, D};
 
 use crate::attend::{DecodeAttention, QueryRope};
 use crate::cache::{SinkCache, WritePlan};
-use crate::qmatmul::{self, Q4_1Group, Q4_1Matrix};
+use crate::qmatmul::{self, QGroup, QMatrix};
 use crate::rope;
 use crate::spec::ModelSpec;
 use crate::{Error, Result};
@@ -20,9 +20,10 @@ use crate::{Error, Result};
 /// kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuWeights {
-    /// The default: weights exactly as the file stores them, nothing converted; Q4_1 through
-    /// SinkChat's AVX2 kernel ([`crate::qmatmul`]), everything else (and Q4_1 on a CPU without
-    /// AVX2, slowly: candle's Q4_1 kernel is scalar) through candle's. Converting at load would
+    /// The default: weights exactly as the file stores them, nothing converted; Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K through SinkChat's AVX2 kernels
+    /// ([`crate::qmatmul`]), anything else (and everything on a CPU without AVX2, slowly for
+    /// Q4_1 and Q5_0, whose candle kernels are scalar) through candle's. Converting at load would
     /// change the model: Q4_1 rewritten as Q8_0 moved perplexity on Emma by +0.52%
     /// (`docs/bench/kernels-perplexity.json`), more than the 0.5% this project allows.
     #[default]
@@ -43,8 +44,9 @@ pub struct LoadOptions {
 /// Matrices that read the same input, run as one product where the kernel allows.
 #[derive(Debug)]
 enum Proj {
-    /// All Q4_1 on the CPU: one op, the input quantized once, one parallel region.
-    Fused(Q4_1Group),
+    /// Formats our kernels run, on the CPU: one op, the input quantized once per kind of
+    /// activation block, one parallel region.
+    Fused(QGroup),
     /// Anything else, one candle matmul each.
     Each(Vec<QMatMul>),
 }
@@ -473,16 +475,16 @@ impl Loader<'_> {
         let counts = !names
             .iter()
             .any(|n| *n == "output.weight" || *n == "token_embd.weight");
-        let native_q4_1 = self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available();
-        if native_q4_1 && ts.iter().all(|t| t.dtype() == GgmlDType::Q4_1) {
+        let native = self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available();
+        if native && ts.iter().all(|t| qmatmul::Format::of(t.dtype()).is_some()) {
             if counts {
-                self.weight_dtype.get_or_insert(GgmlDType::Q4_1);
+                self.weight_dtype.get_or_insert(ts[0].dtype());
             }
             let mats = ts
                 .iter()
-                .map(|t| Ok(Arc::new(Q4_1Matrix::from_qtensor(t)?)))
+                .map(|t| Ok(Arc::new(QMatrix::from_qtensor(t)?)))
                 .collect::<Result<Vec<_>>>()?;
-            return Ok(Proj::Fused(Q4_1Group::new(mats)?));
+            return Ok(Proj::Fused(QGroup::new(mats)?));
         }
         let mut out = Vec::with_capacity(ts.len());
         for t in ts {

@@ -1,0 +1,578 @@
+//! Quantized matrix products on the CPU with AVX2, as a candle custom op: every weight format
+//! that the GGUF files people download carry (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
+//!
+//! Why: candle's CPU kernels are a dot product per (row, token) pair: a prompt re-reads and
+//! re-unpacks every weight block once per token, and some formats have no SIMD kernel at all
+//! (Q4_1 and Q5_0, the fallback type of Q4_K_M files for rows that are not a multiple of 256,
+//! are scalar). These kernels run the weights exactly as the file stores them (the blocks are
+//! copied, not converted, so nothing about the model changes) in tiles of 4 rows by 2 tokens:
+//! each weight block is unpacked once per tile and used for both tokens.
+//!
+//! The arithmetic is ggml's (`ggml_vec_dot_*`), which candle's reference follows too: each
+//! activation row is quantized to 8 bits the way ggml quantizes it for that weight type (see
+//! [`act`]), and a block's product is an exact integer sum times the two scales. Several
+//! matrices that read the same input (Q, K, V; gate, up) run as one op, even when their
+//! formats differ (Q4_K_M files mix Q4_K and Q6_K): the input is quantized once per kind of
+//! activation block, and the threads split all their rows in one parallel region on candle's
+//! own persistent thread pool, so there is one wake-up per group, not per matrix.
+
+mod act;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use crate::{Error, Result};
+use act::{Act256, Act32};
+
+fn internal(msg: String) -> Error {
+    Error::Compute(candle_core::Error::Msg(msg))
+}
+
+/// A weight format these kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+/// Which activation blocks a format's dot product reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActKind {
+    Q8_0,
+    Q8_1,
+    Q8K,
+}
+
+impl Format {
+    /// The format of a GGUF tensor type, if these kernels run it.
+    pub fn of(dtype: GgmlDType) -> Option<Self> {
+        Some(match dtype {
+            GgmlDType::Q4_0 => Self::Q4_0,
+            GgmlDType::Q4_1 => Self::Q4_1,
+            GgmlDType::Q5_0 => Self::Q5_0,
+            GgmlDType::Q5_1 => Self::Q5_1,
+            GgmlDType::Q8_0 => Self::Q8_0,
+            GgmlDType::Q4K => Self::Q4K,
+            GgmlDType::Q5K => Self::Q5K,
+            GgmlDType::Q6K => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Values per block.
+    fn block_len(self) -> usize {
+        match self {
+            Self::Q4K | Self::Q5K | Self::Q6K => 256,
+            _ => 32,
+        }
+    }
+
+    /// Bytes per block, as GGUF stores them.
+    fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
+        }
+    }
+
+    fn act(self) -> ActKind {
+        match self {
+            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => ActKind::Q8_0,
+            Self::Q4_1 | Self::Q5_1 => ActKind::Q8_1,
+            Self::Q4K | Self::Q5K | Self::Q6K => ActKind::Q8K,
+        }
+    }
+}
+
+/// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major.
+#[derive(Debug)]
+pub struct QMatrix {
+    format: Format,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Copies the blocks of a tensor of shape `(rows, cols)` in one of the [`Format`]s.
+    pub fn from_qtensor(t: &QTensor) -> Result<Self> {
+        let Some(format) = Format::of(t.dtype()) else {
+            return Err(internal(format!(
+                "the quantized kernels do not run {:?} tensors",
+                t.dtype()
+            )));
+        };
+        let (rows, cols) = t.shape().dims2()?;
+        if cols % format.block_len() != 0 {
+            return Err(internal(format!(
+                "a {format:?} matrix of {cols} columns is not whole blocks"
+            )));
+        }
+        let bytes = t.data()?.into_owned();
+        let want = rows
+            .checked_mul(cols / format.block_len())
+            .and_then(|b| b.checked_mul(format.block_bytes()));
+        if want != Some(bytes.len()) {
+            return Err(internal(format!(
+                "a {format:?} matrix of {rows}x{cols} holds {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / self.format.block_len() * self.format.block_bytes()
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.bytes[r * n..(r + 1) * n]
+    }
+}
+
+/// Whether this CPU has AVX512-VNNI with VL (the `vpdpbusd` variants; checked once).
+/// `SINKCHAT_NO_VNNI=1` turns them off, to measure or test the AVX2 path on such a CPU.
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            std::env::var("SINKCHAT_NO_VNNI").as_deref() != Ok("1")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the kernels (AVX2, FMA and F16C; checked once).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The input rows quantized once for each kind of block a group's formats read.
+#[derive(Default)]
+struct Acts {
+    q8_0: Vec<Act32>,
+    q8_1: Vec<Act32>,
+    q8k: Vec<Act256>,
+}
+
+impl Acts {
+    fn new(x: &[f32], cols: usize, kinds: &[ActKind]) -> Self {
+        let n = x.len() / cols;
+        let mut acts = Acts::default();
+        if kinds.contains(&ActKind::Q8_0) {
+            acts.q8_0 = vec![Act32::default(); n * cols / 32];
+            for (xr, ar) in x
+                .chunks_exact(cols)
+                .zip(acts.q8_0.chunks_exact_mut(cols / 32))
+            {
+                act::quantize_q8_0(xr, ar);
+            }
+        }
+        if kinds.contains(&ActKind::Q8_1) {
+            acts.q8_1 = vec![Act32::default(); n * cols / 32];
+            for (xr, ar) in x
+                .chunks_exact(cols)
+                .zip(acts.q8_1.chunks_exact_mut(cols / 32))
+            {
+                act::quantize_q8_1(xr, ar);
+            }
+        }
+        if kinds.contains(&ActKind::Q8K) {
+            acts.q8k = vec![Act256::default(); n * cols / 256];
+            for (xr, ar) in x
+                .chunks_exact(cols)
+                .zip(acts.q8k.chunks_exact_mut(cols / 256))
+            {
+                act::quantize_q8_k(xr, ar);
+            }
+        }
+        acts
+    }
+}
+
+/// Where one work item writes: `out[t * ld + col0 + r]`.
+#[derive(Clone, Copy)]
+struct Dst {
+    out: *mut f32,
+    ld: usize,
+    col0: usize,
+}
+
+impl Dst {
+    /// # Safety
+    /// The element must be inside the output and owned by the calling work item.
+    unsafe fn put(self, t: usize, r: usize, v: f32) {
+        // SAFETY: as the caller guarantees.
+        unsafe { *self.out.add(t * self.ld + self.col0 + r) = v }
+    }
+}
+
+/// A tile kernel for one activation block type, so one scheduler serves every format.
+trait Tiles {
+    type A;
+    /// # Safety
+    /// The CPU has AVX2/FMA/F16C; every pointer addresses `nb` blocks.
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: [*const u8; R],
+        a: [*const Self::A; T],
+        nb: usize,
+    ) -> [[f32; T]; R];
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use super::avx2;
+    use super::{Act256, Act32, Tiles};
+
+    pub(super) struct Legacy<const K: u8, const VNNI: bool>;
+    pub(super) struct K45<const Q5: bool>;
+    pub(super) struct K6;
+
+    impl<const K: u8, const VNNI: bool> Tiles for Legacy<K, VNNI> {
+        type A = Act32;
+        unsafe fn tile<const R: usize, const T: usize>(
+            w: [*const u8; R],
+            a: [*const Act32; T],
+            nb: usize,
+        ) -> [[f32; T]; R] {
+            // SAFETY: forwarded from the caller (VNNI only where `vnni()` said so).
+            unsafe {
+                if VNNI {
+                    avx2::tile32_vnni::<K, R, T>(w, a, nb)
+                } else {
+                    avx2::tile32::<K, R, T>(w, a, nb)
+                }
+            }
+        }
+    }
+
+    impl<const Q5: bool> Tiles for K45<Q5> {
+        type A = Act256;
+        unsafe fn tile<const R: usize, const T: usize>(
+            w: [*const u8; R],
+            a: [*const Act256; T],
+            nb: usize,
+        ) -> [[f32; T]; R] {
+            // SAFETY: forwarded from the caller.
+            unsafe { avx2::tile_k45::<Q5, R, T>(w, a, nb) }
+        }
+    }
+
+    impl Tiles for K6 {
+        type A = Act256;
+        unsafe fn tile<const R: usize, const T: usize>(
+            w: [*const u8; R],
+            a: [*const Act256; T],
+            nb: usize,
+        ) -> [[f32; T]; R] {
+            // SAFETY: forwarded from the caller.
+            unsafe { avx2::tile_q6k::<R, T>(w, a, nb) }
+        }
+    }
+}
+
+/// Rows `rows` of `m` for tokens `tokens` in tiles of 4 rows by 4 tokens (and their tails).
+///
+/// # Safety
+/// AVX2/FMA/F16C; `acts` holds `nb` blocks per token; `dst` as in [`Dst::put`].
+unsafe fn run_tiles<K: Tiles>(
+    m: &QMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &[K::A],
+    tokens: std::ops::Range<usize>,
+    dst: Dst,
+) {
+    let nb = m.cols / m.format.block_len();
+    let act = |t: usize| acts[t * nb..].as_ptr();
+    let w = |r: usize| m.row(r).as_ptr();
+    // SAFETY (every call and write below): as the caller guarantees.
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        let ws = [w(r), w(r + 1), w(r + 2), w(r + 3)];
+        let mut t = tokens.start;
+        while t + 4 <= tokens.end {
+            let v =
+                unsafe { K::tile::<4, 4>(ws, [act(t), act(t + 1), act(t + 2), act(t + 3)], nb) };
+            for (i, row) in v.iter().enumerate() {
+                for (j, &x) in row.iter().enumerate() {
+                    unsafe { dst.put(t + j, r + i, x) };
+                }
+            }
+            t += 4;
+        }
+        if t + 2 <= tokens.end {
+            let v = unsafe { K::tile::<4, 2>(ws, [act(t), act(t + 1)], nb) };
+            for (i, row) in v.iter().enumerate() {
+                unsafe {
+                    dst.put(t, r + i, row[0]);
+                    dst.put(t + 1, r + i, row[1]);
+                }
+            }
+            t += 2;
+        }
+        if t < tokens.end {
+            let v = unsafe { K::tile::<4, 1>(ws, [act(t)], nb) };
+            for (i, row) in v.iter().enumerate() {
+                unsafe { dst.put(t, r + i, row[0]) };
+            }
+        }
+        r += 4;
+    }
+    for r in r..rows.end {
+        for t in tokens.clone() {
+            let v = unsafe { K::tile::<1, 1>([w(r)], [act(t)], nb) };
+            unsafe { dst.put(t, r, v[0][0]) };
+        }
+    }
+}
+
+/// One work item: rows of one matrix for a range of tokens.
+///
+/// # Safety
+/// `dst` as in [`Dst::put`]; `acts` quantized for this matrix's format.
+unsafe fn run_rows(
+    m: &QMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &Acts,
+    tokens: std::ops::Range<usize>,
+    dst: Dst,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        use tiles::{Legacy, K45, K6};
+        use Format as F;
+        // SAFETY: AVX2/FMA/F16C checked (and VNNI where chosen); the rest as the caller
+        // guarantees.
+        unsafe {
+            let (q8_0, q8_1, q8k) = (&acts.q8_0, &acts.q8_1, &acts.q8k);
+            match (m.format, vnni()) {
+                (F::Q4_0, false) => {
+                    run_tiles::<Legacy<{ avx2::Q4_0 }, false>>(m, rows, q8_0, tokens, dst)
+                }
+                (F::Q4_0, true) => {
+                    run_tiles::<Legacy<{ avx2::Q4_0 }, true>>(m, rows, q8_0, tokens, dst)
+                }
+                (F::Q4_1, false) => {
+                    run_tiles::<Legacy<{ avx2::Q4_1 }, false>>(m, rows, q8_1, tokens, dst)
+                }
+                (F::Q4_1, true) => {
+                    run_tiles::<Legacy<{ avx2::Q4_1 }, true>>(m, rows, q8_1, tokens, dst)
+                }
+                (F::Q5_0, false) => {
+                    run_tiles::<Legacy<{ avx2::Q5_0 }, false>>(m, rows, q8_0, tokens, dst)
+                }
+                (F::Q5_0, true) => {
+                    run_tiles::<Legacy<{ avx2::Q5_0 }, true>>(m, rows, q8_0, tokens, dst)
+                }
+                (F::Q5_1, false) => {
+                    run_tiles::<Legacy<{ avx2::Q5_1 }, false>>(m, rows, q8_1, tokens, dst)
+                }
+                (F::Q5_1, true) => {
+                    run_tiles::<Legacy<{ avx2::Q5_1 }, true>>(m, rows, q8_1, tokens, dst)
+                }
+                (F::Q8_0, false) => {
+                    run_tiles::<Legacy<{ avx2::Q8_0 }, false>>(m, rows, q8_0, tokens, dst)
+                }
+                (F::Q8_0, true) => {
+                    run_tiles::<Legacy<{ avx2::Q8_0 }, true>>(m, rows, q8_0, tokens, dst)
+                }
+                (F::Q4K, _) => run_tiles::<K45<false>>(m, rows, q8k, tokens, dst),
+                (F::Q5K, _) => run_tiles::<K45<true>>(m, rows, q8k, tokens, dst),
+                (F::Q6K, _) => run_tiles::<K6>(m, rows, q8k, tokens, dst),
+            }
+        }
+        return;
+    }
+    for r in rows {
+        for t in tokens.clone() {
+            let v = scalar_dot(m, r, acts, t);
+            // SAFETY: as the caller guarantees.
+            unsafe { dst.put(t, r, v) };
+        }
+    }
+}
+
+/// The reference product of row `r` and token `t` (no SIMD).
+fn scalar_dot(m: &QMatrix, r: usize, acts: &Acts, t: usize) -> f32 {
+    let nb = m.cols / m.format.block_len();
+    match m.format.act() {
+        ActKind::Q8_0 => act::dot_32(m.format, m.row(r), &acts.q8_0[t * nb..(t + 1) * nb]),
+        ActKind::Q8_1 => act::dot_32(m.format, m.row(r), &acts.q8_1[t * nb..(t + 1) * nb]),
+        ActKind::Q8K => act::dot_256(m.format, m.row(r), &acts.q8k[t * nb..(t + 1) * nb]),
+    }
+}
+
+/// Tokens handled together inside one work item, so a thread's weight rows and the
+/// activations they meet both stay in cache during a prompt.
+const TOKEN_BLOCK: usize = 64;
+/// Rows per work item (a multiple of the 4-row tile).
+const ROW_BLOCK: usize = 16;
+
+/// `x @ W^T` for every matrix of a group that reads the same input, outputs side by side.
+#[derive(Debug, Clone)]
+pub struct QGroup {
+    mats: Vec<Arc<QMatrix>>,
+}
+
+impl QGroup {
+    pub fn new(mats: Vec<Arc<QMatrix>>) -> Result<Self> {
+        let Some(first) = mats.first() else {
+            return Err(internal("an empty group of matrices".into()));
+        };
+        if mats.iter().any(|m| m.cols != first.cols) {
+            return Err(internal(
+                "matrices of one group must read the same input width".into(),
+            ));
+        }
+        Ok(Self { mats })
+    }
+
+    /// Output widths, in order.
+    pub fn widths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.mats.iter().map(|m| m.rows)
+    }
+
+    /// Runs the group on `x` of shape `(..., cols)` and returns `(..., Σ rows)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
+    }
+
+    /// The product on plain slices: `x` holds `n` rows of `cols`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let cols = self.mats[0].cols;
+        let kinds: Vec<ActKind> = self.mats.iter().map(|m| m.format.act()).collect();
+        let acts = Acts::new(&x[..n * cols], cols, &kinds);
+        let ld: usize = self.widths().sum();
+        let mut out = vec![0f32; n * ld];
+        // Work items: (matrix, first output column, row block, token block).
+        let mut items = Vec::new();
+        let mut col0 = 0;
+        for m in &self.mats {
+            for r in (0..m.rows).step_by(ROW_BLOCK) {
+                for t in (0..n).step_by(TOKEN_BLOCK) {
+                    items.push((
+                        m.as_ref(),
+                        col0,
+                        r..(r + ROW_BLOCK).min(m.rows),
+                        t..(t + TOKEN_BLOCK).min(n),
+                    ));
+                }
+            }
+            col0 += m.rows;
+        }
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let (acts, items) = (&acts, &items);
+        let run = |range: std::ops::Range<usize>| {
+            let p = out_ptr;
+            for (m, col0, rows, toks) in &items[range] {
+                let dst = Dst {
+                    out: p.0,
+                    ld,
+                    col0: *col0,
+                };
+                // SAFETY: `out` outlives the parallel region, and the items cover disjoint
+                // (token, column) elements, each item run by exactly one thread.
+                unsafe { run_rows(m, rows.clone(), acts, toks.clone(), dst) };
+            }
+        };
+        if items.len() == 1 {
+            run(0..1);
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(items.len(), run);
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only written at disjoint places by the pool's threads while the
+// owning Vec is alive (see `matmul`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl CustomOp1 for QGroup {
+    fn name(&self) -> &'static str {
+        "sinkchat-qmatmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("the quantized matmul takes f32 input");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("the quantized matmul takes contiguous input");
+        };
+        let dims = layout.shape().dims();
+        let cols = self.mats[0].cols;
+        if dims.last() != Some(&cols) {
+            candle_core::bail!("the quantized matmul expects {cols} inputs, got shape {dims:?}");
+        }
+        let x = &data[start..end];
+        let n = x.len() / cols;
+        let out = self.matmul(x, n);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("non-empty") = self.widths().sum();
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}

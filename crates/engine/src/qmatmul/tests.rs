@@ -1,0 +1,234 @@
+//! Every format's kernel against candle's own quantized matmul, against dequantize-then-matmul
+//! on the same 8-bit activations, and against the scalar reference; decode and prompt shapes,
+//! odd row counts, and the tails of the 4x2 tiles.
+
+use super::*;
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Module};
+
+const ALL: [GgmlDType; 8] = [
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    // A small LCG: reproducible values in [-1, 1) with some large outliers.
+    let mut s = seed;
+    (0..n)
+        .map(|i| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0;
+            if i % 97 == 0 {
+                v * 8.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn quantized(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> QTensor {
+    let w = Tensor::from_vec(random(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap();
+    QTensor::quantize(&w, dtype).unwrap()
+}
+
+fn group(qt: &QTensor) -> QGroup {
+    QGroup::new(vec![Arc::new(QMatrix::from_qtensor(qt).unwrap())]).unwrap()
+}
+
+/// The largest difference, and the output's scale (its largest magnitude).
+fn worst(got: &[f32], want: &[f32]) -> (f32, f32) {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    (worst, scale)
+}
+
+/// Shapes (rows, cols, tokens) for a format: decode (1 token), short and long prompts (past
+/// the 64-token work item), row counts that leave 1-3 rows after the 4-row tiles.
+fn shapes(dtype: GgmlDType) -> Vec<(usize, usize, usize)> {
+    let k = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K);
+    // (candle's Q5_0/Q5_1/Q4_1 references assert an even number of blocks per row.)
+    let (c1, c2) = if k { (512, 1536) } else { (576, 128) };
+    vec![
+        (67, c1, 1),
+        (67, c1, 5),
+        (9, c2, 3),
+        (33, c2, 130),
+        (6, c1, 2),
+    ]
+}
+
+/// Each kernel equals candle's own quantized matmul (`QMatMul`, which quantizes the input the
+/// same way and runs ggml's dot products) to 1e-5 of the output's scale.
+#[test]
+fn every_format_matches_candles_quantized_matmul() {
+    for dtype in ALL {
+        for (rows, cols, n) in shapes(dtype) {
+            let qt = quantized(dtype, rows, cols, rows as u64 * 31 + cols as u64);
+            let ours = group(&qt);
+            let x = Tensor::from_vec(random(n * cols, 7 + n as u64), (1, n, cols), &Device::Cpu)
+                .unwrap();
+            let got = ours.forward(&x).unwrap();
+            assert_eq!(got.dims(), &[1, n, rows]);
+            let want = QMatMul::from_qtensor(qt).unwrap().forward(&x).unwrap();
+            let (got, want) = (
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let (w, s) = worst(&got, &want);
+            assert!(
+                w <= 1e-5 * s,
+                "{dtype:?} {rows}x{cols}, {n} tokens: off by {w} (scale {s})"
+            );
+        }
+    }
+}
+
+/// Each kernel equals dequantize-then-matmul (candle's dequantizer for the weights, products
+/// summed in f64) on the 8-bit activations it multiplies, to 1e-5 of the output's scale: the
+/// check that the blocks are decoded right, independent of candle's dot products and of its
+/// tiled x86 paths (64 rows by 512 columns is a shape those take).
+#[test]
+fn every_format_matches_dequantize_then_matmul() {
+    for dtype in ALL {
+        let f = Format::of(dtype).unwrap();
+        for (rows, cols, n) in [(64, 512, 1), (64, 512, 3), (13, 256, 2)] {
+            let qt = quantized(dtype, rows, cols, 3 + rows as u64);
+            let w = qt
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let x = random(n * cols, 5 + n as u64);
+            let acts = Acts::new(&x, cols, &[f.act()]);
+            // The activations exactly as the kernel sees them (and the Q8_1 sums).
+            let (xq, sums): (Vec<f64>, Vec<f64>) = match f.act() {
+                ActKind::Q8K => (
+                    acts.q8k
+                        .iter()
+                        .flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64))
+                        .collect(),
+                    vec![],
+                ),
+                kind => {
+                    let blocks = if kind == ActKind::Q8_0 {
+                        &acts.q8_0
+                    } else {
+                        &acts.q8_1
+                    };
+                    (
+                        blocks
+                            .iter()
+                            .flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64))
+                            .collect(),
+                        blocks.iter().map(|b| b.s as f64).collect(),
+                    )
+                }
+            };
+            let got = group(&qt).matmul(&x, n);
+            let mut want = vec![0f32; n * rows];
+            for t in 0..n {
+                for r in 0..rows {
+                    let mut s = 0f64;
+                    for c in 0..cols {
+                        s += w[r * cols + c] as f64 * xq[t * cols + c];
+                    }
+                    if matches!(f, Format::Q4_1 | Format::Q5_1) {
+                        // ggml uses the f16-rounded block sums `s` for the minimum's share:
+                        // replace the exact share by that one.
+                        let m = QMatrix::from_qtensor(&qt).unwrap();
+                        for (bi, blk) in m.row(r).chunks_exact(f.block_bytes()).enumerate() {
+                            let min = act::f16_at(blk, 2) as f64;
+                            let exact: f64 =
+                                xq[t * cols + bi * 32..t * cols + bi * 32 + 32].iter().sum();
+                            s += min * (sums[t * cols / 32 + bi] - exact);
+                        }
+                    }
+                    want[t * rows + r] = s as f32;
+                }
+            }
+            let (w, s) = worst(&got, &want);
+            assert!(
+                w <= 1e-5 * s,
+                "{dtype:?} {rows}x{cols}, {n} tokens: off by {w} (scale {s})"
+            );
+        }
+    }
+}
+
+#[test]
+fn simd_tiles_match_the_scalar_reference() {
+    for dtype in ALL {
+        let cols = 512;
+        let (rows, n) = (11, 3);
+        let m = Arc::new(QMatrix::from_qtensor(&quantized(dtype, rows, cols, 5)).unwrap());
+        let x = random(n * cols, 11);
+        let acts = Acts::new(&x, cols, &[m.format.act()]);
+        let got = QGroup::new(vec![m.clone()]).unwrap().matmul(&x, n);
+        let want: Vec<f32> = (0..n)
+            .flat_map(|t| (0..rows).map(move |r| (t, r)))
+            .map(|(t, r)| scalar_dot(&m, r, &acts, t))
+            .collect();
+        let (w, s) = worst(&got, &want);
+        assert!(w <= 1e-5 * s, "{dtype:?}: off by {w} (scale {s})");
+    }
+}
+
+/// A group equals its matrices run one by one, side by side, also when their formats (and so
+/// their activation blocks) differ, as in Q4_K_M files.
+#[test]
+fn a_group_concatenates_its_matrices() {
+    let cols = 512;
+    let mats: Vec<_> = [
+        (GgmlDType::Q4K, 32, 1u64),
+        (GgmlDType::Q6K, 12, 2),
+        (GgmlDType::Q5_0, 40, 3),
+        (GgmlDType::Q4_1, 8, 4),
+    ]
+    .iter()
+    .map(|&(d, r, s)| Arc::new(QMatrix::from_qtensor(&quantized(d, r, cols, s)).unwrap()))
+    .collect();
+    let n = 3;
+    let x = random(n * cols, 9);
+    let all = QGroup::new(mats.clone()).unwrap().matmul(&x, n);
+    let ld = 92;
+    let mut col0 = 0;
+    for m in &mats {
+        let one = QGroup::new(vec![m.clone()]).unwrap().matmul(&x, n);
+        for t in 0..n {
+            assert_eq!(
+                &all[t * ld + col0..t * ld + col0 + m.rows],
+                &one[t * m.rows..(t + 1) * m.rows]
+            );
+        }
+        col0 += m.rows;
+    }
+}
+
+#[test]
+fn refuses_other_formats_and_partial_blocks() {
+    let w = Tensor::zeros((4, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
+    for dtype in [GgmlDType::F16, GgmlDType::Q2K, GgmlDType::Q3K] {
+        let t = QTensor::quantize(&w, dtype).unwrap();
+        assert!(QMatrix::from_qtensor(&t).is_err(), "{dtype:?}");
+    }
+    assert!(QGroup::new(vec![]).is_err());
+    let a = Arc::new(QMatrix::from_qtensor(&quantized(GgmlDType::Q8_0, 4, 64, 1)).unwrap());
+    let b = Arc::new(QMatrix::from_qtensor(&quantized(GgmlDType::Q8_0, 4, 96, 1)).unwrap());
+    assert!(QGroup::new(vec![a, b]).is_err(), "different input widths");
+}
