@@ -19,6 +19,8 @@
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(test)]
 mod tests;
 
@@ -93,6 +95,19 @@ impl Format {
         }
     }
 
+    /// The const parameter of the legacy tiles, for the 32-element formats.
+    #[cfg(target_arch = "x86_64")]
+    fn legacy(self) -> Option<u8> {
+        Some(match self {
+            Self::Q4_0 => avx2::Q4_0,
+            Self::Q4_1 => avx2::Q4_1,
+            Self::Q5_0 => avx2::Q5_0,
+            Self::Q5_1 => avx2::Q5_1,
+            Self::Q8_0 => avx2::Q8_0,
+            _ => return None,
+        })
+    }
+
     fn act(self) -> ActKind {
         match self {
             Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => ActKind::Q8_0,
@@ -102,18 +117,42 @@ impl Format {
     }
 }
 
-/// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major.
+/// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major,
+/// as stored or (legacy formats on AVX-512 CPUs) in pairs, see [`avx512`].
 #[derive(Debug)]
 pub struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
+    paired: bool,
     bytes: Vec<u8>,
 }
 
 impl QMatrix {
-    /// Copies the blocks of a tensor of shape `(rows, cols)` in one of the [`Format`]s.
+    /// Copies the blocks of a tensor of shape `(rows, cols)` in one of the [`Format`]s, in the
+    /// order the fastest kernel of this CPU reads them.
     pub fn from_qtensor(t: &QTensor) -> Result<Self> {
+        let m = Self::as_stored(t)?;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(k), true) = (m.format.legacy(), avx512()) {
+            let nb = m.cols / 32;
+            let pb = avx512::pair_bytes(k);
+            let row = nb.div_ceil(2) * pb;
+            let mut bytes = vec![0u8; m.rows * row];
+            for (r, dst) in bytes.chunks_exact_mut(row).enumerate() {
+                avx512::pair(k, m.row(r), nb, dst);
+            }
+            return Ok(Self {
+                paired: true,
+                bytes,
+                ..m
+            });
+        }
+        Ok(m)
+    }
+
+    /// The blocks in the file's order (what the AVX2 tiles and the scalar reference read).
+    fn as_stored(t: &QTensor) -> Result<Self> {
         let Some(format) = Format::of(t.dtype()) else {
             return Err(internal(format!(
                 "the quantized kernels do not run {:?} tensors",
@@ -140,6 +179,7 @@ impl QMatrix {
             format,
             rows,
             cols,
+            paired: false,
             bytes,
         })
     }
@@ -157,7 +197,12 @@ impl QMatrix {
     }
 
     fn row_bytes(&self) -> usize {
-        self.cols / self.format.block_len() * self.format.block_bytes()
+        let nb = self.cols / self.format.block_len();
+        if self.paired {
+            nb.div_ceil(2) * 2 * self.format.block_bytes()
+        } else {
+            nb * self.format.block_bytes()
+        }
     }
 
     fn row(&self, r: usize) -> &[u8] {
@@ -177,6 +222,27 @@ fn vnni() -> bool {
             std::env::var("SINKCHAT_NO_VNNI").as_deref() != Ok("1")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
                 && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the AVX-512 pair tiles (F, BW, DQ, VL and VNNI; checked once; off
+/// with `SINKCHAT_NO_VNNI=1` too).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            vnni()
+                && available()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -281,6 +347,7 @@ mod tiles {
     use super::{Act256, Act32, Tiles};
 
     pub(super) struct Legacy<const K: u8, const VNNI: bool>;
+    pub(super) struct Pairs<const K: u8>;
     pub(super) struct K45<const Q5: bool>;
     pub(super) struct K6;
 
@@ -299,6 +366,18 @@ mod tiles {
                     avx2::tile32::<K, R, T>(w, a, nb)
                 }
             }
+        }
+    }
+
+    impl<const K: u8> Tiles for Pairs<K> {
+        type A = Act32;
+        unsafe fn tile<const R: usize, const T: usize>(
+            w: [*const u8; R],
+            a: [*const Act32; T],
+            nb: usize,
+        ) -> [[f32; T]; R] {
+            // SAFETY: forwarded from the caller (paired matrices exist only where `avx512()`).
+            unsafe { super::avx512::tile::<K, R, T>(w, a, nb) }
         }
     }
 
@@ -395,12 +474,22 @@ unsafe fn run_rows(
 ) {
     #[cfg(target_arch = "x86_64")]
     if available() {
-        use tiles::{Legacy, K45, K6};
+        use tiles::{Legacy, Pairs, K45, K6};
         use Format as F;
         // SAFETY: AVX2/FMA/F16C checked (and VNNI where chosen); the rest as the caller
         // guarantees.
         unsafe {
             let (q8_0, q8_1, q8k) = (&acts.q8_0, &acts.q8_1, &acts.q8k);
+            if m.paired {
+                match m.format {
+                    F::Q4_0 => run_tiles::<Pairs<{ avx2::Q4_0 }>>(m, rows, q8_0, tokens, dst),
+                    F::Q4_1 => run_tiles::<Pairs<{ avx2::Q4_1 }>>(m, rows, q8_1, tokens, dst),
+                    F::Q5_0 => run_tiles::<Pairs<{ avx2::Q5_0 }>>(m, rows, q8_0, tokens, dst),
+                    F::Q5_1 => run_tiles::<Pairs<{ avx2::Q5_1 }>>(m, rows, q8_1, tokens, dst),
+                    _ => run_tiles::<Pairs<{ avx2::Q8_0 }>>(m, rows, q8_0, tokens, dst),
+                }
+                return;
+            }
             match (m.format, vnni()) {
                 (F::Q4_0, false) => {
                     run_tiles::<Legacy<{ avx2::Q4_0 }, false>>(m, rows, q8_0, tokens, dst)

@@ -105,7 +105,11 @@ fn every_format_matches_candles_quantized_matmul() {
 fn every_format_matches_dequantize_then_matmul() {
     for dtype in ALL {
         let f = Format::of(dtype).unwrap();
-        for (rows, cols, n) in [(64, 512, 1), (64, 512, 3), (13, 256, 2)] {
+        let mut cases = vec![(64, 512, 1), (64, 512, 3), (13, 256, 2)];
+        if f.block_len() == 32 {
+            cases.push((5, 96, 3)); // an odd number of blocks: the AVX-512 tiles' padding pair
+        }
+        for (rows, cols, n) in cases {
             let qt = quantized(dtype, rows, cols, 3 + rows as u64);
             let w = qt
                 .dequantize(&Device::Cpu)
@@ -151,7 +155,7 @@ fn every_format_matches_dequantize_then_matmul() {
                     if matches!(f, Format::Q4_1 | Format::Q5_1) {
                         // ggml uses the f16-rounded block sums `s` for the minimum's share:
                         // replace the exact share by that one.
-                        let m = QMatrix::from_qtensor(&qt).unwrap();
+                        let m = QMatrix::as_stored(&qt).unwrap();
                         for (bi, blk) in m.row(r).chunks_exact(f.block_bytes()).enumerate() {
                             let min = act::f16_at(blk, 2) as f64;
                             let exact: f64 =
@@ -176,13 +180,15 @@ fn simd_tiles_match_the_scalar_reference() {
     for dtype in ALL {
         let cols = 512;
         let (rows, n) = (11, 3);
-        let m = Arc::new(QMatrix::from_qtensor(&quantized(dtype, rows, cols, 5)).unwrap());
+        let qt = quantized(dtype, rows, cols, 5);
+        let m = Arc::new(QMatrix::from_qtensor(&qt).unwrap());
+        let stored = QMatrix::as_stored(&qt).unwrap();
         let x = random(n * cols, 11);
         let acts = Acts::new(&x, cols, &[m.format.act()]);
         let got = QGroup::new(vec![m.clone()]).unwrap().matmul(&x, n);
         let want: Vec<f32> = (0..n)
             .flat_map(|t| (0..rows).map(move |r| (t, r)))
-            .map(|(t, r)| scalar_dot(&m, r, &acts, t))
+            .map(|(t, r)| scalar_dot(&stored, r, &acts, t))
             .collect();
         let (w, s) = worst(&got, &want);
         assert!(w <= 1e-5 * s, "{dtype:?}: off by {w} (scale {s})");
@@ -231,4 +237,94 @@ fn refuses_other_formats_and_partial_blocks() {
     let a = Arc::new(QMatrix::from_qtensor(&quantized(GgmlDType::Q8_0, 4, 64, 1)).unwrap());
     let b = Arc::new(QMatrix::from_qtensor(&quantized(GgmlDType::Q8_0, 4, 96, 1)).unwrap());
     assert!(QGroup::new(vec![a, b]).is_err(), "different input widths");
+}
+
+/// The AVX2, AVX2+VNNI and AVX-512 tiles of each legacy format give the same products on any
+/// CPU that has them, whichever one `run_rows` picks here (CI's CPU takes only one).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn every_instruction_set_variant_agrees() {
+    use tiles::{Legacy, Pairs};
+    if !available() {
+        return;
+    }
+    let has_vnni = std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vl");
+    let has_512 = has_vnni
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512dq");
+    for dtype in &ALL[..5] {
+        for (rows, cols, n) in [(9, 96, 5), (8, 576, 1), (13, 128, 7)] {
+            let qt = quantized(*dtype, rows, cols, 17);
+            let stored = QMatrix::as_stored(&qt).unwrap();
+            let f = stored.format;
+            let x = random(n * cols, 3);
+            let acts = Acts::new(&x, cols, &[f.act()]);
+            let a = if f.act() == ActKind::Q8_1 {
+                &acts.q8_1
+            } else {
+                &acts.q8_0
+            };
+            let run = |m: &QMatrix, which: u8| {
+                let mut out = vec![0f32; n * rows];
+                let dst = Dst {
+                    out: out.as_mut_ptr(),
+                    ld: rows,
+                    col0: 0,
+                };
+                macro_rules! go {
+                    ($k:expr) => {
+                        // SAFETY: features checked above; one thread owns `out`.
+                        unsafe {
+                            match which {
+                                0 => run_tiles::<Legacy<{ $k }, false>>(m, 0..rows, a, 0..n, dst),
+                                1 => run_tiles::<Legacy<{ $k }, true>>(m, 0..rows, a, 0..n, dst),
+                                _ => run_tiles::<Pairs<{ $k }>>(m, 0..rows, a, 0..n, dst),
+                            }
+                        }
+                    };
+                }
+                match f {
+                    Format::Q4_0 => go!(avx2::Q4_0),
+                    Format::Q4_1 => go!(avx2::Q4_1),
+                    Format::Q5_0 => go!(avx2::Q5_0),
+                    Format::Q5_1 => go!(avx2::Q5_1),
+                    _ => go!(avx2::Q8_0),
+                }
+                out
+            };
+            let plain = run(&stored, 0);
+            let want: Vec<f32> = (0..n)
+                .flat_map(|t| (0..rows).map(move |r| (t, r)))
+                .map(|(t, r)| scalar_dot(&stored, r, &acts, t))
+                .collect();
+            let (w, s) = worst(&plain, &want);
+            assert!(w <= 1e-5 * s, "{dtype:?} AVX2: off by {w} (scale {s})");
+            if has_vnni {
+                let (w, s) = worst(&run(&stored, 1), &want);
+                assert!(w <= 1e-5 * s, "{dtype:?} VNNI: off by {w} (scale {s})");
+            }
+            if has_512 {
+                let k = f.legacy().unwrap();
+                let nb = cols / 32;
+                let row = nb.div_ceil(2) * avx512::pair_bytes(k);
+                let mut bytes = vec![0u8; rows * row];
+                for (r, d) in bytes.chunks_exact_mut(row).enumerate() {
+                    avx512::pair(k, stored.row(r), nb, d);
+                }
+                let paired = QMatrix {
+                    paired: true,
+                    bytes,
+                    format: f,
+                    rows,
+                    cols,
+                };
+                let (w, s) = worst(&run(&paired, 2), &want);
+                assert!(
+                    w <= 1e-5 * s,
+                    "{dtype:?} AVX-512 pairs: off by {w} (scale {s})"
+                );
+            }
+        }
+    }
 }
