@@ -48,3 +48,49 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
     );
     Ok(())
 }
+
+/// Dense perplexity of the same tokens under candle's own kernels and under SinkChat's (the
+/// default), for any GGUF: both run the same weights with the same arithmetic, so the two
+/// should agree to well under 0.1%. The JSON lists the file's tensor types too.
+pub fn kernels(
+    model_path: &Path,
+    label: &str,
+    body: &str,
+    tokens: usize,
+    out: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let header = read_gguf_header(model_path)?;
+    let tk = GgufTokenizer::from_gguf(&header)?;
+    let mut ids = tk.encode(body, false)?;
+    ids.truncate(tokens);
+    let mut types = std::collections::BTreeMap::<String, usize>::new();
+    for info in header.tensor_infos.values() {
+        *types.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+    }
+    let dev = Device::Cpu;
+    let run = |w: CpuWeights| -> Result<f64> {
+        let m = Model::load(model_path, &dev, LoadOptions { cpu_weights: w })?;
+        let t = std::time::Instant::now();
+        let p = perplexity(&m, &ids)?;
+        eprintln!(
+            "{w:?}: perplexity {p:.4} in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        Ok(p)
+    };
+    let candle = run(CpuWeights::Candle)?;
+    let ours = run(CpuWeights::Native)?;
+    let r4 = |x: f64| (x * 10000.0).round() / 10000.0;
+    crate::bench::write_json(
+        out,
+        json!({
+            "model": model_path.file_name().map(|n| n.to_string_lossy().to_string()),
+            "tensor_types": types,
+            "text": label,
+            "tokens": ids.len(),
+            "perplexity_candle_kernels": r4(candle),
+            "perplexity_sinkchat_kernels": r4(ours),
+            "change_percent": r4((ours - candle) / candle * 100.0),
+        }),
+    )
+}

@@ -4,6 +4,7 @@
 //! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--device cpu|gpu]
 //!                       [--llamacpp PATH/llama-bench] [--out docs/bench/decode.json]
 //! sinkchat bench kernels [--prompt-tokens 512] [--out docs/bench/kernels.json]
+//! sinkchat eval kernels [--model F] [--book emma|--text FILE] [--tokens 8192] [--out F.json]
 //! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--device cpu|gpu]
 //!                       [--out docs/bench/flat.json]
 //! sinkchat bench store  [--conversations 10000] [--messages 1000000] [--db-dir target/bench-store]
@@ -111,7 +112,7 @@ fn main() -> Result<()> {
             flag("--db-dir").unwrap_or_else(|| "target/bench-store".into()).into(),
             flag("--out").map(std::path::PathBuf::from),
         ),
-        (Some("eval"), Some("requant")) => {
+        (Some("eval"), Some(which @ ("requant" | "kernels"))) => {
             let (label, body) = match flag("--text") {
                 Some(f) => (
                     f.clone(),
@@ -123,12 +124,13 @@ fn main() -> Result<()> {
                     (book.clone(), rdata::read_text(&base, &book)?)
                 }
             };
-            eval::requant(
-                &model,
-                &label,
-                &body,
-                flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192),
-            )
+            let tokens = flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192);
+            if which == "kernels" {
+                let out = flag("--out").map(std::path::PathBuf::from);
+                eval::kernels(&model, &label, &body, tokens, out)
+            } else {
+                eval::requant(&model, &label, &body, tokens)
+            }
         }
         (Some("eval"), Some("perplexity")) => {
             let mode = perplexity::parse_mode(

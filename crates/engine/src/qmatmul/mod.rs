@@ -406,7 +406,8 @@ mod tiles {
     }
 }
 
-/// Rows `rows` of `m` for tokens `tokens` in tiles of 4 rows by 4 tokens (and their tails).
+/// Rows `rows` of `m` for tokens `tokens`: one row at a time for fewer than 4 tokens, else in
+/// tiles of 4 rows by 4 tokens (and their tails).
 ///
 /// # Safety
 /// AVX2/FMA/F16C; `acts` holds `nb` blocks per token; `dst` as in [`Dst::put`].
@@ -422,6 +423,27 @@ unsafe fn run_tiles<K: Tiles>(
     let w = |r: usize| m.row(r).as_ptr();
     // SAFETY (every call and write below): as the caller guarantees.
     let mut r = rows.start;
+    if tokens.len() < 4 {
+        // A decode step (or a short chunk) reads each weight once: stream the rows one at a
+        // time. Four interleaved row streams measured 1.5-2x slower on large matrices here
+        // (the hardware prefetcher follows one sequential stream per thread far better).
+        for r in rows {
+            let mut t = tokens.start;
+            while t + 2 <= tokens.end {
+                let v = unsafe { K::tile::<1, 2>([w(r)], [act(t), act(t + 1)], nb) };
+                unsafe {
+                    dst.put(t, r, v[0][0]);
+                    dst.put(t + 1, r, v[0][1]);
+                }
+                t += 2;
+            }
+            if t < tokens.end {
+                let v = unsafe { K::tile::<1, 1>([w(r)], [act(t)], nb) };
+                unsafe { dst.put(t, r, v[0][0]) };
+            }
+        }
+        return;
+    }
     while r + 4 <= rows.end {
         let ws = [w(r), w(r + 1), w(r + 2), w(r + 3)];
         let mut t = tokens.start;

@@ -48,6 +48,12 @@ impl Tiny {
             tied: false,
         }
     }
+    /// A model whose every matrix has rows of whole 256-value super-blocks (the K-quants).
+    pub fn wide(mut self) -> Self {
+        self.dim = 256;
+        self.ffn = 512;
+        self
+    }
     pub fn qwen2(layers: usize) -> Self {
         Self {
             arch: "qwen2",

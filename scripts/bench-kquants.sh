@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# K-quant files against llama.cpp, all in one run on this machine (release build, 2 threads):
+#   scripts/bench-kquants.sh speed        decode and 512-token prompt tokens/s of SinkChat and
+#                                         llama-bench on each file -> docs/bench/decode-kquants.json
+#   scripts/bench-kquants.sh perplexity   perplexity on the first 8,192 tokens of Emma under
+#                                         SinkChat's kernels and candle's, for each file ->
+#                                         docs/bench/kernels-perplexity-kquants.json
+# The files come from scripts/kquant-files.sh (SHA-256 pinned).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-speed}
+K=$(scripts/kquant-files.sh)
+cargo build --release -p sinkchat-cli
+export CANDLE_NUM_THREADS=${THREADS:-2} RAYON_NUM_THREADS=${THREADS:-2}
+FILES=(SmolLM2-135M-Instruct.Q4_K_M SmolLM2-135M-Instruct.Q5_K_M SmolLM2-135M-Instruct.Q6_K
+       SmolLM2-135M-Instruct.Q8_0 Qwen2.5-Coder-0.5B-Instruct.Q4_K_M)
+OUT=target/kquants
+mkdir -p "$OUT"
+for f in "${FILES[@]}"; do
+  case "$what" in
+    speed) target/release/sinkchat bench decode --model "$K/$f.gguf" \
+             --llamacpp .cache/llama.cpp/build/bin/llama-bench --out "$OUT/$f.speed.json" ;;
+    perplexity) target/release/sinkchat eval kernels --model "$K/$f.gguf" --out "$OUT/$f.ppl.json" ;;
+    *) echo "usage: scripts/bench-kquants.sh speed|perplexity" >&2; exit 64 ;;
+  esac
+done
+python3 - "$what" "$OUT" "${FILES[@]}" <<'PY'
+import json, sys, datetime
+what, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+rows = []
+for f in files:
+    d = json.load(open(f"{out}/{f}.{'speed' if what == 'speed' else 'ppl'}.json"))
+    if what == "speed":
+        d["decode_ratio"] = round(d["sinkchat_tokens_per_s"] / d["llamacpp_tokens_per_s"], 3)
+        d["prompt_ratio"] = round(d["sinkchat_prompt_tokens_per_s"] / d["llamacpp_prompt_tokens_per_s"], 3)
+    rows.append(d)
+name = "decode-kquants.json" if what == "speed" else "kernels-perplexity-kquants.json"
+doc = {"date": datetime.date.today().isoformat(), "threads": 2, "files": rows}
+json.dump(doc, open(f"docs/bench/{name}", "w"), indent=2)
+print(json.dumps(doc, indent=2))
+PY
