@@ -476,7 +476,13 @@ impl Loader<'_> {
             .iter()
             .any(|n| *n == "output.weight" || *n == "token_embd.weight");
         let native = self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available();
-        if native && ts.iter().all(|t| qmatmul::Format::of(t.dtype()).is_some()) {
+        let skip = std::env::var("SINKCHAT_DEBUG_SKIP").unwrap_or_default();
+        if native
+            && ts.iter().all(|t| {
+                qmatmul::Format::of(t.dtype()).is_some()
+                    && !skip.contains(&format!("{:?}", t.dtype()))
+            })
+        {
             if counts {
                 self.weight_dtype.get_or_insert(ts[0].dtype());
             }

@@ -11,12 +11,14 @@ use half::f16;
 use super::Format;
 
 /// One 32-value activation block: `d` (rounded to f16, kept as f32), `s` (for Q8_1: the f16
-/// rounding of `d * Σ qs`; unused for Q8_0) and the values.
+/// rounding of `d * Σ qs`; unused for Q8_0), the exact integer `sum = Σ qs` (for the weight
+/// offsets of the panel kernels) and the values.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Act32 {
     pub d: f32,
     pub s: f32,
+    pub sum: i32,
     pub qs: [i8; 32],
 }
 
@@ -46,11 +48,14 @@ pub(super) fn quantize_q8_0(xs: &[f32], out: &mut [Act32]) {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
         for (q, v) in y.qs.iter_mut().zip(x) {
             *q = (v * id).round() as i8;
+            sum += *q as i32;
         }
         y.d = f16::from_f32(d).to_f32();
         y.s = 0.0;
+        y.sum = sum;
     }
 }
 
@@ -67,6 +72,7 @@ pub(super) fn quantize_q8_1(xs: &[f32], out: &mut [Act32]) {
         }
         y.d = f16::from_f32(d).to_f32();
         y.s = f16::from_f32(f16::from_f32(sum as f32).to_f32() * y.d).to_f32();
+        y.sum = sum;
     }
 }
 

@@ -20,7 +20,7 @@ mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+mod panel;
 #[cfg(test)]
 mod tests;
 
@@ -117,14 +117,15 @@ impl Format {
     }
 }
 
-/// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major,
-/// as stored or (legacy formats on AVX-512 CPUs) in pairs, see [`avx512`].
+/// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major
+/// as stored, or (legacy formats on AVX-512 CPUs) in panels of 16 rows, see [`panel`].
 #[derive(Debug)]
 pub struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    paired: bool,
+    /// Legacy formats on AVX-512 CPUs: panels of 16 rows, see [`panel`].
+    panels: bool,
     bytes: Vec<u8>,
 }
 
@@ -135,15 +136,9 @@ impl QMatrix {
         let m = Self::as_stored(t)?;
         #[cfg(target_arch = "x86_64")]
         if let (Some(k), true) = (m.format.legacy(), avx512()) {
-            let nb = m.cols / 32;
-            let pb = avx512::pair_bytes(k);
-            let row = nb.div_ceil(2) * pb;
-            let mut bytes = vec![0u8; m.rows * row];
-            for (r, dst) in bytes.chunks_exact_mut(row).enumerate() {
-                avx512::pair(k, m.row(r), nb, dst);
-            }
+            let bytes = panel::pack(k, m.rows, m.cols / 32, |r| m.row(r));
             return Ok(Self {
-                paired: true,
+                panels: true,
                 bytes,
                 ..m
             });
@@ -179,7 +174,7 @@ impl QMatrix {
             format,
             rows,
             cols,
-            paired: false,
+            panels: false,
             bytes,
         })
     }
@@ -196,13 +191,9 @@ impl QMatrix {
         self.cols
     }
 
+    /// Bytes per row, as stored (not for panel matrices).
     fn row_bytes(&self) -> usize {
-        let nb = self.cols / self.format.block_len();
-        if self.paired {
-            nb.div_ceil(2) * 2 * self.format.block_bytes()
-        } else {
-            nb * self.format.block_bytes()
-        }
+        self.cols / self.format.block_len() * self.format.block_bytes()
     }
 
     fn row(&self, r: usize) -> &[u8] {
@@ -230,8 +221,8 @@ fn vnni() -> bool {
     }
 }
 
-/// Whether this CPU runs the AVX-512 pair tiles (F, BW, DQ, VL and VNNI; checked once; off
-/// with `SINKCHAT_NO_VNNI=1` too).
+/// Whether this CPU runs the AVX-512 panels (F, BW, VL and VNNI; checked once; off with
+/// `SINKCHAT_NO_VNNI=1` too).
 fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -242,7 +233,6 @@ fn avx512() -> bool {
                 && available()
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512dq")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -278,6 +268,7 @@ struct Acts {
 }
 
 impl Acts {
+    /// `kinds`: the blocks the group's matrices read.
     fn new(x: &[f32], cols: usize, kinds: &[ActKind]) -> Self {
         let n = x.len() / cols;
         let mut acts = Acts::default();
@@ -347,7 +338,6 @@ mod tiles {
     use super::{Act256, Act32, Tiles};
 
     pub(super) struct Legacy<const K: u8, const VNNI: bool>;
-    pub(super) struct Pairs<const K: u8>;
     pub(super) struct K45<const Q5: bool>;
     pub(super) struct K6;
 
@@ -366,18 +356,6 @@ mod tiles {
                     avx2::tile32::<K, R, T>(w, a, nb)
                 }
             }
-        }
-    }
-
-    impl<const K: u8> Tiles for Pairs<K> {
-        type A = Act32;
-        unsafe fn tile<const R: usize, const T: usize>(
-            w: [*const u8; R],
-            a: [*const Act32; T],
-            nb: usize,
-        ) -> [[f32; T]; R] {
-            // SAFETY: forwarded from the caller (paired matrices exist only where `avx512()`).
-            unsafe { super::avx512::tile::<K, R, T>(w, a, nb) }
         }
     }
 
@@ -418,11 +396,12 @@ unsafe fn run_tiles<K: Tiles>(
     tokens: std::ops::Range<usize>,
     dst: Dst,
 ) {
+    const RM: usize = 4;
+    const TN: usize = 4;
     let nb = m.cols / m.format.block_len();
     let act = |t: usize| acts[t * nb..].as_ptr();
     let w = |r: usize| m.row(r).as_ptr();
     // SAFETY (every call and write below): as the caller guarantees.
-    let mut r = rows.start;
     if tokens.len() < 4 {
         // A decode step (or a short chunk) reads each weight once: stream the rows one at a
         // time. Four interleaved row streams measured 1.5-2x slower on large matrices here
@@ -444,41 +423,97 @@ unsafe fn run_tiles<K: Tiles>(
         }
         return;
     }
-    while r + 4 <= rows.end {
-        let ws = [w(r), w(r + 1), w(r + 2), w(r + 3)];
+    let put = |t: usize, r: usize, v: &[f32]| {
+        for (j, &x) in v.iter().enumerate() {
+            unsafe { dst.put(t + j, r, x) };
+        }
+    };
+    let mut r = rows.start;
+    while r + RM <= rows.end {
+        let ws: [*const u8; RM] = std::array::from_fn(|i| w(r + i));
         let mut t = tokens.start;
-        while t + 4 <= tokens.end {
-            let v =
-                unsafe { K::tile::<4, 4>(ws, [act(t), act(t + 1), act(t + 2), act(t + 3)], nb) };
+        while t + TN <= tokens.end {
+            let a: [*const K::A; TN] = std::array::from_fn(|j| act(t + j));
+            let v = unsafe { K::tile::<RM, TN>(ws, a, nb) };
             for (i, row) in v.iter().enumerate() {
-                for (j, &x) in row.iter().enumerate() {
-                    unsafe { dst.put(t + j, r + i, x) };
-                }
+                put(t, r + i, row);
             }
-            t += 4;
+            t += TN;
         }
         if t + 2 <= tokens.end {
-            let v = unsafe { K::tile::<4, 2>(ws, [act(t), act(t + 1)], nb) };
+            let v = unsafe { K::tile::<RM, 2>(ws, [act(t), act(t + 1)], nb) };
             for (i, row) in v.iter().enumerate() {
-                unsafe {
-                    dst.put(t, r + i, row[0]);
-                    dst.put(t + 1, r + i, row[1]);
-                }
+                put(t, r + i, row);
             }
             t += 2;
         }
         if t < tokens.end {
-            let v = unsafe { K::tile::<4, 1>(ws, [act(t)], nb) };
+            let v = unsafe { K::tile::<RM, 1>(ws, [act(t)], nb) };
             for (i, row) in v.iter().enumerate() {
-                unsafe { dst.put(t, r + i, row[0]) };
+                put(t, r + i, row);
             }
         }
-        r += 4;
+        r += RM;
     }
     for r in r..rows.end {
         for t in tokens.clone() {
             let v = unsafe { K::tile::<1, 1>([w(r)], [act(t)], nb) };
             unsafe { dst.put(t, r, v[0][0]) };
+        }
+    }
+}
+
+/// Rows `rows` (starting at a multiple of 16) of a panel matrix for `tokens`, 8 tokens at a
+/// time (then 4, 2, 1).
+///
+/// # Safety
+/// AVX-512 as for [`panel::tile`]; `acts` holds the matrix's blocks per token; `dst` as in
+/// [`Dst::put`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_panels<const K: u8>(
+    m: &QMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &[Act32],
+    tokens: std::ops::Range<usize>,
+    dst: Dst,
+) {
+    let nb = m.cols / 32;
+    let panel_bytes = nb * panel::block_bytes(K);
+    let act = |t: usize| acts[t * nb..].as_ptr();
+    debug_assert_eq!(rows.start % panel::ROWS, 0);
+    for p0 in rows.clone().step_by(panel::ROWS) {
+        let w = m.bytes[p0 / panel::ROWS * panel_bytes..].as_ptr();
+        let valid = (rows.end - p0).min(panel::ROWS);
+        let put = |t: usize, v: &[[f32; panel::ROWS]]| {
+            for (j, out) in v.iter().enumerate() {
+                for (i, &x) in out[..valid].iter().enumerate() {
+                    // SAFETY: as the caller guarantees.
+                    unsafe { dst.put(t + j, p0 + i, x) };
+                }
+            }
+        };
+        let mut t = tokens.start;
+        // SAFETY (each tile): as the caller guarantees.
+        while t + 8 <= tokens.end {
+            put(t, &unsafe {
+                panel::tile::<K, 8>(w, std::array::from_fn(|j| act(t + j)), nb)
+            });
+            t += 8;
+        }
+        if t + 4 <= tokens.end {
+            put(t, &unsafe {
+                panel::tile::<K, 4>(w, std::array::from_fn(|j| act(t + j)), nb)
+            });
+            t += 4;
+        }
+        if t + 2 <= tokens.end {
+            put(t, &unsafe {
+                panel::tile::<K, 2>(w, [act(t), act(t + 1)], nb)
+            });
+            t += 2;
+        }
+        if t < tokens.end {
+            put(t, &unsafe { panel::tile::<K, 1>(w, [act(t)], nb) });
         }
     }
 }
@@ -496,19 +531,19 @@ unsafe fn run_rows(
 ) {
     #[cfg(target_arch = "x86_64")]
     if available() {
-        use tiles::{Legacy, Pairs, K45, K6};
+        use tiles::{Legacy, K45, K6};
         use Format as F;
         // SAFETY: AVX2/FMA/F16C checked (and VNNI where chosen); the rest as the caller
         // guarantees.
         unsafe {
             let (q8_0, q8_1, q8k) = (&acts.q8_0, &acts.q8_1, &acts.q8k);
-            if m.paired {
+            if m.panels {
                 match m.format {
-                    F::Q4_0 => run_tiles::<Pairs<{ avx2::Q4_0 }>>(m, rows, q8_0, tokens, dst),
-                    F::Q4_1 => run_tiles::<Pairs<{ avx2::Q4_1 }>>(m, rows, q8_1, tokens, dst),
-                    F::Q5_0 => run_tiles::<Pairs<{ avx2::Q5_0 }>>(m, rows, q8_0, tokens, dst),
-                    F::Q5_1 => run_tiles::<Pairs<{ avx2::Q5_1 }>>(m, rows, q8_1, tokens, dst),
-                    _ => run_tiles::<Pairs<{ avx2::Q8_0 }>>(m, rows, q8_0, tokens, dst),
+                    F::Q4_0 => run_panels::<{ avx2::Q4_0 }>(m, rows, q8_0, tokens, dst),
+                    F::Q4_1 => run_panels::<{ avx2::Q4_1 }>(m, rows, q8_1, tokens, dst),
+                    F::Q5_0 => run_panels::<{ avx2::Q5_0 }>(m, rows, q8_0, tokens, dst),
+                    F::Q5_1 => run_panels::<{ avx2::Q5_1 }>(m, rows, q8_1, tokens, dst),
+                    _ => run_panels::<{ avx2::Q8_0 }>(m, rows, q8_0, tokens, dst),
                 }
                 return;
             }

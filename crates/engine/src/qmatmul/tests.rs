@@ -239,20 +239,18 @@ fn refuses_other_formats_and_partial_blocks() {
     assert!(QGroup::new(vec![a, b]).is_err(), "different input widths");
 }
 
-/// The AVX2, AVX2+VNNI and AVX-512 tiles of each legacy format give the same products on any
+/// The AVX2, AVX2+VNNI tiles and the AVX-512 panels of each legacy format give the same products on any
 /// CPU that has them, whichever one `run_rows` picks here (CI's CPU takes only one).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn every_instruction_set_variant_agrees() {
-    use tiles::{Legacy, Pairs};
+    use tiles::Legacy;
     if !available() {
         return;
     }
     let has_vnni = std::arch::is_x86_feature_detected!("avx512vnni")
         && std::arch::is_x86_feature_detected!("avx512vl");
-    let has_512 = has_vnni
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512dq");
+    let has_512 = has_vnni && std::arch::is_x86_feature_detected!("avx512bw");
     for dtype in &ALL[..5] {
         for (rows, cols, n) in [(9, 96, 5), (8, 576, 1), (13, 128, 7)] {
             let qt = quantized(*dtype, rows, cols, 17);
@@ -279,7 +277,7 @@ fn every_instruction_set_variant_agrees() {
                             match which {
                                 0 => run_tiles::<Legacy<{ $k }, false>>(m, 0..rows, a, 0..n, dst),
                                 1 => run_tiles::<Legacy<{ $k }, true>>(m, 0..rows, a, 0..n, dst),
-                                _ => run_tiles::<Pairs<{ $k }>>(m, 0..rows, a, 0..n, dst),
+                                _ => run_panels::<{ $k }>(m, 0..rows, a, 0..n, dst),
                             }
                         }
                     };
@@ -306,23 +304,17 @@ fn every_instruction_set_variant_agrees() {
             }
             if has_512 {
                 let k = f.legacy().unwrap();
-                let nb = cols / 32;
-                let row = nb.div_ceil(2) * avx512::pair_bytes(k);
-                let mut bytes = vec![0u8; rows * row];
-                for (r, d) in bytes.chunks_exact_mut(row).enumerate() {
-                    avx512::pair(k, stored.row(r), nb, d);
-                }
-                let paired = QMatrix {
-                    paired: true,
-                    bytes,
+                let paneled = QMatrix {
+                    panels: true,
+                    bytes: panel::pack(k, rows, cols / 32, |r| stored.row(r)),
                     format: f,
                     rows,
                     cols,
                 };
-                let (w, s) = worst(&run(&paired, 2), &want);
+                let (w, s) = worst(&run(&paneled, 2), &want);
                 assert!(
                     w <= 1e-5 * s,
-                    "{dtype:?} AVX-512 pairs: off by {w} (scale {s})"
+                    "{dtype:?} AVX-512 panels: off by {w} (scale {s})"
                 );
             }
         }

@@ -1,0 +1,236 @@
+//! AVX-512 (F, BW, VL, VNNI) panels of 16 rows for the legacy 32-element formats: the GEMM
+//! layout of ggml's and candle's repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+//!
+//! Layout (made at load by [`pack`]; the file's bytes, reordered, nothing converted): rows in
+//! panels of 16 (the last padded with zero rows), and for each panel the blocks in order, each
+//! as
+//! - the 16 rows' scales `d` (f16), then their minimums `m` (Q4_1, Q5_1);
+//! - Q5: eight 64-bit masks of fifth bits, mask `g` holding bit `4 * row + j` of value
+//!   `4g + j` of that row;
+//! - the values in groups of 4: a 64-byte register holds values `4g..4g + 4` of all 16 rows
+//!   (row-major in 4-byte lanes). 4-bit formats keep two groups per register: group `h` in the
+//!   low nibbles, `h + 4` in the high ones; Q8_0 stores `w + 128`.
+//!
+//! So one `vpdpbusd` with 4 broadcast activation bytes adds 4 products to each of 16 rows, a
+//! block is 8 of them into one accumulator, and its scales are applied once per block per 16
+//! rows: no horizontal sums, and the weights stay in registers across 8 tokens. Weights are
+//! the unsigned operand (as stored: offset 8 for Q4_0, 16 for Q5_0, 128 for Q8_0), so each
+//! block's sum starts from `-offset * Σ a` (the activation block's exact integer sum).
+
+use std::arch::x86_64::*;
+
+use super::act::Act32;
+use super::avx2::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+
+/// Rows per panel.
+pub(super) const ROWS: usize = 16;
+
+const fn has_min(k: u8) -> bool {
+    matches!(k, Q4_1 | Q5_1)
+}
+
+const fn has_fifth(k: u8) -> bool {
+    matches!(k, Q5_0 | Q5_1)
+}
+
+const fn offset(k: u8) -> i32 {
+    match k {
+        Q4_0 => 8,
+        Q5_0 => 16,
+        Q8_0 => 128,
+        _ => 0,
+    }
+}
+
+/// Bytes of one block of one panel: 16 times the file's block.
+pub(super) const fn block_bytes(k: u8) -> usize {
+    16 * match k {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34,
+    }
+}
+
+/// The unsigned values (offset kept) of one file block.
+fn values(k: u8, b: &[u8]) -> [u8; 32] {
+    let mut v = [0u8; 32];
+    if k == Q8_0 {
+        for (o, &q) in v.iter_mut().zip(&b[2..34]) {
+            *o = q ^ 0x80;
+        }
+        return v;
+    }
+    let (qs, qh) = match k {
+        Q4_0 => (&b[2..18], None),
+        Q4_1 => (&b[4..20], None),
+        Q5_0 => (&b[6..22], Some(&b[2..6])),
+        _ => (&b[8..24], Some(&b[4..8])),
+    };
+    let h = qh.map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+    for j in 0..16 {
+        v[j] = (qs[j] & 0x0F) | ((((h >> j) & 1) << 4) as u8);
+        v[j + 16] = (qs[j] >> 4) | ((((h >> (j + 16)) & 1) << 4) as u8);
+    }
+    v
+}
+
+/// Packs `rows` rows of `nb` file blocks each (`row(r)` gives row `r`'s bytes) into panels.
+pub(super) fn pack<'a>(k: u8, rows: usize, nb: usize, row: impl Fn(usize) -> &'a [u8]) -> Vec<u8> {
+    let fb = block_bytes(k) / 16;
+    let panels = rows.div_ceil(ROWS);
+    let mut out = vec![0u8; panels * nb * block_bytes(k)];
+    let zero = vec![0u8; fb];
+    for (p, panel) in out.chunks_exact_mut(nb * block_bytes(k)).enumerate() {
+        for (b, dst) in panel.chunks_exact_mut(block_bytes(k)).enumerate() {
+            let blocks: Vec<&[u8]> = (0..ROWS)
+                .map(|i| {
+                    let r = p * ROWS + i;
+                    if r < rows {
+                        &row(r)[b * fb..(b + 1) * fb]
+                    } else {
+                        &zero[..]
+                    }
+                })
+                .collect();
+            let mut at = 0;
+            for blk in &blocks {
+                dst[at..at + 2].copy_from_slice(&blk[0..2]);
+                at += 2;
+            }
+            if has_min(k) {
+                for blk in &blocks {
+                    dst[at..at + 2].copy_from_slice(&blk[2..4]);
+                    at += 2;
+                }
+            }
+            let vals: Vec<[u8; 32]> = blocks.iter().map(|blk| values(k, blk)).collect();
+            if has_fifth(k) {
+                for g in 0..8 {
+                    let mut mask = 0u64;
+                    for (i, v) in vals.iter().enumerate() {
+                        for j in 0..4 {
+                            mask |= (((v[4 * g + j] >> 4) & 1) as u64) << (4 * i + j);
+                        }
+                    }
+                    dst[at..at + 8].copy_from_slice(&mask.to_le_bytes());
+                    at += 8;
+                }
+            }
+            if k == Q8_0 {
+                for g in 0..8 {
+                    for v in &vals {
+                        dst[at..at + 4].copy_from_slice(&v[4 * g..4 * g + 4]);
+                        at += 4;
+                    }
+                }
+            } else {
+                for h in 0..4 {
+                    for v in &vals {
+                        for j in 0..4 {
+                            dst[at] = (v[4 * h + j] & 0x0F) | ((v[4 * (h + 4) + j] & 0x0F) << 4);
+                            at += 1;
+                        }
+                    }
+                }
+            }
+            debug_assert_eq!(at, block_bytes(k));
+        }
+    }
+    out
+}
+
+/// The 8 value registers of one panel block (`p` at its values), each 16 rows by 4 values.
+#[inline(always)]
+unsafe fn load_values<const K: u8>(p: *const u8, fifth: *const u8) -> [__m512i; 8] {
+    // SAFETY (whole body): the caller guarantees one whole panel block.
+    unsafe {
+        let mut w = [_mm512_setzero_si512(); 8];
+        if K == Q8_0 {
+            for (g, wg) in w.iter_mut().enumerate() {
+                *wg = _mm512_loadu_si512(p.add(64 * g) as *const _);
+            }
+            return w;
+        }
+        let m4 = _mm512_set1_epi8(0x0F);
+        for h in 0..4 {
+            let raw = _mm512_loadu_si512(p.add(64 * h) as *const _);
+            w[h] = _mm512_and_si512(raw, m4);
+            w[h + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        }
+        if has_fifth(K) {
+            let bit = _mm512_set1_epi8(0x10);
+            for (g, wg) in w.iter_mut().enumerate() {
+                let m = std::ptr::read_unaligned(fifth.add(8 * g) as *const u64);
+                *wg = _mm512_or_si512(*wg, _mm512_maskz_mov_epi8(_cvtu64_mask64(m), bit));
+            }
+        }
+        w
+    }
+}
+
+/// One panel (16 rows, `nb` blocks from `w`) times `T` tokens: `out[t][i]` for row `i`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C; `w` addresses `nb` panel blocks and each `a[t]` `nb`
+/// activation blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn tile<const K: u8, const T: usize>(
+    w: *const u8,
+    a: [*const Act32; T],
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let bb = block_bytes(K);
+        let mut acc = [_mm512_setzero_ps(); T];
+        let mut mins = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let p = w.add(b * bb);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            let mut at = 32;
+            let m = if has_min(K) {
+                at = 64;
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            let fifth = p.add(at);
+            if has_fifth(K) {
+                at += 64;
+            }
+            let wv = load_values::<K>(p.add(at), fifth);
+            for t in 0..T {
+                let blk = &*a[t].add(b);
+                let q = blk.qs.as_ptr();
+                // Two chains, so consecutive vpdpbusd do not wait on each other.
+                let mut s0 = _mm512_set1_epi32(-offset(K) * blk.sum);
+                let mut s1 = _mm512_setzero_si512();
+                for g in (0..8).step_by(2) {
+                    let a0 =
+                        _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
+                    let a1 =
+                        _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g + 4) as *const i32));
+                    s0 = _mm512_dpbusd_epi32(s0, wv[g], a0);
+                    s1 = _mm512_dpbusd_epi32(s1, wv[g + 1], a1);
+                }
+                let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(blk.d)), s, acc[t]);
+                if has_min(K) {
+                    mins[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(blk.s), mins[t]);
+                }
+            }
+        }
+        let mut out = [[0f32; ROWS]; T];
+        for t in 0..T {
+            let v = if has_min(K) {
+                _mm512_add_ps(acc[t], mins[t])
+            } else {
+                acc[t]
+            };
+            _mm512_storeu_ps(out[t].as_mut_ptr(), v);
+        }
+        out
+    }
+}
