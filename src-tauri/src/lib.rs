@@ -103,6 +103,7 @@ pub fn load_model<R: tauri::Runtime>(handle: tauri::AppHandle<R>, path: PathBuf)
 
 /// Runs the desktop app.
 pub fn run() {
+    sinkchat_engine::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -30,6 +30,7 @@ mod store_bench;
 use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {
+    sinkchat_engine::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

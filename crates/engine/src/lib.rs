@@ -2,6 +2,7 @@
 //! over an attention-sink KV cache ([`SinkCache`]), so that a conversation never hits a
 //! context limit and token 100,000 costs what token 1,000 did.
 
+pub mod alloc;
 pub mod attend;
 pub mod cache;
 pub mod chat;
@@ -19,6 +20,7 @@ pub mod spec;
 pub mod text;
 pub mod tokenizer;
 
+pub use alloc::tune_allocator;
 pub use cache::{CacheConfig, CacheStats, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{Engine, EngineEvent, EngineOptions, GenerateRequest, MemorySource, StopReason};
