@@ -23,13 +23,14 @@ pub(super) struct Act32 {
 }
 
 /// One 256-value activation block (ggml's `block_q8_K`): `d` in f32, the values, and the sum
-/// of each run of 16 values.
+/// of each run of 16 values (and of each run of 32, as f32, for the Q4_K panels).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Act256 {
     pub d: f32,
     pub qs: [i8; 256],
     pub bsums: [i16; 16],
+    pub bsum32: [f32; 8],
 }
 
 impl Default for Act256 {
@@ -38,6 +39,7 @@ impl Default for Act256 {
             d: 0.0,
             qs: [0; 256],
             bsums: [0; 16],
+            bsum32: [0.0; 8],
         }
     }
 }
@@ -100,6 +102,9 @@ pub(super) fn quantize_q8_k(xs: &[f32], out: &mut [Act256]) {
                 .iter()
                 .map(|&q| q as i32)
                 .sum::<i32>() as i16;
+        }
+        for (j, s) in y.bsum32.iter_mut().enumerate() {
+            *s = (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32) as f32;
         }
         y.d = 1.0 / iscale;
     }

@@ -118,13 +118,14 @@ impl Format {
 }
 
 /// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major
-/// as stored, or (legacy formats on AVX-512 CPUs) in panels of 16 rows, see [`panel`].
+/// as stored, or (legacy formats and Q4_K on AVX-512 CPUs) in panels of 16 rows, see
+/// [`panel`].
 #[derive(Debug)]
 pub struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    /// Legacy formats on AVX-512 CPUs: panels of 16 rows, see [`panel`].
+    /// Legacy formats and Q4_K on AVX-512 CPUs: panels of 16 rows, see [`panel`].
     panels: bool,
     bytes: Vec<u8>,
 }
@@ -135,13 +136,19 @@ impl QMatrix {
     pub fn from_qtensor(t: &QTensor) -> Result<Self> {
         let m = Self::as_stored(t)?;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(k), true) = (m.format.legacy(), avx512()) {
-            let bytes = panel::pack(k, m.rows, m.cols / 32, |r| m.row(r));
-            return Ok(Self {
-                panels: true,
-                bytes,
-                ..m
-            });
+        if avx512() {
+            let bytes = match (m.format, m.format.legacy()) {
+                (_, Some(k)) => Some(panel::pack(k, m.rows, m.cols / 32, |r| m.row(r))),
+                (Format::Q4K, _) => Some(panel::pack_q4k(m.rows, m.cols / 256, |r| m.row(r))),
+                _ => None,
+            };
+            if let Some(bytes) = bytes {
+                return Ok(Self {
+                    panels: true,
+                    bytes,
+                    ..m
+                });
+            }
         }
         Ok(m)
     }
@@ -463,6 +470,55 @@ unsafe fn run_tiles<K: Tiles>(
     }
 }
 
+/// A panel kernel for one activation block type, so one scheduler serves every panel format.
+#[cfg(target_arch = "x86_64")]
+trait Panel {
+    type A;
+    /// Bytes of one block (super-block) of one panel.
+    const BLOCK_BYTES: usize;
+    /// # Safety
+    /// As [`panel::tile`].
+    unsafe fn tile<const T: usize>(
+        w: *const u8,
+        a: [*const Self::A; T],
+        nb: usize,
+    ) -> [[f32; panel::ROWS]; T];
+}
+
+#[cfg(target_arch = "x86_64")]
+mod panels {
+    use super::{panel, Act256, Act32, Panel};
+
+    pub(super) struct LegacyPanel<const K: u8>;
+    pub(super) struct Q4KPanel;
+
+    impl<const K: u8> Panel for LegacyPanel<K> {
+        type A = Act32;
+        const BLOCK_BYTES: usize = panel::block_bytes(K);
+        unsafe fn tile<const T: usize>(
+            w: *const u8,
+            a: [*const Act32; T],
+            nb: usize,
+        ) -> [[f32; panel::ROWS]; T] {
+            // SAFETY: forwarded from the caller.
+            unsafe { panel::tile::<K, T>(w, a, nb) }
+        }
+    }
+
+    impl Panel for Q4KPanel {
+        type A = Act256;
+        const BLOCK_BYTES: usize = panel::Q4K_BYTES;
+        unsafe fn tile<const T: usize>(
+            w: *const u8,
+            a: [*const Act256; T],
+            nb: usize,
+        ) -> [[f32; panel::ROWS]; T] {
+            // SAFETY: forwarded from the caller.
+            unsafe { panel::tile_q4k::<T>(w, a, nb) }
+        }
+    }
+}
+
 /// Rows `rows` (starting at a multiple of 16) of a panel matrix for `tokens`, 8 tokens at a
 /// time (then 4, 2, 1).
 ///
@@ -470,15 +526,15 @@ unsafe fn run_tiles<K: Tiles>(
 /// AVX-512 as for [`panel::tile`]; `acts` holds the matrix's blocks per token; `dst` as in
 /// [`Dst::put`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn run_panels<const K: u8>(
+unsafe fn run_panels<P: Panel>(
     m: &QMatrix,
     rows: std::ops::Range<usize>,
-    acts: &[Act32],
+    acts: &[P::A],
     tokens: std::ops::Range<usize>,
     dst: Dst,
 ) {
-    let nb = m.cols / 32;
-    let panel_bytes = nb * panel::block_bytes(K);
+    let nb = m.cols / m.format.block_len();
+    let panel_bytes = nb * P::BLOCK_BYTES;
     let act = |t: usize| acts[t * nb..].as_ptr();
     debug_assert_eq!(rows.start % panel::ROWS, 0);
     for p0 in rows.clone().step_by(panel::ROWS) {
@@ -496,24 +552,22 @@ unsafe fn run_panels<const K: u8>(
         // SAFETY (each tile): as the caller guarantees.
         while t + 8 <= tokens.end {
             put(t, &unsafe {
-                panel::tile::<K, 8>(w, std::array::from_fn(|j| act(t + j)), nb)
+                P::tile::<8>(w, std::array::from_fn(|j| act(t + j)), nb)
             });
             t += 8;
         }
         if t + 4 <= tokens.end {
             put(t, &unsafe {
-                panel::tile::<K, 4>(w, std::array::from_fn(|j| act(t + j)), nb)
+                P::tile::<4>(w, std::array::from_fn(|j| act(t + j)), nb)
             });
             t += 4;
         }
         if t + 2 <= tokens.end {
-            put(t, &unsafe {
-                panel::tile::<K, 2>(w, [act(t), act(t + 1)], nb)
-            });
+            put(t, &unsafe { P::tile::<2>(w, [act(t), act(t + 1)], nb) });
             t += 2;
         }
         if t < tokens.end {
-            put(t, &unsafe { panel::tile::<K, 1>(w, [act(t)], nb) });
+            put(t, &unsafe { P::tile::<1>(w, [act(t)], nb) });
         }
     }
 }
@@ -538,12 +592,14 @@ unsafe fn run_rows(
         unsafe {
             let (q8_0, q8_1, q8k) = (&acts.q8_0, &acts.q8_1, &acts.q8k);
             if m.panels {
+                use panels::{LegacyPanel as L, Q4KPanel};
                 match m.format {
-                    F::Q4_0 => run_panels::<{ avx2::Q4_0 }>(m, rows, q8_0, tokens, dst),
-                    F::Q4_1 => run_panels::<{ avx2::Q4_1 }>(m, rows, q8_1, tokens, dst),
-                    F::Q5_0 => run_panels::<{ avx2::Q5_0 }>(m, rows, q8_0, tokens, dst),
-                    F::Q5_1 => run_panels::<{ avx2::Q5_1 }>(m, rows, q8_1, tokens, dst),
-                    _ => run_panels::<{ avx2::Q8_0 }>(m, rows, q8_0, tokens, dst),
+                    F::Q4_0 => run_panels::<L<{ avx2::Q4_0 }>>(m, rows, q8_0, tokens, dst),
+                    F::Q4_1 => run_panels::<L<{ avx2::Q4_1 }>>(m, rows, q8_1, tokens, dst),
+                    F::Q5_0 => run_panels::<L<{ avx2::Q5_0 }>>(m, rows, q8_0, tokens, dst),
+                    F::Q5_1 => run_panels::<L<{ avx2::Q5_1 }>>(m, rows, q8_1, tokens, dst),
+                    F::Q8_0 => run_panels::<L<{ avx2::Q8_0 }>>(m, rows, q8_0, tokens, dst),
+                    _ => run_panels::<Q4KPanel>(m, rows, q8k, tokens, dst),
                 }
                 return;
             }

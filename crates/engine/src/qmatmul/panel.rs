@@ -1,5 +1,5 @@
-//! AVX-512 (F, BW, VL, VNNI) panels of 16 rows for the legacy 32-element formats: the GEMM
-//! layout of ggml's and candle's repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+//! AVX-512 (F, BW, VL, VNNI) panels of 16 rows: the GEMM layout of ggml's and candle's
+//! repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K.
 //!
 //! Layout (made at load by [`pack`]; the file's bytes, reordered, nothing converted): rows in
 //! panels of 16 (the last padded with zero rows), and for each panel the blocks in order, each
@@ -19,7 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use super::act::Act32;
+use super::act::{scale_min_k4, Act256, Act32};
 use super::avx2::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 
 /// Rows per panel.
@@ -232,5 +232,121 @@ pub(super) unsafe fn tile<const K: u8, const T: usize>(
             _mm512_storeu_ps(out[t].as_mut_ptr(), v);
         }
         out
+    }
+}
+
+/// Bytes of one Q4_K super-block of one panel: the 16 rows' `d` and `dmin` (f16), their 6-bit
+/// scales and minimums unpacked to a byte each (`[sub-block][row]`), then each 32-value
+/// sub-block's values as in the 4-bit legacy panels. 2,368 bytes where the file has 2,304: the
+/// scales take a byte instead of six bits.
+pub(super) const Q4K_BYTES: usize = 32 + 32 + 128 + 128 + 8 * 256;
+
+/// Packs `rows` rows of `nb` Q4_K super-blocks into panels.
+pub(super) fn pack_q4k<'a>(rows: usize, nb: usize, row: impl Fn(usize) -> &'a [u8]) -> Vec<u8> {
+    let panels = rows.div_ceil(ROWS);
+    let mut out = vec![0u8; panels * nb * Q4K_BYTES];
+    let zero = [0u8; 144];
+    for (p, panel) in out.chunks_exact_mut(nb * Q4K_BYTES).enumerate() {
+        for (b, dst) in panel.chunks_exact_mut(Q4K_BYTES).enumerate() {
+            let blocks: Vec<&[u8]> = (0..ROWS)
+                .map(|i| {
+                    let r = p * ROWS + i;
+                    if r < rows {
+                        &row(r)[b * 144..(b + 1) * 144]
+                    } else {
+                        &zero[..]
+                    }
+                })
+                .collect();
+            for (i, blk) in blocks.iter().enumerate() {
+                dst[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
+                dst[32 + 2 * i..32 + 2 * i + 2].copy_from_slice(&blk[2..4]);
+                for j in 0..8 {
+                    let (sc, mn) = scale_min_k4(j, &blk[4..16]);
+                    dst[64 + 16 * j + i] = sc;
+                    dst[192 + 16 * j + i] = mn;
+                }
+            }
+            for j in 0..8 {
+                let (c, high) = (j / 2, j % 2 == 1);
+                let base = 320 + 256 * j;
+                for h in 0..4 {
+                    for (i, blk) in blocks.iter().enumerate() {
+                        for l in 0..4 {
+                            let nib = |v: usize| {
+                                let byte = blk[16 + 32 * c + v];
+                                if high {
+                                    byte >> 4
+                                } else {
+                                    byte & 0x0F
+                                }
+                            };
+                            dst[base + 64 * h + 4 * i + l] =
+                                nib(4 * h + l) | (nib(4 * (h + 4) + l) << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One Q4_K panel (16 rows, `nb` super-blocks from `w`) times `T` tokens. Per super-block and
+/// token: `da * Σ_j (d sc_j Σ q a - dmin m_j Σ a)` over the 8 sub-blocks, each `Σ q a` an exact
+/// integer.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C; `w` addresses `nb` panel super-blocks and each
+/// `a[t]` `nb` activation blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn tile_q4k<const T: usize>(
+    w: *const u8,
+    a: [*const Act256; T],
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let mut out = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let p = w.add(b * Q4K_BYTES);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i));
+            let mut acc = [_mm512_setzero_ps(); T];
+            for j in 0..8 {
+                let byte_ps = |q: *const u8| {
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i)))
+                };
+                let dsc = _mm512_mul_ps(d, byte_ps(p.add(64 + 16 * j)));
+                let dmn = _mm512_mul_ps(dmin, byte_ps(p.add(192 + 16 * j)));
+                let wv = load_values::<Q4_0>(p.add(320 + 256 * j), std::ptr::null());
+                for t in 0..T {
+                    let blk = &*a[t].add(b);
+                    let q = blk.qs.as_ptr().add(32 * j);
+                    let mut s0 = _mm512_setzero_si512();
+                    let mut s1 = _mm512_setzero_si512();
+                    for g in (0..8).step_by(2) {
+                        let a0 =
+                            _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
+                        let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
+                            q.add(4 * g + 4) as *const i32
+                        ));
+                        s0 = _mm512_dpbusd_epi32(s0, wv[g], a0);
+                        s1 = _mm512_dpbusd_epi32(s1, wv[g + 1], a1);
+                    }
+                    let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                    acc[t] = _mm512_fmadd_ps(dsc, s, acc[t]);
+                    acc[t] = _mm512_fnmadd_ps(dmn, _mm512_set1_ps(blk.bsum32[j]), acc[t]);
+                }
+            }
+            for t in 0..T {
+                out[t] = _mm512_fmadd_ps(_mm512_set1_ps((*a[t].add(b)).d), acc[t], out[t]);
+            }
+        }
+        let mut res = [[0f32; ROWS]; T];
+        for t in 0..T {
+            _mm512_storeu_ps(res[t].as_mut_ptr(), out[t]);
+        }
+        res
     }
 }

@@ -277,7 +277,13 @@ fn every_instruction_set_variant_agrees() {
                             match which {
                                 0 => run_tiles::<Legacy<{ $k }, false>>(m, 0..rows, a, 0..n, dst),
                                 1 => run_tiles::<Legacy<{ $k }, true>>(m, 0..rows, a, 0..n, dst),
-                                _ => run_panels::<{ $k }>(m, 0..rows, a, 0..n, dst),
+                                _ => run_panels::<panels::LegacyPanel<{ $k }>>(
+                                    m,
+                                    0..rows,
+                                    a,
+                                    0..n,
+                                    dst,
+                                ),
                             }
                         }
                     };
