@@ -118,14 +118,14 @@ impl Format {
 }
 
 /// A quantized weight matrix of `rows` outputs by `cols` inputs: the file's blocks, row-major
-/// as stored, or (legacy formats and Q4_K on AVX-512 CPUs) in panels of 16 rows, see
+/// as stored, or (legacy formats, Q4_K and Q6_K on AVX-512 CPUs) in panels of 16 rows, see
 /// [`panel`].
 #[derive(Debug)]
 pub struct QMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    /// Legacy formats and Q4_K on AVX-512 CPUs: panels of 16 rows, see [`panel`].
+    /// Legacy formats, Q4_K and Q6_K on AVX-512 CPUs: panels of 16 rows, see [`panel`].
     panels: bool,
     bytes: Vec<u8>,
 }
@@ -140,6 +140,7 @@ impl QMatrix {
             let bytes = match (m.format, m.format.legacy()) {
                 (_, Some(k)) => Some(panel::pack(k, m.rows, m.cols / 32, |r| m.row(r))),
                 (Format::Q4K, _) => Some(panel::pack_q4k(m.rows, m.cols / 256, |r| m.row(r))),
+                (Format::Q6K, _) => Some(panel::pack_q6k(m.rows, m.cols / 256, |r| m.row(r))),
                 _ => None,
             };
             if let Some(bytes) = bytes {
@@ -491,6 +492,7 @@ mod panels {
 
     pub(super) struct LegacyPanel<const K: u8>;
     pub(super) struct Q4KPanel;
+    pub(super) struct Q6KPanel;
 
     impl<const K: u8> Panel for LegacyPanel<K> {
         type A = Act32;
@@ -515,6 +517,19 @@ mod panels {
         ) -> [[f32; panel::ROWS]; T] {
             // SAFETY: forwarded from the caller.
             unsafe { panel::tile_q4k::<T>(w, a, nb) }
+        }
+    }
+
+    impl Panel for Q6KPanel {
+        type A = Act256;
+        const BLOCK_BYTES: usize = panel::Q6K_BYTES;
+        unsafe fn tile<const T: usize>(
+            w: *const u8,
+            a: [*const Act256; T],
+            nb: usize,
+        ) -> [[f32; panel::ROWS]; T] {
+            // SAFETY: forwarded from the caller.
+            unsafe { panel::tile_q6k::<T>(w, a, nb) }
         }
     }
 }
@@ -592,14 +607,15 @@ unsafe fn run_rows(
         unsafe {
             let (q8_0, q8_1, q8k) = (&acts.q8_0, &acts.q8_1, &acts.q8k);
             if m.panels {
-                use panels::{LegacyPanel as L, Q4KPanel};
+                use panels::{LegacyPanel as L, Q4KPanel, Q6KPanel};
                 match m.format {
                     F::Q4_0 => run_panels::<L<{ avx2::Q4_0 }>>(m, rows, q8_0, tokens, dst),
                     F::Q4_1 => run_panels::<L<{ avx2::Q4_1 }>>(m, rows, q8_1, tokens, dst),
                     F::Q5_0 => run_panels::<L<{ avx2::Q5_0 }>>(m, rows, q8_0, tokens, dst),
                     F::Q5_1 => run_panels::<L<{ avx2::Q5_1 }>>(m, rows, q8_1, tokens, dst),
                     F::Q8_0 => run_panels::<L<{ avx2::Q8_0 }>>(m, rows, q8_0, tokens, dst),
-                    _ => run_panels::<Q4KPanel>(m, rows, q8k, tokens, dst),
+                    F::Q4K => run_panels::<Q4KPanel>(m, rows, q8k, tokens, dst),
+                    _ => run_panels::<Q6KPanel>(m, rows, q8k, tokens, dst),
                 }
                 return;
             }

@@ -1,5 +1,5 @@
 //! AVX-512 (F, BW, VL, VNNI) panels of 16 rows: the GEMM layout of ggml's and candle's
-//! repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K.
+//! repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K.
 //!
 //! Layout (made at load by [`pack`]; the file's bytes, reordered, nothing converted): rows in
 //! panels of 16 (the last padded with zero rows), and for each panel the blocks in order, each
@@ -337,6 +337,144 @@ pub(super) unsafe fn tile_q4k<const T: usize>(
                     let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
                     acc[t] = _mm512_fmadd_ps(dsc, s, acc[t]);
                     acc[t] = _mm512_fnmadd_ps(dmn, _mm512_set1_ps(blk.bsum32[j]), acc[t]);
+                }
+            }
+            for t in 0..T {
+                out[t] = _mm512_fmadd_ps(_mm512_set1_ps((*a[t].add(b)).d), acc[t], out[t]);
+            }
+        }
+        let mut res = [[0f32; ROWS]; T];
+        for t in 0..T {
+            _mm512_storeu_ps(res[t].as_mut_ptr(), out[t]);
+        }
+        res
+    }
+}
+
+/// Bytes of one Q6_K super-block of one panel (as many as the file's 16 rows): the 16 rows'
+/// `d` (f16), their 16 scales (`[sub-block][row]`, i8), then per 32 values the low nibbles as in
+/// the 4-bit legacy panels (256 bytes) and the two high bits of the same 8 groups of 4 values
+/// (128 bytes: register `e`, byte lane `4 * row + i`, bits `2m..2m + 2` for group `4e + m`).
+pub(super) const Q6K_BYTES: usize = 32 + 256 + 8 * (256 + 128);
+
+/// The 256 unsigned 6-bit values (offset 32 kept) of one file super-block.
+fn q6k_values(b: &[u8]) -> [u8; 256] {
+    let (ql, qh) = (&b[0..128], &b[128..192]);
+    let mut v = [0u8; 256];
+    for n in 0..2 {
+        for l in 0..32 {
+            let h = qh[32 * n + l];
+            let (x, y) = (ql[64 * n + l], ql[64 * n + 32 + l]);
+            v[128 * n + l] = (x & 0x0F) | ((h & 3) << 4);
+            v[128 * n + 32 + l] = (y & 0x0F) | (((h >> 2) & 3) << 4);
+            v[128 * n + 64 + l] = (x >> 4) | (((h >> 4) & 3) << 4);
+            v[128 * n + 96 + l] = (y >> 4) | (((h >> 6) & 3) << 4);
+        }
+    }
+    v
+}
+
+/// Packs `rows` rows of `nb` Q6_K super-blocks into panels.
+pub(super) fn pack_q6k<'a>(rows: usize, nb: usize, row: impl Fn(usize) -> &'a [u8]) -> Vec<u8> {
+    let panels = rows.div_ceil(ROWS);
+    let mut out = vec![0u8; panels * nb * Q6K_BYTES];
+    let zero = [0u8; 210];
+    for (p, panel) in out.chunks_exact_mut(nb * Q6K_BYTES).enumerate() {
+        for (b, dst) in panel.chunks_exact_mut(Q6K_BYTES).enumerate() {
+            let blocks: Vec<&[u8]> = (0..ROWS)
+                .map(|i| {
+                    let r = p * ROWS + i;
+                    if r < rows {
+                        &row(r)[b * 210..(b + 1) * 210]
+                    } else {
+                        &zero[..]
+                    }
+                })
+                .collect();
+            let vals: Vec<[u8; 256]> = blocks.iter().map(|blk| q6k_values(blk)).collect();
+            for (i, blk) in blocks.iter().enumerate() {
+                dst[2 * i..2 * i + 2].copy_from_slice(&blk[208..210]);
+                for j in 0..16 {
+                    dst[32 + 16 * j + i] = blk[192 + j];
+                }
+            }
+            for k in 0..8 {
+                let base = 288 + 384 * k;
+                for (i, v) in vals.iter().enumerate() {
+                    let v = &v[32 * k..32 * k + 32];
+                    for h in 0..4 {
+                        for l in 0..4 {
+                            dst[base + 64 * h + 4 * i + l] =
+                                (v[4 * h + l] & 0x0F) | ((v[4 * (h + 4) + l] & 0x0F) << 4);
+                        }
+                    }
+                    for e in 0..2 {
+                        for l in 0..4 {
+                            let mut byte = 0u8;
+                            for m in 0..4 {
+                                byte |= (v[4 * (4 * e + m) + l] >> 4) << (2 * m);
+                            }
+                            dst[base + 256 + 64 * e + 4 * i + l] = byte;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One Q6_K panel (16 rows, `nb` super-blocks from `w`) times `T` tokens. Per super-block and
+/// token: `da * Σ_j d sc_j (Σ q a - 32 Σ a)` over the 16 sub-blocks of 16 values, each sum an
+/// exact integer.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C; `w` addresses `nb` panel super-blocks and each
+/// `a[t]` `nb` activation blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn tile_q6k<const T: usize>(
+    w: *const u8,
+    a: [*const Act256; T],
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let m3 = _mm512_set1_epi8(3);
+        let mut out = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let p = w.add(b * Q6K_BYTES);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            let mut acc = [_mm512_setzero_ps(); T];
+            for k in 0..8 {
+                let c = p.add(288 + 384 * k);
+                let mut wv = load_values::<Q4_0>(c, std::ptr::null());
+                for e in 0..2i32 {
+                    let hb = _mm512_loadu_si512(c.add(256 + 64 * e as usize) as *const _);
+                    for m in 0..4i32 {
+                        let h =
+                            _mm512_and_si512(_mm512_srl_epi16(hb, _mm_cvtsi32_si128(2 * m)), m3);
+                        let g = (4 * e + m) as usize;
+                        wv[g] = _mm512_or_si512(wv[g], _mm512_slli_epi16(h, 4));
+                    }
+                }
+                for half in 0..2 {
+                    let j = 2 * k + half;
+                    let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                        p.add(32 + 16 * j) as *const __m128i,
+                    )));
+                    let dsc = _mm512_mul_ps(d, sc);
+                    for t in 0..T {
+                        let blk = &*a[t].add(b);
+                        let q = blk.qs.as_ptr().add(16 * j);
+                        let mut s = _mm512_set1_epi32(-32 * blk.bsums[j] as i32);
+                        for g in 0..4 {
+                            let av = _mm512_set1_epi32(std::ptr::read_unaligned(
+                                q.add(4 * g) as *const i32
+                            ));
+                            s = _mm512_dpbusd_epi32(s, wv[4 * half + g], av);
+                        }
+                        acc[t] = _mm512_fmadd_ps(dsc, _mm512_cvtepi32_ps(s), acc[t]);
+                    }
                 }
             }
             for t in 0..T {
