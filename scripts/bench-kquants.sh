@@ -20,7 +20,11 @@ for f in "${FILES[@]}"; do
   case "$what" in
     speed) target/release/sinkchat bench decode --model "$K/$f.gguf" \
              --llamacpp .cache/llama.cpp/build/bin/llama-bench --out "$OUT/$f.speed.json" ;;
-    perplexity) target/release/sinkchat eval kernels --model "$K/$f.gguf" --out "$OUT/$f.ppl.json" ;;
+    perplexity)
+      # candle's side depends only on the file and candle: computed once, kept in $OUT.
+      [ -f "$OUT/$f.candle.json" ] || target/release/sinkchat eval kernels --side candle \
+        --model "$K/$f.gguf" --out "$OUT/$f.candle.json"
+      target/release/sinkchat eval kernels --side sinkchat --model "$K/$f.gguf" --out "$OUT/$f.sinkchat.json" ;;
     *) echo "usage: scripts/bench-kquants.sh speed|perplexity" >&2; exit 64 ;;
   esac
 done
@@ -29,10 +33,17 @@ import json, sys, datetime
 what, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = []
 for f in files:
-    d = json.load(open(f"{out}/{f}.{'speed' if what == 'speed' else 'ppl'}.json"))
     if what == "speed":
+        d = json.load(open(f"{out}/{f}.speed.json"))
         d["decode_ratio"] = round(d["sinkchat_tokens_per_s"] / d["llamacpp_tokens_per_s"], 3)
         d["prompt_ratio"] = round(d["sinkchat_prompt_tokens_per_s"] / d["llamacpp_prompt_tokens_per_s"], 3)
+    else:
+        c, s = json.load(open(f"{out}/{f}.candle.json")), json.load(open(f"{out}/{f}.sinkchat.json"))
+        assert c["tokens"] == s["tokens"], f
+        d = {k: s[k] for k in ("model", "tensor_types", "text", "tokens")}
+        d["perplexity_candle_kernels"] = c["perplexity"]
+        d["perplexity_sinkchat_kernels"] = s["perplexity"]
+        d["change_percent"] = round((s["perplexity"] - c["perplexity"]) / c["perplexity"] * 100, 4)
     rows.append(d)
 name = "decode-kquants.json" if what == "speed" else "kernels-perplexity-kquants.json"
 doc = {"date": datetime.date.today().isoformat(), "threads": 2, "files": rows}

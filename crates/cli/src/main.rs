@@ -4,7 +4,8 @@
 //! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--device cpu|gpu]
 //!                       [--llamacpp PATH/llama-bench] [--out docs/bench/decode.json]
 //! sinkchat bench kernels [--prompt-tokens 512] [--out docs/bench/kernels.json]
-//! sinkchat eval kernels [--model F] [--book emma|--text FILE] [--tokens 8192] [--out F.json]
+//! sinkchat eval kernels [--model F] [--side sinkchat|candle] [--book emma|--text FILE]
+//!                       [--tokens 8192] [--out F.json]
 //! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--device cpu|gpu]
 //!                       [--out docs/bench/flat.json]
 //! sinkchat bench store  [--conversations 10000] [--messages 1000000] [--db-dir target/bench-store]
@@ -128,7 +129,8 @@ fn main() -> Result<()> {
             let tokens = flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192);
             if which == "kernels" {
                 let out = flag("--out").map(std::path::PathBuf::from);
-                eval::kernels(&model, &label, &body, tokens, out)
+                let side = flag("--side").unwrap_or_else(|| "sinkchat".into());
+                eval::kernels(&model, &label, &body, tokens, &side, out)
             } else {
                 eval::requant(&model, &label, &body, tokens)
             }

@@ -476,13 +476,16 @@ impl Loader<'_> {
             .iter()
             .any(|n| *n == "output.weight" || *n == "token_embd.weight");
         let native = self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available();
-        let skip = std::env::var("SINKCHAT_DEBUG_SKIP").unwrap_or_default();
-        if native
-            && ts.iter().all(|t| {
-                qmatmul::Format::of(t.dtype()).is_some()
-                    && !skip.contains(&format!("{:?}", t.dtype()))
-            })
-        {
+        // `SINKCHAT_CANDLE_KERNELS=Q6K,Q8_0` (for measuring): these formats run through
+        // candle's kernels, the rest through ours.
+        let to_candle = std::env::var("SINKCHAT_CANDLE_KERNELS").unwrap_or_default();
+        let ours = |t: &QTensor| {
+            qmatmul::Format::of(t.dtype()).is_some()
+                && !to_candle
+                    .split(',')
+                    .any(|f| f.trim() == format!("{:?}", t.dtype()))
+        };
+        if native && ts.iter().all(ours) {
             if counts {
                 self.weight_dtype.get_or_insert(ts[0].dtype());
             }
