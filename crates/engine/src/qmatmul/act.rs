@@ -63,18 +63,9 @@ pub(super) fn quantize_q8_0(xs: &[f32], out: &mut [Act32]) {
 
 /// `quantize_row_q8_1`: as Q8_0, plus `s = d * Σ qs`, both rounded to f16 as ggml does.
 pub(super) fn quantize_q8_1(xs: &[f32], out: &mut [Act32]) {
-    for (x, y) in xs.chunks_exact(32).zip(out.iter_mut()) {
-        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in y.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
-            sum += *q as i32;
-        }
-        y.d = f16::from_f32(d).to_f32();
-        y.s = f16::from_f32(f16::from_f32(sum as f32).to_f32() * y.d).to_f32();
-        y.sum = sum;
+    quantize_q8_0(xs, out);
+    for y in out.iter_mut() {
+        y.s = f16::from_f32(f16::from_f32(y.sum as f32).to_f32() * y.d).to_f32();
     }
 }
 
@@ -127,8 +118,9 @@ pub(super) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
-/// The 32 (unsigned or signed) integer values of one 32-element block of a legacy format.
-fn values32(f: Format, b: &[u8]) -> [i32; 32] {
+/// The 32 integer values of one 32-element block of a legacy format, offsets removed (signed
+/// for Q4_0, Q5_0 and Q8_0).
+pub(super) fn values32(f: Format, b: &[u8]) -> [i32; 32] {
     let mut v = [0i32; 32];
     let (qs, qh, off) = match f {
         Format::Q4_0 => (&b[2..18], None, 8),

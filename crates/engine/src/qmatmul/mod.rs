@@ -587,6 +587,29 @@ unsafe fn run_panels<P: Panel>(
     }
 }
 
+/// [`run_tiles`] for a legacy format, with `vpdpbusd` where the CPU has AVX512-VNNI.
+///
+/// # Safety
+/// As [`run_tiles`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_legacy<const K: u8>(
+    m: &QMatrix,
+    rows: std::ops::Range<usize>,
+    acts: &[Act32],
+    tokens: std::ops::Range<usize>,
+    dst: Dst,
+) {
+    use tiles::Legacy;
+    // SAFETY: forwarded; VNNI only where `vnni()` found it.
+    unsafe {
+        if vnni() {
+            run_tiles::<Legacy<K, true>>(m, rows, acts, tokens, dst)
+        } else {
+            run_tiles::<Legacy<K, false>>(m, rows, acts, tokens, dst)
+        }
+    }
+}
+
 /// One work item: rows of one matrix for a range of tokens.
 ///
 /// # Safety
@@ -600,7 +623,7 @@ unsafe fn run_rows(
 ) {
     #[cfg(target_arch = "x86_64")]
     if available() {
-        use tiles::{Legacy, K45, K6};
+        use tiles::{K45, K6};
         use Format as F;
         // SAFETY: AVX2/FMA/F16C checked (and VNNI where chosen); the rest as the caller
         // guarantees.
@@ -619,40 +642,15 @@ unsafe fn run_rows(
                 }
                 return;
             }
-            match (m.format, vnni()) {
-                (F::Q4_0, false) => {
-                    run_tiles::<Legacy<{ avx2::Q4_0 }, false>>(m, rows, q8_0, tokens, dst)
-                }
-                (F::Q4_0, true) => {
-                    run_tiles::<Legacy<{ avx2::Q4_0 }, true>>(m, rows, q8_0, tokens, dst)
-                }
-                (F::Q4_1, false) => {
-                    run_tiles::<Legacy<{ avx2::Q4_1 }, false>>(m, rows, q8_1, tokens, dst)
-                }
-                (F::Q4_1, true) => {
-                    run_tiles::<Legacy<{ avx2::Q4_1 }, true>>(m, rows, q8_1, tokens, dst)
-                }
-                (F::Q5_0, false) => {
-                    run_tiles::<Legacy<{ avx2::Q5_0 }, false>>(m, rows, q8_0, tokens, dst)
-                }
-                (F::Q5_0, true) => {
-                    run_tiles::<Legacy<{ avx2::Q5_0 }, true>>(m, rows, q8_0, tokens, dst)
-                }
-                (F::Q5_1, false) => {
-                    run_tiles::<Legacy<{ avx2::Q5_1 }, false>>(m, rows, q8_1, tokens, dst)
-                }
-                (F::Q5_1, true) => {
-                    run_tiles::<Legacy<{ avx2::Q5_1 }, true>>(m, rows, q8_1, tokens, dst)
-                }
-                (F::Q8_0, false) => {
-                    run_tiles::<Legacy<{ avx2::Q8_0 }, false>>(m, rows, q8_0, tokens, dst)
-                }
-                (F::Q8_0, true) => {
-                    run_tiles::<Legacy<{ avx2::Q8_0 }, true>>(m, rows, q8_0, tokens, dst)
-                }
-                (F::Q4K, _) => run_tiles::<K45<false>>(m, rows, q8k, tokens, dst),
-                (F::Q5K, _) => run_tiles::<K45<true>>(m, rows, q8k, tokens, dst),
-                (F::Q6K, _) => run_tiles::<K6>(m, rows, q8k, tokens, dst),
+            match m.format {
+                F::Q4_0 => run_legacy::<{ avx2::Q4_0 }>(m, rows, q8_0, tokens, dst),
+                F::Q4_1 => run_legacy::<{ avx2::Q4_1 }>(m, rows, q8_1, tokens, dst),
+                F::Q5_0 => run_legacy::<{ avx2::Q5_0 }>(m, rows, q8_0, tokens, dst),
+                F::Q5_1 => run_legacy::<{ avx2::Q5_1 }>(m, rows, q8_1, tokens, dst),
+                F::Q8_0 => run_legacy::<{ avx2::Q8_0 }>(m, rows, q8_0, tokens, dst),
+                F::Q4K => run_tiles::<K45<false>>(m, rows, q8k, tokens, dst),
+                F::Q5K => run_tiles::<K45<true>>(m, rows, q8k, tokens, dst),
+                F::Q6K => run_tiles::<K6>(m, rows, q8k, tokens, dst),
             }
         }
         return;

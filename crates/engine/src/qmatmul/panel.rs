@@ -19,8 +19,9 @@
 
 use std::arch::x86_64::*;
 
-use super::act::{scale_min_k4, Act256, Act32};
+use super::act::{scale_min_k4, values32, Act256, Act32};
 use super::avx2::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+use super::Format;
 
 /// Rows per panel.
 pub(super) const ROWS: usize = 16;
@@ -53,27 +54,33 @@ pub(super) const fn block_bytes(k: u8) -> usize {
     }
 }
 
-/// The unsigned values (offset kept) of one file block.
+/// The unsigned values (offset kept, as `vpdpbusd` takes them) of one file block.
 fn values(k: u8, b: &[u8]) -> [u8; 32] {
-    let mut v = [0u8; 32];
-    if k == Q8_0 {
-        for (o, &q) in v.iter_mut().zip(&b[2..34]) {
-            *o = q ^ 0x80;
-        }
-        return v;
-    }
-    let (qs, qh) = match k {
-        Q4_0 => (&b[2..18], None),
-        Q4_1 => (&b[4..20], None),
-        Q5_0 => (&b[6..22], Some(&b[2..6])),
-        _ => (&b[8..24], Some(&b[4..8])),
+    let f = match k {
+        Q4_0 => Format::Q4_0,
+        Q4_1 => Format::Q4_1,
+        Q5_0 => Format::Q5_0,
+        Q5_1 => Format::Q5_1,
+        _ => Format::Q8_0,
     };
-    let h = qh.map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
-    for j in 0..16 {
-        v[j] = (qs[j] & 0x0F) | ((((h >> j) & 1) << 4) as u8);
-        v[j + 16] = (qs[j] >> 4) | ((((h >> (j + 16)) & 1) << 4) as u8);
-    }
-    v
+    values32(f, b).map(|v| (v + offset(k)) as u8)
+}
+
+/// The 16 rows' blocks `b` (each `bytes` long) of panel `p`, zeros past the last row.
+fn panel_blocks<'b, 'a: 'b>(
+    p: usize,
+    b: usize,
+    bytes: usize,
+    rows: usize,
+    zero: &'b [u8],
+    row: &impl Fn(usize) -> &'a [u8],
+) -> Vec<&'b [u8]> {
+    (0..ROWS)
+        .map(|i| match p * ROWS + i {
+            r if r < rows => &row(r)[b * bytes..(b + 1) * bytes],
+            _ => &zero[..bytes],
+        })
+        .collect()
 }
 
 /// Packs `rows` rows of `nb` file blocks each (`row(r)` gives row `r`'s bytes) into panels.
@@ -84,16 +91,7 @@ pub(super) fn pack<'a>(k: u8, rows: usize, nb: usize, row: impl Fn(usize) -> &'a
     let zero = vec![0u8; fb];
     for (p, panel) in out.chunks_exact_mut(nb * block_bytes(k)).enumerate() {
         for (b, dst) in panel.chunks_exact_mut(block_bytes(k)).enumerate() {
-            let blocks: Vec<&[u8]> = (0..ROWS)
-                .map(|i| {
-                    let r = p * ROWS + i;
-                    if r < rows {
-                        &row(r)[b * fb..(b + 1) * fb]
-                    } else {
-                        &zero[..]
-                    }
-                })
-                .collect();
+            let blocks = panel_blocks(p, b, fb, rows, &zero, &row);
             let mut at = 0;
             for blk in &blocks {
                 dst[at..at + 2].copy_from_slice(&blk[0..2]);
@@ -248,16 +246,7 @@ pub(super) fn pack_q4k<'a>(rows: usize, nb: usize, row: impl Fn(usize) -> &'a [u
     let zero = [0u8; 144];
     for (p, panel) in out.chunks_exact_mut(nb * Q4K_BYTES).enumerate() {
         for (b, dst) in panel.chunks_exact_mut(Q4K_BYTES).enumerate() {
-            let blocks: Vec<&[u8]> = (0..ROWS)
-                .map(|i| {
-                    let r = p * ROWS + i;
-                    if r < rows {
-                        &row(r)[b * 144..(b + 1) * 144]
-                    } else {
-                        &zero[..]
-                    }
-                })
-                .collect();
+            let blocks = panel_blocks(p, b, 144, rows, &zero, &row);
             for (i, blk) in blocks.iter().enumerate() {
                 dst[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
                 dst[32 + 2 * i..32 + 2 * i + 2].copy_from_slice(&blk[2..4]);
@@ -381,16 +370,7 @@ pub(super) fn pack_q6k<'a>(rows: usize, nb: usize, row: impl Fn(usize) -> &'a [u
     let zero = [0u8; 210];
     for (p, panel) in out.chunks_exact_mut(nb * Q6K_BYTES).enumerate() {
         for (b, dst) in panel.chunks_exact_mut(Q6K_BYTES).enumerate() {
-            let blocks: Vec<&[u8]> = (0..ROWS)
-                .map(|i| {
-                    let r = p * ROWS + i;
-                    if r < rows {
-                        &row(r)[b * 210..(b + 1) * 210]
-                    } else {
-                        &zero[..]
-                    }
-                })
-                .collect();
+            let blocks = panel_blocks(p, b, 210, rows, &zero, &row);
             let vals: Vec<[u8; 256]> = blocks.iter().map(|blk| q6k_values(blk)).collect();
             for (i, blk) in blocks.iter().enumerate() {
                 dst[2 * i..2 * i + 2].copy_from_slice(&blk[208..210]);
