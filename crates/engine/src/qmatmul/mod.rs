@@ -278,34 +278,28 @@ struct Acts {
 impl Acts {
     /// `kinds`: the blocks the group's matrices read.
     fn new(x: &[f32], cols: usize, kinds: &[ActKind]) -> Self {
-        let n = x.len() / cols;
+        /// Each row of `x` quantized into `cols / len` blocks by `quantize`.
+        fn rows<B: Clone + Default>(
+            x: &[f32],
+            cols: usize,
+            len: usize,
+            quantize: fn(&[f32], &mut [B]),
+        ) -> Vec<B> {
+            let mut out = vec![B::default(); x.len() / len];
+            for (xr, br) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols / len)) {
+                quantize(xr, br);
+            }
+            out
+        }
         let mut acts = Acts::default();
         if kinds.contains(&ActKind::Q8_0) {
-            acts.q8_0 = vec![Act32::default(); n * cols / 32];
-            for (xr, ar) in x
-                .chunks_exact(cols)
-                .zip(acts.q8_0.chunks_exact_mut(cols / 32))
-            {
-                act::quantize_q8_0(xr, ar);
-            }
+            acts.q8_0 = rows(x, cols, 32, act::quantize_q8_0);
         }
         if kinds.contains(&ActKind::Q8_1) {
-            acts.q8_1 = vec![Act32::default(); n * cols / 32];
-            for (xr, ar) in x
-                .chunks_exact(cols)
-                .zip(acts.q8_1.chunks_exact_mut(cols / 32))
-            {
-                act::quantize_q8_1(xr, ar);
-            }
+            acts.q8_1 = rows(x, cols, 32, act::quantize_q8_1);
         }
         if kinds.contains(&ActKind::Q8K) {
-            acts.q8k = vec![Act256::default(); n * cols / 256];
-            for (xr, ar) in x
-                .chunks_exact(cols)
-                .zip(acts.q8k.chunks_exact_mut(cols / 256))
-            {
-                act::quantize_q8_k(xr, ar);
-            }
+            acts.q8k = rows(x, cols, 256, act::quantize_q8_k);
         }
         acts
     }
