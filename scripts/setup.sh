@@ -36,15 +36,19 @@ fetch_model() {  # $1: models folder
 LCPP_SDIST=llama_cpp_python-0.3.36.tar.gz
 LCPP_SHA=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 fetch_test_data() {
-  mkdir -p .cache/vocab
-  if [ ! -f .cache/vocab/ggml-vocab-qwen2.gguf.out ]; then
+  mkdir -p .cache/vocab .cache/templates
+  if [ ! -f .cache/vocab/ggml-vocab-phi-3.gguf.out ] || [ ! -f .cache/templates/test-chat-template.cpp ]; then
     if [ ! -f ".cache/$LCPP_SDIST" ] || ! echo "$LCPP_SHA  .cache/$LCPP_SDIST" | sha256sum -c --status; then
       say "downloading llama-cpp-python's source package (tokenizer test vectors)"
       python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python --dest .cache llama-cpp-python==0.3.36
     fi
     echo "$LCPP_SHA  .cache/$LCPP_SDIST" | sha256sum -c --status || { echo "llama-cpp-python sdist checksum mismatch" >&2; exit 1; }
     tar -xzf ".cache/$LCPP_SDIST" -C .cache/vocab --strip-components=4 --wildcards \
-      '*/models/ggml-vocab-gpt-2.gguf*' '*/models/ggml-vocab-llama-bpe.gguf*' '*/models/ggml-vocab-qwen2.gguf*'
+      '*/models/ggml-vocab-gpt-2.gguf*' '*/models/ggml-vocab-llama-bpe.gguf*' '*/models/ggml-vocab-qwen2.gguf*' \
+      '*/models/ggml-vocab-llama-spm.gguf*' '*/models/ggml-vocab-phi-3.gguf*' '*/models/ggml-vocab-gemma-4.gguf'
+    # Real chat templates, and llama.cpp's expected renderings of them.
+    tar -xzf ".cache/$LCPP_SDIST" -C .cache/templates --strip-components=5 --wildcards '*/models/templates/*.jinja'
+    tar -xzf ".cache/$LCPP_SDIST" -C .cache/templates --strip-components=4 --wildcards '*/tests/test-chat-template.cpp'
   fi
 }
 

@@ -77,7 +77,7 @@ function downloadControls(key: string, repo: string, file: string, downloaded = 
 function summaryLine(m: InstalledModel): string {
   const s = m.summary;
   if (!s) return m.problem ?? "";
-  return `${s.architecture} · ${s.quantization} · ${count(s.parameters)} · ${bytes(m.bytes)} · ${t.memory} ~${bytes(s.memory_bytes)}`;
+  return `${s.architecture} · ${s.quantization} · ${count(s.parameters)} · ${bytes(m.bytes)} · ${t.memory} ~${bytes(s.memory_bytes)} · ${t.template(s.chat_template, s.template_from_file)}`;
 }
 
 function render() {
@@ -111,7 +111,7 @@ function render() {
       const key = keyOf(c.repo, c.file);
       const li = el("li", { cls: "card", attrs: { "data-key": key } });
       li.append(el("strong", { text: c.title }), el("span", { cls: "sub", text: c.description }),
-        el("span", { cls: "facts", text: `${t.size} ${bytes(c.size_bytes)} · ${t.memory} ${bytes(c.memory_bytes)} · ${c.quantization} · ${t.license}: ${c.license}` }));
+        el("span", { cls: "facts", text: `${t.size} ${bytes(c.size_bytes)} · ${t.memory} ${bytes(c.memory_bytes)} · ${c.quantization} · ${t.catalogTemplate(c.chat_template)} · ${t.license}: ${c.license}` }));
       if (installed.has(c.file)) li.append(el("span", { cls: "badge", text: c.file === o.active ? t.inUse : t.installed }));
       else {
         const u = o.unfinished.find((x) => x.key === key);
@@ -190,7 +190,7 @@ async function inspect() {
   verdict.className = "";
   try {
     const s = await api.inspectModel(path);
-    verdict.textContent = t.canRun(s.architecture, s.quantization, count(s.parameters), s.trained_context);
+    verdict.textContent = `${t.canRun(s.architecture, s.quantization, count(s.parameters), s.trained_context)} ${t.template(s.chat_template, s.template_from_file)}.`;
     verdict.className = "ok";
     $<HTMLButtonElement>("import-button").disabled = false;
   } catch (e) {

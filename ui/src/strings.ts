@@ -82,6 +82,8 @@ export const t = {
   check: "Check",
   import: "Import",
   canRun: (arch: string, quant: string, params: string, ctx: number) => `SinkChat can run it: ${arch}, ${quant}, ${params} parameters, trained on ${ctx} tokens of context.`,
+  template: (family: string, fromFile: boolean) => fromFile ? `Chat template: ${family} (from the file)` : "Chat template: none in the file, so SinkChat uses ChatML",
+  catalogTemplate: (family: string) => `Chat template: ${family}`,
   size: "Size",
   memory: "Memory",
   license: "License",

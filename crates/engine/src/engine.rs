@@ -195,6 +195,9 @@ struct Conversation {
     /// transcript.
     last_message: Option<i64>,
     last_used: Instant,
+    /// The last token the cache read (`None`: unknown, e.g. after a restore), which decides
+    /// whether SentencePiece puts a space before the next text.
+    last_token: Option<u32>,
 }
 
 /// What a snapshot keeps of a conversation besides its cache.
@@ -230,8 +233,11 @@ impl Engine {
         let model = Model::load(model_path, &device, LoadOptions::default())?;
         let model_id = crate::snapshot::model_identity(model_path)?;
         let header = crate::model::read_gguf_header(model_path)?;
-        let tokenizer = GgufTokenizer::from_gguf(&header)?;
-        let template = ChatTemplate::detect(tokenizer.chat_template.as_deref());
+        let mut tokenizer = GgufTokenizer::from_gguf(&header)?;
+        let template = ChatTemplate::for_tokenizer(&tokenizer)?;
+        // The reply also ends at the token the template closes an assistant turn with.
+        let closers = template.end_of_turn_tokens(&tokenizer);
+        tokenizer.end_of_turn.extend(closers);
         let spec = model.spec().clone();
         let info = ModelInfo {
             name: spec.name.clone(),
@@ -448,17 +454,8 @@ impl Worker {
             segments: Segments(meta.segments),
             last_message: meta.last_message,
             last_used: Instant::now(),
+            last_token: None,
         })
-    }
-
-    /// The BOS token's text, for templates that open with it (ChatML does not).
-    fn bos_str(&self) -> Option<String> {
-        if self.template == ChatTemplate::ChatMl {
-            return None;
-        }
-        self.tokenizer
-            .bos
-            .and_then(|b| self.tokenizer.id_to_token(b))
     }
 
     /// Makes sure the conversation has a live cache matching the request, rebuilding it from
@@ -496,19 +493,24 @@ impl Worker {
                 .expect("checked");
             if c.close_pending {
                 feeds.push((
-                    encode_pieces(&self.tokenizer, &self.template.assistant_close())?,
+                    encode_pieces(&self.tokenizer, &self.template.assistant_close(), c.last_token)?,
                     None,
                 ));
                 c.close_pending = false;
             }
             return Ok((source, feeds));
         }
-        let opening = encode_pieces(
+        let mut opening = encode_pieces(
             &self.tokenizer,
-            &self
-                .template
-                .opening(self.bos_str().as_deref(), &req.system_prompt),
+            &self.template.opening(&req.system_prompt),
+            None,
         )?;
+        // BOS first where the file asks for it and the template did not put it there.
+        if let (true, Some(bos)) = (self.tokenizer.add_bos, self.tokenizer.bos) {
+            if opening.first() != Some(&bos) {
+                opening.insert(0, bos);
+            }
+        }
         let sinks = if req.pin_system_prompt {
             req.cache.sinks.max(opening.len())
         } else {
@@ -520,18 +522,17 @@ impl Worker {
             evict_step: req.cache.evict_step,
         };
         let cache = SinkCache::new(self.model.spec(), config, self.model.device())?;
-        feeds.push((opening, None));
         // Rebuild from the transcript's tail: the turns that fit in three quarters of the
         // window, so the new turn and the reply still have room.
         let budget = config.window * 3 / 4;
-        let mut tail: Vec<PendingTokens> = Vec::new();
         let mut used = 0;
         let turns: Vec<&Turn> = req
             .history
             .iter()
             .filter(|t| t.role != Role::System)
             .collect();
-        for (i, t) in turns.iter().enumerate().rev() {
+        let pieces_of = |i: usize| {
+            let t = turns[i];
             let mut pieces = match t.role {
                 Role::User => self.template.user_turn(&t.content),
                 _ => self.template.assistant_text(&t.content),
@@ -542,15 +543,26 @@ impl Worker {
             if t.role == Role::Assistant || !answered {
                 pieces.extend(self.template.assistant_close());
             }
-            let ids = encode_pieces(&self.tokenizer, &pieces)?;
-            if used + ids.len() > budget {
+            pieces
+        };
+        // Newest first until the budget is spent (sizes as if each turn followed a special
+        // token), then tokenized oldest first, each after the token before it.
+        let mut first = turns.len();
+        for i in (0..turns.len()).rev() {
+            let n = encode_pieces(&self.tokenizer, &pieces_of(i), None)?.len();
+            if used + n > budget {
                 break;
             }
-            used += ids.len();
-            tail.push((ids, Some(t.message_id)));
+            used += n;
+            first = i;
         }
-        tail.reverse();
-        feeds.extend(tail);
+        let mut prev = opening.last().copied();
+        feeds.push((opening, None));
+        for i in first..turns.len() {
+            let ids = encode_pieces(&self.tokenizer, &pieces_of(i), prev)?;
+            prev = ids.last().copied().or(prev);
+            feeds.push((ids, Some(turns[i].message_id)));
+        }
         self.conversations.insert(
             req.conversation,
             Conversation {
@@ -562,6 +574,7 @@ impl Worker {
                 segments: Segments::default(),
                 last_message: None,
                 last_used: Instant::now(),
+                last_token: None,
             },
         );
         Ok((source, feeds))
@@ -575,7 +588,12 @@ impl Worker {
     ) -> Result<()> {
         let (source, mut feeds) = self.prepare(req)?;
         cb(EngineEvent::Memory { source });
-        let user = encode_pieces(&self.tokenizer, &self.template.user_turn(&req.user_text))?;
+        let prev = feeds
+            .iter()
+            .rev()
+            .find_map(|f| f.0.last().copied())
+            .or_else(|| self.conversations.get(&req.conversation).and_then(|c| c.last_token));
+        let user = encode_pieces(&self.tokenizer, &self.template.user_turn(&req.user_text), prev)?;
         feeds.push((user, Some(req.user_message_id)));
         let total: usize = feeds.iter().map(|f| f.0.len()).sum();
         let conv = self
@@ -606,6 +624,7 @@ impl Worker {
                     return Ok(());
                 }
                 logits = Some(self.model.forward(c, &mut conv.cache, Logits::Last)?);
+                conv.last_token = c.last().copied();
                 done += c.len();
                 cb(EngineEvent::Prefill { done, total });
             }
@@ -647,6 +666,7 @@ impl Worker {
             }
             // The token is fed in every case, so the cache holds the whole reply.
             logits = self.model.forward(&[tok], &mut conv.cache, Logits::Last)?;
+            conv.last_token = Some(tok);
             if req
                 .sampling
                 .stop

@@ -14,7 +14,7 @@ pub enum Error {
         "the model file {path} is not a valid GGUF file (it may be truncated or corrupt): {reason}"
     )]
     InvalidGguf { path: PathBuf, reason: String },
-    #[error("models of architecture '{0}' are not supported yet (supported: llama, qwen2)")]
+    #[error("models of architecture '{0}' are not supported yet (SinkChat runs llama, qwen2, qwen3 and phi3 models)")]
     UnsupportedArchitecture(String),
     #[error("the model file is missing '{0}'")]
     MissingMetadata(String),
@@ -22,6 +22,8 @@ pub enum Error {
     MissingTensor(String),
     #[error("the model's tokenizer can't be built: {0}")]
     Tokenizer(String),
+    #[error("the model's chat template can't be used: {0}")]
+    Template(String),
     #[error("invalid cache settings: {0}")]
     InvalidCacheConfig(String),
     #[error("invalid sampling settings: {0}")]
@@ -45,6 +47,7 @@ impl Error {
             Error::UnsupportedArchitecture(_) => "model_unsupported",
             Error::MissingMetadata(_) | Error::MissingTensor(_) => "model_incomplete",
             Error::Tokenizer(_) => "tokenizer",
+            Error::Template(_) => "template",
             Error::InvalidCacheConfig(_) => "invalid_cache_config",
             Error::InvalidSampling(_) => "invalid_sampling",
             Error::EmptyInput => "empty_input",

@@ -7,6 +7,7 @@ use candle_core::quantized::GgmlDType;
 
 use crate::model::read_gguf_header;
 use crate::spec::{Architecture, ModelSpec};
+use crate::chat::ChatTemplate;
 use crate::tokenizer::GgufTokenizer;
 use crate::{Error, Result};
 
@@ -26,20 +27,70 @@ pub struct ModelSummary {
     pub kv_bytes_per_token: u64,
     /// Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache.
     pub memory_bytes: u64,
+    /// The vocabulary type (`gpt2`: byte-level BPE, `llama`: SentencePiece).
+    pub vocabulary: String,
+    /// The chat template's family (`ChatML`, `Llama 3`, `Mistral`, `Phi-3`, `Gemma`, or `the
+    /// file's own`).
+    pub chat_template: String,
+    /// Whether the file carries its template; without one SinkChat speaks ChatML to it.
+    pub template_from_file: bool,
 }
 
-/// Tensors every llama-family block needs.
-const BLOCK_TENSORS: [&str; 9] = [
-    "attn_norm.weight",
-    "attn_q.weight",
-    "attn_k.weight",
-    "attn_v.weight",
-    "attn_output.weight",
-    "ffn_norm.weight",
-    "ffn_gate.weight",
-    "ffn_up.weight",
-    "ffn_down.weight",
-];
+/// Tensors each block of an architecture needs.
+fn block_tensors(arch: Architecture) -> &'static [&'static str] {
+    const LLAMA: &[&str] = &[
+        "attn_norm.weight",
+        "attn_q.weight",
+        "attn_k.weight",
+        "attn_v.weight",
+        "attn_output.weight",
+        "ffn_norm.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    const QWEN2: &[&str] = &[
+        "attn_norm.weight",
+        "attn_q.weight",
+        "attn_k.weight",
+        "attn_v.weight",
+        "attn_q.bias",
+        "attn_k.bias",
+        "attn_v.bias",
+        "attn_output.weight",
+        "ffn_norm.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    const QWEN3: &[&str] = &[
+        "attn_norm.weight",
+        "attn_q.weight",
+        "attn_k.weight",
+        "attn_v.weight",
+        "attn_q_norm.weight",
+        "attn_k_norm.weight",
+        "attn_output.weight",
+        "ffn_norm.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    const PHI3: &[&str] = &[
+        "attn_norm.weight",
+        "attn_qkv.weight",
+        "attn_output.weight",
+        "ffn_norm.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    match arch {
+        Architecture::Llama => LLAMA,
+        Architecture::Qwen2 => QWEN2,
+        Architecture::Qwen3 => QWEN3,
+        Architecture::Phi3 => PHI3,
+    }
+}
 
 /// Reads a GGUF header, checks the architecture, hyper-parameters, tensor list and tokenizer,
 /// and summarises the model. Errors are the engine's plain-sentence errors.
@@ -54,10 +105,11 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         .len();
     let mut needed: Vec<String> = vec!["token_embd.weight".into(), "output_norm.weight".into()];
     for i in 0..spec.n_layer {
-        needed.extend(BLOCK_TENSORS.iter().map(|t| format!("blk.{i}.{t}")));
-        if spec.architecture == Architecture::Qwen2 {
-            needed.extend(["q", "k", "v"].map(|x| format!("blk.{i}.attn_{x}.bias")));
-        }
+        needed.extend(
+            block_tensors(spec.architecture)
+                .iter()
+                .map(|t| format!("blk.{i}.{t}")),
+        );
     }
     if let Some(missing) = needed.iter().find(|n| !ct.tensor_infos.contains_key(*n)) {
         return Err(Error::MissingTensor(missing.clone()));
@@ -94,7 +146,8 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         .max_by_key(|(_, b)| *b)
         .map(|(t, _)| format!("{t:?}"))
         .unwrap_or_else(|| "none".into());
-    GgufTokenizer::from_gguf(&ct)?;
+    let tokenizer = GgufTokenizer::from_gguf(&ct)?;
+    let template = ChatTemplate::for_tokenizer(&tokenizer)?;
     let kv = spec.kv_bytes_per_token() as u64;
     Ok(ModelSummary {
         name: spec.name.clone(),
@@ -105,5 +158,8 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         file_bytes,
         kv_bytes_per_token: kv,
         memory_bytes: weight_bytes_cpu + 2048 * kv,
+        vocabulary: tokenizer.vocab_type().gguf_name().to_string(),
+        chat_template: template.family().to_string(),
+        template_from_file: template.from_file(),
     })
 }

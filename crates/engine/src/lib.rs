@@ -30,4 +30,4 @@ pub use model::{CpuWeights, LoadOptions, Model};
 pub use sampling::{Sampler, SamplingParams};
 pub use spec::{Architecture, ModelSpec};
 pub use text::TokenOutputStream;
-pub use tokenizer::GgufTokenizer;
+pub use tokenizer::{GgufTokenizer, VocabType};

@@ -76,18 +76,44 @@ impl Proj {
     }
 }
 
+/// Splits a projection's outputs into `widths`: one output per width already (separate
+/// matrices, or a fused group), or one output holding them side by side (Phi-3's fused
+/// `attn_qkv` and `ffn_up`).
+fn split_outputs(parts: Vec<Tensor>, widths: &[usize]) -> Result<Vec<Tensor>> {
+    if parts.len() == widths.len() {
+        return Ok(parts);
+    }
+    let whole = if parts.len() == 1 {
+        parts.into_iter().next().expect("one")
+    } else {
+        Tensor::cat(&parts, D::Minus1)?
+    };
+    let mut out = Vec::with_capacity(widths.len());
+    let mut at = 0;
+    for &w in widths {
+        out.push(whole.narrow(D::Minus1, at, w)?);
+        at += w;
+    }
+    Ok(out)
+}
+
 #[derive(Debug)]
 struct Layer {
     attn_norm: Tensor,
-    /// Q, K and V.
+    /// Q, K and V (three matrices, or Phi-3's one).
     qkv: Proj,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
+    /// Qwen3's RMS norms over each head of Q and K, before RoPE.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
     wo: Proj,
     ffn_norm: Tensor,
-    /// Gate and up.
+    /// Gate and up (two matrices, or Phi-3's one holding gate then up).
     gate_up: Proj,
+    /// Rows of the gate (and of up).
+    ffn_width: usize,
     down: Proj,
 }
 
@@ -109,6 +135,8 @@ pub struct Model {
     norm: Tensor,
     output: Proj,
     inv_freqs: Vec<f64>,
+    /// Scale of the RoPE tables (Phi-3.5's LongRoPE attention factor; 1 elsewhere).
+    rope_scale: f64,
     device: Device,
     weight_dtype: GgmlDType,
     /// One-token steps use [`DecodeAttention`] (on the CPU and on CUDA) instead of candle's
@@ -165,6 +193,7 @@ impl Model {
             },
             weight_dtype: None,
         };
+        let arch = spec.architecture;
         let mut layers = Vec::with_capacity(spec.n_layer);
         for i in 0..spec.n_layer {
             let p = format!("blk.{i}");
@@ -173,27 +202,50 @@ impl Model {
                 ld.optional_f32(&format!("{p}.attn_k.bias"))?,
                 ld.optional_f32(&format!("{p}.attn_v.bias"))?,
             );
-            if matches!(spec.architecture, crate::Architecture::Qwen2)
-                && (bq.is_none() || bk.is_none() || bv.is_none())
-            {
+            if arch == crate::Architecture::Qwen2 && (bq.is_none() || bk.is_none() || bv.is_none()) {
                 return Err(Error::MissingTensor(format!("{p}.attn_q/k/v.bias")));
             }
+            let (q_norm, k_norm) = if arch == crate::Architecture::Qwen3 {
+                (
+                    Some(ld.f32(&format!("{p}.attn_q_norm.weight"))?),
+                    Some(ld.f32(&format!("{p}.attn_k_norm.weight"))?),
+                )
+            } else {
+                (None, None)
+            };
+            let (qkv, gate_up, ffn_width) = if arch == crate::Architecture::Phi3 {
+                let up = format!("{p}.ffn_up.weight");
+                let rows = ld.rows(&up)?;
+                (
+                    ld.proj(&[&format!("{p}.attn_qkv.weight")])?,
+                    ld.proj(&[&up])?,
+                    rows / 2,
+                )
+            } else {
+                let gate = format!("{p}.ffn_gate.weight");
+                let rows = ld.rows(&gate)?;
+                (
+                    ld.proj(&[
+                        &format!("{p}.attn_q.weight"),
+                        &format!("{p}.attn_k.weight"),
+                        &format!("{p}.attn_v.weight"),
+                    ])?,
+                    ld.proj(&[&gate, &format!("{p}.ffn_up.weight")])?,
+                    rows,
+                )
+            };
             layers.push(Layer {
                 attn_norm: ld.f32(&format!("{p}.attn_norm.weight"))?,
-                qkv: ld.proj(&[
-                    &format!("{p}.attn_q.weight"),
-                    &format!("{p}.attn_k.weight"),
-                    &format!("{p}.attn_v.weight"),
-                ])?,
+                qkv,
                 bq,
                 bk,
                 bv,
+                q_norm,
+                k_norm,
                 wo: ld.proj(&[&format!("{p}.attn_output.weight")])?,
                 ffn_norm: ld.f32(&format!("{p}.ffn_norm.weight"))?,
-                gate_up: ld.proj(&[
-                    &format!("{p}.ffn_gate.weight"),
-                    &format!("{p}.ffn_up.weight"),
-                ])?,
+                gate_up,
+                ffn_width,
                 down: ld.proj(&[&format!("{p}.ffn_down.weight")])?,
             });
         }
@@ -217,7 +269,28 @@ impl Model {
                 ),
             });
         }
-        let inv_freqs = rope::inv_freqs(spec.head_dim, spec.rope_freq_base);
+        let mut inv_freqs = rope::inv_freqs(spec.head_dim, spec.rope_freq_base);
+        // Phi-3.5's LongRoPE: per-frequency factors for contexts up to the original length
+        // (the cache's places stay far below it), and a scale on the tables.
+        if let Some(f) = ld.optional_f32("rope_factors_short.weight")? {
+            let f: Vec<f32> = f.to_vec1()?;
+            if f.len() != inv_freqs.len() {
+                return Err(Error::InvalidGguf {
+                    path: path.to_path_buf(),
+                    reason: format!("rope_factors_short.weight has {} values, expected {}", f.len(), inv_freqs.len()),
+                });
+            }
+            for (x, s) in inv_freqs.iter_mut().zip(f) {
+                *x /= s as f64;
+            }
+        }
+        let rope_scale = ct
+            .metadata
+            .get(&format!("{}.rope.scaling.attn_factor", spec.architecture.gguf_name()))
+            .and_then(|v| v.to_f32().ok())
+            .map(f64::from)
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .unwrap_or(1.0);
         let fused_decode = std::env::var("SINKCHAT_ATTENTION").as_deref() != Ok("candle")
             && (device.is_cpu() || (device.is_cuda() && spec.head_dim % 4 == 0));
         Ok(Self {
@@ -227,6 +300,7 @@ impl Model {
             norm,
             output,
             inv_freqs,
+            rope_scale,
             device: device.clone(),
             weight_dtype,
             fused_decode,
@@ -258,10 +332,18 @@ impl Model {
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?; // (1, n, d)
 
-        let (cos_t, sin_t) = rope::tables(&plan.positions, &self.inv_freqs, &self.device)?;
+        let tables = |at: &[u64]| -> Result<(Tensor, Tensor)> {
+            let (c, s) = rope::tables(at, &self.inv_freqs, &self.device)?;
+            Ok(if self.rope_scale == 1.0 {
+                (c, s)
+            } else {
+                ((c * self.rope_scale)?, (s * self.rope_scale)?)
+            })
+        };
+        let (cos_t, sin_t) = tables(&plan.positions)?;
         let split = !cache.positions_are_places() && cache.sinks_read() > 0;
         let place_tables = if split {
-            Some(rope::tables(&plan.places, &self.inv_freqs, &self.device)?)
+            Some(tables(&plan.places)?)
         } else {
             None
         };
@@ -284,7 +366,7 @@ impl Model {
             let attn = self.attention(layer, &h, cache, li, &ctx)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.spec.rms_norm_eps as f32)?;
-            let gu = layer.gate_up.forward(&h)?;
+            let gu = split_outputs(layer.gate_up.forward(&h)?, &[layer.ffn_width; 2])?;
             let m = layer
                 .down
                 .forward1(&(candle_nn::ops::silu(&gu[0])? * &gu[1])?)?;
@@ -337,7 +419,7 @@ impl Model {
         let (hd, nh, nkv) = (s.head_dim, s.n_head, s.n_kv_head);
         let rep = nh / nkv;
         let neox = s.architecture.rope_is_neox();
-        let qkv = layer.qkv.forward(h)?;
+        let qkv = split_outputs(layer.qkv.forward(h)?, &[nh * hd, nkv * hd, nkv * hd])?;
         let bias = |y: &Tensor, b: &Option<Tensor>| -> Result<Tensor> {
             Ok(match b {
                 Some(b) => y.broadcast_add(b)?,
@@ -353,6 +435,15 @@ impl Model {
             .reshape((1, n, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
+        // Qwen3: each head of Q and K is RMS-normed before RoPE.
+        let head_norm = |x: Tensor, w: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match w {
+                Some(w) => candle_nn::ops::rms_norm(&x, w, s.rms_norm_eps as f32)?,
+                None => x,
+            })
+        };
+        let q = head_norm(q, &layer.q_norm)?;
+        let k = head_norm(k, &layer.k_norm)?;
         let v = bias(&qkv[2], &layer.bv)?
             .reshape((1, n, nkv, hd))?
             .transpose(1, 2)?
@@ -450,6 +541,22 @@ impl Loader<'_> {
                 path: self.path.to_path_buf(),
                 reason: format!("tensor {name}: {e}"),
             })
+    }
+
+    /// Rows of a matrix (its first GGUF dimension is the row length).
+    fn rows(&self, name: &str) -> Result<usize> {
+        let info = self
+            .ct
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        match info.shape.dims() {
+            [rows, _] => Ok(*rows),
+            d => Err(Error::InvalidGguf {
+                path: self.path.to_path_buf(),
+                reason: format!("tensor {name} has shape {d:?}, expected a matrix"),
+            }),
+        }
     }
 
     fn f32(&mut self, name: &str) -> Result<Tensor> {

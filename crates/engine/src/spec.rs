@@ -14,6 +14,10 @@ pub enum Architecture {
     Llama,
     /// Qwen2 / Qwen2.5: NeoX RoPE, biases on Q, K and V.
     Qwen2,
+    /// Qwen3: NeoX RoPE, an RMS norm on each head of Q and K, a head width of its own.
+    Qwen3,
+    /// Phi-3 / Phi-3.5: NeoX RoPE, Q, K and V in one matrix, gate and up in one matrix.
+    Phi3,
 }
 
 impl Architecture {
@@ -21,6 +25,8 @@ impl Architecture {
         match name {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "qwen3" => Ok(Self::Qwen3),
+            "phi3" => Ok(Self::Phi3),
             other => Err(Error::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -29,13 +35,18 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
         }
     }
 
     /// NeoX RoPE rotates pairs (i, i + d/2); the llama layout of GGUF rotates (2i, 2i + 1).
     pub fn rope_is_neox(self) -> bool {
-        matches!(self, Self::Qwen2)
+        !matches!(self, Self::Llama)
     }
+
+    /// Every architecture the engine runs.
+    pub const ALL: [Architecture; 4] = [Self::Llama, Self::Qwen2, Self::Qwen3, Self::Phi3];
 }
 
 /// Hyper-parameters of a model, validated.
@@ -106,12 +117,28 @@ impl ModelSpec {
                 "non-zero head, layer and embedding counts".into(),
             ));
         }
-        if n_head % n_kv_head != 0 || embedding_length % n_head != 0 {
+        // Qwen3 (and others) give heads a width of their own (`key_length`); else the
+        // embedding is split evenly between the heads.
+        let key_length = md
+            .get(&format!("{a}.attention.key_length"))
+            .map(|_| get_usize(md, &format!("{a}.attention.key_length")))
+            .transpose()?;
+        let value_length = md
+            .get(&format!("{a}.attention.value_length"))
+            .map(|_| get_usize(md, &format!("{a}.attention.value_length")))
+            .transpose()?;
+        if n_head % n_kv_head != 0 || (key_length.is_none() && embedding_length % n_head != 0) {
             return Err(Error::MissingMetadata(format!(
                 "consistent head counts (heads {n_head}, kv heads {n_kv_head}, width {embedding_length})"
             )));
         }
-        let head_dim = embedding_length / n_head;
+        let head_dim = key_length.unwrap_or(embedding_length / n_head);
+        if head_dim == 0 || head_dim > 1024 || value_length.is_some_and(|v| v != head_dim) {
+            return Err(Error::UnsupportedArchitecture(format!(
+                "{a} with heads of width {head_dim} (keys) and {} (values)",
+                value_length.unwrap_or(head_dim)
+            )));
+        }
         let rope_dim = md
             .get(&format!("{a}.rope.dimension_count"))
             .map(|_| get_usize(md, &format!("{a}.rope.dimension_count")))

@@ -30,12 +30,13 @@ impl TokenOutputStream {
     pub fn next(&mut self, token: u32) -> Result<Option<String>> {
         self.pending.push(token);
         self.count += 1;
-        let piece = self.tokenizer.decode(&self.pending)?;
+        let mut piece = self.tokenizer.decode_piece(&self.pending)?;
         // A trailing U+FFFD means the last bytes are an incomplete character: wait for more.
         if piece.ends_with('\u{FFFD}') && self.pending.len() < 8 {
             return Ok(None);
         }
         self.pending.clear();
+        self.strip_prefix_space(&mut piece);
         if piece.is_empty() {
             return Ok(None);
         }
@@ -48,10 +49,19 @@ impl TokenOutputStream {
         if self.pending.is_empty() {
             return Ok(None);
         }
-        let piece = self.tokenizer.decode(&self.pending)?;
+        let mut piece = self.tokenizer.decode_piece(&self.pending)?;
         self.pending.clear();
+        self.strip_prefix_space(&mut piece);
         self.text.push_str(&piece);
         Ok((!piece.is_empty()).then_some(piece))
+    }
+
+    /// SentencePiece replies start with the vocabulary's space prefix (`▁Hello`): the first
+    /// piece of text drops it, as llama.cpp's detokenizer does.
+    fn strip_prefix_space(&self, piece: &mut String) {
+        if self.text.is_empty() && self.tokenizer.strips_leading_space() && piece.starts_with(' ') {
+            piece.remove(0);
+        }
     }
 
     /// All text emitted so far.

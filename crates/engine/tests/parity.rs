@@ -13,7 +13,7 @@ use std::path::Path;
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
 use common::*;
 use sinkchat_engine::model::Logits;
 use sinkchat_engine::{CacheConfig, CpuWeights, LoadOptions, Model, SinkCache};
@@ -21,6 +21,8 @@ use sinkchat_engine::{CacheConfig, CpuWeights, LoadOptions, Model, SinkCache};
 enum Reference {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
 }
 
 impl Reference {
@@ -38,6 +40,12 @@ impl Reference {
             "qwen2" => Self::Qwen2(
                 quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap(),
             ),
+            "qwen3" => Self::Qwen3(
+                quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap(),
+            ),
+            "phi3" => Self::Phi3(
+                quantized_phi3::ModelWeights::from_gguf(false, ct, &mut f, &Device::Cpu).unwrap(),
+            ),
             a => panic!("no reference for {a}"),
         }
     }
@@ -49,6 +57,8 @@ impl Reference {
         let y = match self {
             Self::Llama(m) => m.forward(&x, pos).unwrap(),
             Self::Qwen2(m) => m.forward(&x, pos).unwrap(),
+            Self::Qwen3(m) => m.forward(&x, pos).unwrap(),
+            Self::Phi3(m) => m.forward(&x, pos).unwrap(),
         };
         y.flatten_all().unwrap()
     }
@@ -98,6 +108,8 @@ fn tiny(arch: &str, dtype: GgmlDType) -> (tempfile::TempDir, std::path::PathBuf)
         "llama" => Tiny::llama(3),
         "llama-wide" => Tiny::llama(2).wide(),
         "qwen2-wide" => Tiny::qwen2(2).wide(),
+        "qwen3" => Tiny::qwen3(3),
+        "phi3" => Tiny::phi3(3),
         _ => Tiny::qwen2(3),
     };
     write_tiny(&t, &p, dtype);
@@ -115,6 +127,23 @@ fn tiny_llama_matches_candle_quantized_llama() {
         let (_d, q) = tiny("llama", dtype);
         let (e, _) = compare(&q, LoadOptions::default(), &q, &prompt, 20);
         assert!(e < 0.1, "{dtype:?}: relative error {e}");
+    }
+}
+
+/// Qwen3 (per-head Q/K norms, heads wider than the embedding split) and Phi-3 (fused QKV and
+/// gate/up) through our forward pass against candle-transformers' models of them.
+#[test]
+fn tiny_qwen3_and_phi3_match_candle() {
+    for arch in ["qwen3", "phi3"] {
+        let (_d, p) = tiny(arch, GgmlDType::F32);
+        let prompt: Vec<u32> = (0..12).map(|i| (i * 11 + 2) % 96).collect();
+        let (e, agree) = compare(&p, LoadOptions::default(), &p, &prompt, 20);
+        assert!(e < 1e-3 && agree, "{arch}: relative error {e}");
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+            let (_d, q) = tiny(arch, dtype);
+            let (e, _) = compare(&q, LoadOptions::default(), &q, &prompt, 20);
+            assert!(e < 0.1, "{arch} {dtype:?}: relative error {e}");
+        }
     }
 }
 
@@ -245,3 +274,4 @@ fn smollm2_converted_weights_match_candle() {
         "Q8_0 run: relative error {e}, argmax agree {agree}"
     );
 }
+

@@ -10,7 +10,7 @@ mod common;
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
 use common::*;
 use sinkchat_engine::model::Logits;
 use sinkchat_engine::{CacheConfig, LoadOptions, Model, SinkCache};
@@ -26,17 +26,22 @@ fn reference_logits(path: &std::path::Path, ids: &[u32]) -> Tensor {
         .to_string()
         .unwrap()
         .clone();
-    let y = if arch == "llama" {
-        quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu)
+    let dev = &Device::Cpu;
+    let y = match arch.as_str() {
+        "llama" => quantized_llama::ModelWeights::from_gguf(ct, &mut f, dev)
             .unwrap()
-            .forward(&x, 0)
+            .forward(&x, 0),
+        "qwen3" => quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, dev)
             .unwrap()
-    } else {
-        quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu)
+            .forward(&x, 0),
+        "phi3" => quantized_phi3::ModelWeights::from_gguf(false, ct, &mut f, dev)
             .unwrap()
-            .forward(&x, 0)
+            .forward(&x, 0),
+        _ => quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, dev)
             .unwrap()
-    };
+            .forward(&x, 0),
+    }
+    .unwrap();
     y.flatten_all().unwrap()
 }
 
@@ -64,13 +69,14 @@ fn rerotate(k: &[f32], from: u64, to: u64, neox: bool) -> Vec<f32> {
 fn check_arch(arch: &str, chunked: bool, evict_step: usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("one-layer.gguf");
-    let t = if arch == "llama" {
-        Tiny::llama(1)
-    } else {
-        Tiny::qwen2(1)
+    let t = match arch {
+        "llama" => Tiny::llama(1),
+        "qwen3" => Tiny::qwen3(1),
+        "phi3" => Tiny::phi3(1),
+        _ => Tiny::qwen2(1),
     };
     write_tiny(&t, &path, GgmlDType::F32);
-    let neox = arch == "qwen2";
+    let neox = arch != "llama";
     let model = Model::load(&path, &Device::Cpu, LoadOptions::default()).unwrap();
     let cfg = CacheConfig {
         sinks: 4,
@@ -161,4 +167,16 @@ fn llama_after_chunked_prefill_and_block_eviction() {
 fn qwen2_after_evictions_equals_fresh_forward() {
     check_arch("qwen2", false, 1);
     check_arch("qwen2", true, 3);
+}
+
+#[test]
+fn qwen3_after_evictions_equals_fresh_forward() {
+    check_arch("qwen3", false, 1);
+    check_arch("qwen3", true, 3);
+}
+
+#[test]
+fn phi3_after_evictions_equals_fresh_forward() {
+    check_arch("phi3", false, 1);
+    check_arch("phi3", true, 3);
 }

@@ -4,6 +4,7 @@
 //!   the models' own Hugging Face tokenizers), shipped in the `llama-cpp-python` source package
 //!   and unpacked by `scripts/setup.sh` into `.cache/vocab`: byte-level BPE with the GPT-2,
 //!   Llama 3 and Qwen2 pre-tokenizers, built from GGUF metadata exactly as for a model.
+//!   SentencePiece vocabularies (`llama-spm`: Llama 2 / Mistral 7B; `phi-3`) as well.
 //! - SmolLM2's own GGUF: round trips, and the digit splitting its pre-tokenizer adds.
 
 mod common;
@@ -56,6 +57,7 @@ fn check_vectors(name: &str) -> usize {
         non_ascii += usize::from(!text.is_ascii());
     }
     assert!(non_ascii >= 5, "{name}: too few non-ASCII vectors");
+    eprintln!("{name}: {} vectors match llama.cpp's ids", texts.len());
     texts.len()
 }
 
@@ -72,6 +74,58 @@ fn llama3_vectors_match() {
 #[test]
 fn qwen2_vectors_match() {
     assert!(check_vectors("qwen2") >= 10);
+}
+
+#[test]
+fn llama_spm_vectors_match() {
+    assert!(check_vectors("llama-spm") >= 10);
+}
+
+#[test]
+fn phi3_spm_vectors_match() {
+    assert!(check_vectors("phi-3") >= 10);
+}
+
+#[test]
+fn sentencepiece_specials_spaces_and_bytes() {
+    let tk = load(&vocab_dir().join("ggml-vocab-llama-spm.gguf"));
+    assert_eq!(tk.vocab_type(), sinkchat_engine::VocabType::Spm);
+    assert!(tk.add_bos);
+    let (bos, eos) = (tk.bos.unwrap(), tk.eos.unwrap());
+    // Markup: `</s>` is the end-of-sequence token, and the text after it gets its own space
+    // prefix, as llama.cpp tokenizes a rendered prompt.
+    let ids = tk.encode("hi</s>hi", true).unwrap();
+    let hi = tk.encode("hi", false).unwrap();
+    assert_eq!(ids, [hi.clone(), vec![eos], hi.clone()].concat());
+    // User text: the same characters stay text.
+    let plain = tk.encode("hi</s>hi", false).unwrap();
+    assert!(!plain.contains(&eos) && !plain.contains(&bos), "{plain:?}");
+    assert_eq!(tk.decode(&plain).unwrap(), "hi</s>hi");
+    // Text that follows a text token gets no space prefix.
+    let after = tk.encode_after("hi", false, Some(hi[0])).unwrap();
+    assert_ne!(after, hi);
+    assert_eq!(tk.decode(&[hi.clone(), after].concat()).unwrap(), "hihi");
+    // Characters outside the vocabulary fall back to bytes and come back whole.
+    let s = "𝄞 music ⟨x⟩";
+    let ids = tk.encode(s, false).unwrap();
+    assert!(ids.iter().any(|&i| tk.id_to_token(i).unwrap().starts_with("<0x")));
+    assert_eq!(tk.decode(&ids).unwrap(), s);
+    // A streamed reply loses the prefix space once, not at every piece.
+    let mut out = TokenOutputStream::new(tk.clone());
+    let mut text = String::new();
+    for &id in &tk.encode("Hello there, friend", false).unwrap() {
+        text.push_str(&out.next(id).unwrap().unwrap_or_default());
+    }
+    text.push_str(&out.finish().unwrap().unwrap_or_default());
+    assert_eq!(text, "Hello there, friend");
+}
+
+#[test]
+fn unknown_vocabulary_types_are_refused_in_plain_words() {
+    let mut f = std::fs::File::open(vocab_dir().join("ggml-vocab-gemma-4.gguf")).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let e = GgufTokenizer::from_gguf(&ct).unwrap_err().to_string();
+    assert!(e.contains("'gemma4'") && e.contains("cannot read"), "{e}");
 }
 
 fn smollm() -> GgufTokenizer {

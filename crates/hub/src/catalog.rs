@@ -1,4 +1,5 @@
-//! Models known to work with the engine (GGUF, llama and qwen2 families), with what a user
+//! Models known to work with the engine (GGUF: llama, qwen2, qwen3 and phi3 architectures,
+//! byte-level BPE and SentencePiece vocabularies), with what a user
 //! needs to choose: size on disk, memory, license, one plain line. Sizes are the hub's listings
 //! rounded; the exact size and SHA-256 are taken from the hub at download time.
 
@@ -16,6 +17,12 @@ pub struct CatalogEntry {
     pub description: &'static str,
     /// Installed by the set-up; works offline from the first start.
     pub default: bool,
+    /// `general.architecture` of the file.
+    pub architecture: &'static str,
+    /// `tokenizer.ggml.model` of the file (`gpt2`: byte-level BPE, `llama`: SentencePiece).
+    pub vocabulary: &'static str,
+    /// The chat template the file carries, by family.
+    pub chat_template: &'static str,
 }
 
 const MB: u64 = 1_000_000;
@@ -32,6 +39,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         license: "Apache-2.0",
         description:
             "Tiny and quick; fine for light chat on any computer. Installed with SinkChat.",
+        architecture: "llama",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
         default: true,
     },
     CatalogEntry {
@@ -44,6 +54,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 700 * MB,
         license: "Apache-2.0",
         description: "Small and still quick; a little more sensible than 135M.",
+        architecture: "llama",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
         default: false,
     },
     CatalogEntry {
@@ -56,6 +69,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 2_000 * MB,
         license: "Apache-2.0",
         description: "The largest SmolLM2: good everyday answers on a laptop.",
+        architecture: "llama",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
         default: false,
     },
     CatalogEntry {
@@ -68,6 +84,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 1_200 * MB,
         license: "Apache-2.0",
         description: "Small, many languages, good at lists and structured answers.",
+        architecture: "qwen2",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
         default: false,
     },
     CatalogEntry {
@@ -80,6 +99,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 2_200 * MB,
         license: "Apache-2.0",
         description: "A capable all-rounder in many languages for most computers.",
+        architecture: "qwen2",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
         default: false,
     },
     CatalogEntry {
@@ -92,6 +114,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 3_600 * MB,
         license: "Qwen Research License",
         description: "Noticeably smarter; wants 8 GB of memory. Not for commercial use.",
+        architecture: "qwen2",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
         default: false,
     },
     CatalogEntry {
@@ -104,6 +129,9 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 1_900 * MB,
         license: "Llama 3.2 Community License",
         description: "Meta's small chat model: friendly and fast.",
+        architecture: "llama",
+        vocabulary: "gpt2",
+        chat_template: "Llama 3",
         default: false,
     },
     CatalogEntry {
@@ -116,6 +144,69 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 4_000 * MB,
         license: "Llama 3.2 Community License",
         description: "Meta's mid-size chat model: better answers, wants 8 GB of memory.",
+        architecture: "llama",
+        vocabulary: "gpt2",
+        chat_template: "Llama 3",
+        default: false,
+    },
+    CatalogEntry {
+        id: "qwen3-0.6b",
+        title: "Qwen3 0.6B",
+        repo: "unsloth/Qwen3-0.6B-GGUF",
+        file: "Qwen3-0.6B-Q4_K_M.gguf",
+        quantization: "Q4_K_M",
+        size_bytes: 397 * MB,
+        memory_bytes: 1_000 * MB,
+        license: "Apache-2.0",
+        description: "Tiny and quick, thinks before it answers; many languages.",
+        architecture: "qwen3",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
+        default: false,
+    },
+    CatalogEntry {
+        id: "qwen3-1.7b",
+        title: "Qwen3 1.7B",
+        repo: "unsloth/Qwen3-1.7B-GGUF",
+        file: "Qwen3-1.7B-Q4_K_M.gguf",
+        quantization: "Q4_K_M",
+        size_bytes: 1_110 * MB,
+        memory_bytes: 2_300 * MB,
+        license: "Apache-2.0",
+        description: "Small and sharp: reasons step by step, good at maths and code.",
+        architecture: "qwen3",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
+        default: false,
+    },
+    CatalogEntry {
+        id: "qwen3-4b",
+        title: "Qwen3 4B",
+        repo: "unsloth/Qwen3-4B-GGUF",
+        file: "Qwen3-4B-Q4_K_M.gguf",
+        quantization: "Q4_K_M",
+        size_bytes: 2_500 * MB,
+        memory_bytes: 4_500 * MB,
+        license: "Apache-2.0",
+        description: "Strong for its size; wants 8 GB of memory.",
+        architecture: "qwen3",
+        vocabulary: "gpt2",
+        chat_template: "ChatML",
+        default: false,
+    },
+    CatalogEntry {
+        id: "phi3.5-mini",
+        title: "Phi-3.5 mini Instruct",
+        repo: "bartowski/Phi-3.5-mini-instruct-GGUF",
+        file: "Phi-3.5-mini-instruct-Q4_K_M.gguf",
+        quantization: "Q4_K_M",
+        size_bytes: 2_390 * MB,
+        memory_bytes: 4_600 * MB,
+        license: "MIT",
+        description: "Microsoft's small model: careful answers in English; wants 8 GB of memory.",
+        architecture: "phi3",
+        vocabulary: "llama",
+        chat_template: "Phi-3",
         default: false,
     },
     CatalogEntry {
@@ -128,6 +219,39 @@ pub const CATALOG: &[CatalogEntry] = &[
         memory_bytes: 6_500 * MB,
         license: "Apache-2.0",
         description: "The strongest here; wants 16 GB of memory or a GPU, and patience on a CPU.",
+        architecture: "llama",
+        vocabulary: "llama",
+        chat_template: "Mistral",
         default: false,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sinkchat_engine::{Architecture, VocabType};
+
+    /// Every entry runs in the engine: its architecture and vocabulary type are ones the engine
+    /// implements, its file is a GGUF name, and ids are unique.
+    #[test]
+    fn every_entry_is_supported_by_the_engine() {
+        let mut ids = std::collections::HashSet::new();
+        for e in CATALOG {
+            assert!(ids.insert(e.id), "{}: duplicate id", e.id);
+            let arch = Architecture::parse(e.architecture)
+                .unwrap_or_else(|err| panic!("{}: {err}", e.id));
+            assert_eq!(arch.gguf_name(), e.architecture);
+            VocabType::parse(e.vocabulary).unwrap_or_else(|err| panic!("{}: {err}", e.id));
+            crate::models::check_file_name(e.file).unwrap();
+            assert!(!e.chat_template.is_empty(), "{}: no template named", e.id);
+            assert!(e.memory_bytes > e.size_bytes, "{}: memory below the file size", e.id);
+        }
+        // The families the issue names are offered.
+        for arch in ["qwen3", "phi3"] {
+            assert!(CATALOG.iter().any(|e| e.architecture == arch), "no {arch} entry");
+        }
+        assert!(CATALOG.iter().any(|e| e.vocabulary == "llama"), "no SentencePiece entry");
+        assert_eq!(CATALOG.iter().filter(|e| e.default).count(), 1);
+        eprintln!("{} catalog entries, each supported by the engine", CATALOG.len());
+    }
+}

@@ -8,4 +8,16 @@ memory_bytes: number, license: string, description: string,
 /**
  * Installed by the set-up; works offline from the first start.
  */
-default: boolean, };
+default: boolean, 
+/**
+ * `general.architecture` of the file.
+ */
+architecture: string, 
+/**
+ * `tokenizer.ggml.model` of the file (`gpt2`: byte-level BPE, `llama`: SentencePiece).
+ */
+vocabulary: string, 
+/**
+ * The chat template the file carries, by family.
+ */
+chat_template: string, };

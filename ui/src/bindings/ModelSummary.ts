@@ -23,4 +23,17 @@ kv_bytes_per_token: number,
 /**
  * Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache.
  */
-memory_bytes: number, };
+memory_bytes: number, 
+/**
+ * The vocabulary type (`gpt2`: byte-level BPE, `llama`: SentencePiece).
+ */
+vocabulary: string, 
+/**
+ * The chat template's family (`ChatML`, `Llama 3`, `Mistral`, `Phi-3`, `Gemma`, or `the
+ * file's own`).
+ */
+chat_template: string, 
+/**
+ * Whether the file carries its template; without one SinkChat speaks ChatML to it.
+ */
+template_from_file: boolean, };

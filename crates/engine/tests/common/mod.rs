@@ -33,6 +33,8 @@ pub struct Tiny {
     pub ffn: usize,
     pub vocab: usize,
     pub tied: bool,
+    /// Width of a head when it is not `dim / heads` (Qwen3's `key_length`).
+    pub head_dim: Option<usize>,
 }
 
 impl Tiny {
@@ -46,6 +48,23 @@ impl Tiny {
             ffn: 128,
             vocab: 96,
             tied: false,
+            head_dim: None,
+        }
+    }
+    /// Qwen3: per-head Q/K norms, and heads wider than `dim / heads` (4 x 32 > 64).
+    pub fn qwen3(layers: usize) -> Self {
+        Self {
+            arch: "qwen3",
+            head_dim: Some(32),
+            tied: true,
+            ..Self::llama(layers)
+        }
+    }
+    /// Phi-3: fused QKV and gate/up matrices.
+    pub fn phi3(layers: usize) -> Self {
+        Self {
+            arch: "phi3",
+            ..Self::llama(layers)
         }
     }
     /// A model whose every matrix has rows of whole 256-value super-blocks (the K-quants).
@@ -64,6 +83,7 @@ impl Tiny {
             ffn: 128,
             vocab: 96,
             tied: true,
+            head_dim: None,
         }
     }
 }
@@ -88,8 +108,9 @@ fn rand_tensor(shape: &[usize], seed: u64, scale: f32) -> Tensor {
 /// Writes a tiny random-weight GGUF of the given architecture, matmul weights in `dtype`.
 pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
     let a = t.arch;
-    let hd = t.dim / t.heads;
-    let md: Vec<(String, Value)> = vec![
+    let hd = t.head_dim.unwrap_or(t.dim / t.heads);
+    let q_width = t.heads * hd;
+    let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(a.into())),
         ("general.name".into(), Value::String(format!("tiny-{a}"))),
         (
@@ -109,7 +130,16 @@ pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
             format!("{a}.attention.layer_norm_rms_epsilon"),
             Value::F32(1e-5),
         ),
+        (format!("{a}.feed_forward_length"), Value::U32(t.ffn as u32)),
     ];
+    if a == "qwen3" {
+        // candle-transformers' Qwen3 computes its RoPE tables in f16 unless told f32.
+        md.push(("general.dtype".into(), Value::U32(0)));
+    }
+    if let Some(hd) = t.head_dim {
+        md.push((format!("{a}.attention.key_length"), Value::U32(hd as u32)));
+        md.push((format!("{a}.attention.value_length"), Value::U32(hd as u32)));
+    }
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut seed = 1;
     let mut add = |name: String,
@@ -151,48 +181,79 @@ pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
         let p = format!("blk.{i}");
         tensors.push((format!("{p}.attn_norm.weight"), ones(t.dim)));
         tensors.push((format!("{p}.ffn_norm.weight"), ones(t.dim)));
-        add(
-            format!("{p}.attn_q.weight"),
-            &[t.dim, t.dim],
-            true,
-            0.4,
-            &mut tensors,
-        );
-        add(
-            format!("{p}.attn_k.weight"),
-            &[kv, t.dim],
-            true,
-            0.4,
-            &mut tensors,
-        );
-        add(
-            format!("{p}.attn_v.weight"),
-            &[kv, t.dim],
-            true,
-            0.4,
-            &mut tensors,
-        );
+        if a == "phi3" {
+            add(
+                format!("{p}.attn_qkv.weight"),
+                &[q_width + 2 * kv, t.dim],
+                true,
+                0.4,
+                &mut tensors,
+            );
+        } else {
+            add(
+                format!("{p}.attn_q.weight"),
+                &[q_width, t.dim],
+                true,
+                0.4,
+                &mut tensors,
+            );
+            add(
+                format!("{p}.attn_k.weight"),
+                &[kv, t.dim],
+                true,
+                0.4,
+                &mut tensors,
+            );
+            add(
+                format!("{p}.attn_v.weight"),
+                &[kv, t.dim],
+                true,
+                0.4,
+                &mut tensors,
+            );
+        }
         add(
             format!("{p}.attn_output.weight"),
-            &[t.dim, t.dim],
+            &[t.dim, q_width],
             true,
             0.3,
             &mut tensors,
         );
-        add(
-            format!("{p}.ffn_gate.weight"),
-            &[t.ffn, t.dim],
-            true,
-            0.3,
-            &mut tensors,
-        );
-        add(
-            format!("{p}.ffn_up.weight"),
-            &[t.ffn, t.dim],
-            true,
-            0.3,
-            &mut tensors,
-        );
+        if a == "phi3" {
+            add(
+                format!("{p}.ffn_up.weight"),
+                &[2 * t.ffn, t.dim],
+                true,
+                0.3,
+                &mut tensors,
+            );
+        } else {
+            add(
+                format!("{p}.ffn_gate.weight"),
+                &[t.ffn, t.dim],
+                true,
+                0.3,
+                &mut tensors,
+            );
+            add(
+                format!("{p}.ffn_up.weight"),
+                &[t.ffn, t.dim],
+                true,
+                0.3,
+                &mut tensors,
+            );
+        }
+        if a == "qwen3" {
+            let norm = |seed: u64| {
+                QTensor::quantize(
+                    &(rand_tensor(&[hd], seed, 0.2).affine(1.0, 1.0).unwrap()),
+                    GgmlDType::F32,
+                )
+                .unwrap()
+            };
+            tensors.push((format!("{p}.attn_q_norm.weight"), norm(50 + i as u64)));
+            tensors.push((format!("{p}.attn_k_norm.weight"), norm(70 + i as u64)));
+        }
         add(
             format!("{p}.ffn_down.weight"),
             &[t.dim, t.ffn],
