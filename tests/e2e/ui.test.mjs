@@ -258,3 +258,47 @@ test("Models: download from a hub on loopback, use, delete, and import checks", 
     });
   } finally { hub.kill(); }
 });
+
+test("Models: import a SentencePiece GGUF and a Qwen3 GGUF, and get a streamed reply from each", { timeout: 600_000 }, async () => {
+  // Tiny random-weight models around real vocabularies (llama.cpp's test files), written by
+  // the engine's `tiny_gguf` example: a Llama-2-style SentencePiece model with no template of
+  // its own, and a Qwen3 model with Qwen's byte-level BPE and template.
+  const dir = mkdtempSync(join(tmpdir(), "sinkchat-tiny-"));
+  const tiny = join(root, "target/debug/examples/tiny_gguf");
+  const spm = join(dir, "tiny-spm-llama.gguf");
+  const qwen3 = join(dir, "tiny-qwen3.gguf");
+  execFileSync(tiny, ["llama", join(root, ".cache/vocab/ggml-vocab-llama-spm.gguf"), spm]);
+  execFileSync(tiny, ["qwen3", join(root, ".cache/vocab/ggml-vocab-qwen2.gguf"), qwen3]);
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  await withApp({ SINKCHAT_DATA_DIR: data }, async (d) => {
+    await d.waitFor("the no-model message", async () => /no model/i.test(await d.text("#error-banner")), 60_000);
+    const cases = [
+      { path: spm, file: "tiny-spm-llama.gguf", name: "tiny-llama", verdict: /llama.*none in the file, so SinkChat uses ChatML/s },
+      { path: qwen3, file: "tiny-qwen3.gguf", name: "tiny-qwen3", verdict: /qwen3.*Chat template: ChatML \(from the file\)/s },
+    ];
+    for (const [i, c] of cases.entries()) {
+      await d.click("#views [data-view=models]");
+      await d.exec("document.getElementById('import-model').open = true; document.getElementById('import-path').value = arguments[0];", [c.path]);
+      await d.click("#inspect-button");
+      await d.waitFor("the verdict", async () => /can run it/.test(await d.text("#import-verdict")), 20_000);
+      assert.match(await d.text("#import-verdict"), c.verdict);
+      await d.click("#import-button");
+      await d.waitFor("the import", async () => d.exec("return document.querySelectorAll('#installed-models .card').length === arguments[0]", [i + 1]), 60_000);
+      assert.ok(existsSync(join(data, "models", c.file)));
+      await d.click(`#installed-models [data-file="${c.file}"] button.use`);
+      await d.click("#views [data-view=chat]");
+      await d.waitFor("the model in use", async () => (await d.text("#status")).includes(`${c.name} · CPU`), 120_000);
+      await d.click("#new-chat");
+      // Watch the reply grow: more than one distinct text while it streams.
+      await d.exec(`window.__seen = new Set(); window.__obs?.disconnect();
+        window.__obs = new MutationObserver(() => { const m = document.querySelector('.message.assistant.streaming'); if (m) window.__seen.add(m.textContent); });
+        window.__obs.observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true });`);
+      const id = await send(d, "Hello! Say something.");
+      const reply = await d.exec("return document.querySelector(`.message.assistant[data-id='${arguments[0]}'] .content`)?.textContent ?? document.querySelector(`.message.assistant[data-id='${arguments[0]}']`).textContent", [id]);
+      assert.ok(reply.trim().length > 0, `${c.file}: empty reply`);
+      assert.ok(await d.exec("return window.__seen.size") >= 2, `${c.file}: the reply did not stream`);
+      const rows = sql(join(data, "chats.db"), `SELECT content FROM messages WHERE id = ${Number(id)}`);
+      assert.equal(rows.length, 1, `${c.file}: the reply is saved`);
+    }
+  });
+});

@@ -163,3 +163,128 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         template_from_file: template.from_file(),
     })
 }
+
+/// Checks the first bytes of a GGUF file (a download's first kilobytes) for an architecture or
+/// a vocabulary type the engine does not run, so such a file is refused before it is fetched.
+/// `Ok(())` when the prefix shows nothing wrong, including when it ends before the keys.
+pub fn check_header_prefix(bytes: &[u8]) -> Result<()> {
+    struct R<'a>(&'a [u8]);
+    impl R<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Some(a)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        }
+        fn u64(&mut self) -> Option<u64> {
+            Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        }
+        fn string(&mut self) -> Option<&[u8]> {
+            let n = usize::try_from(self.u64()?).ok()?;
+            self.take(n)
+        }
+        /// Skips a value of GGUF type `t`; None when the prefix ends or the type is unknown.
+        fn skip(&mut self, t: u32) -> Option<()> {
+            let size = match t {
+                0 | 1 | 7 => 1,
+                2 | 3 => 2,
+                4..=6 => 4,
+                10..=12 => 8,
+                8 => return self.string().map(|_| ()),
+                9 => {
+                    let et = self.u32()?;
+                    let n = self.u64()?;
+                    for _ in 0..n {
+                        self.skip(et)?;
+                    }
+                    return Some(());
+                }
+                _ => return None,
+            };
+            self.take(size).map(|_| ())
+        }
+    }
+    let mut r = R(bytes);
+    if r.take(4) != Some(b"GGUF".as_slice()) {
+        return Err(Error::InvalidGguf {
+            path: "the download".into(),
+            reason: "it does not start like a GGUF file".into(),
+        });
+    }
+    let Some(version) = r.u32() else { return Ok(()) };
+    if version < 2 {
+        return Ok(()); // GGUF v1 counts are 32-bit; the full check after download handles it
+    }
+    let (Some(_tensors), Some(kvs)) = (r.u64(), r.u64()) else {
+        return Ok(());
+    };
+    for _ in 0..kvs {
+        let Some(key) = r.string().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Ok(());
+        };
+        let Some(t) = r.u32() else { return Ok(()) };
+        if t == 8 && (key == "general.architecture" || key == "tokenizer.ggml.model") {
+            let Some(v) = r.string() else { return Ok(()) };
+            let v = String::from_utf8_lossy(v);
+            if key == "general.architecture" {
+                Architecture::parse(&v)?;
+            } else {
+                crate::tokenizer::VocabType::parse(&v)?;
+            }
+        } else if r.skip(t).is_none() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kvs: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend((kvs.len() as u64 + 1).to_le_bytes());
+        // A number and then the strings.
+        b.extend(12u64.to_le_bytes());
+        b.extend(b"general.size");
+        b.extend(4u32.to_le_bytes());
+        b.extend(7u32.to_le_bytes());
+        for (k, v) in kvs {
+            b.extend((k.len() as u64).to_le_bytes());
+            b.extend(k.as_bytes());
+            b.extend(8u32.to_le_bytes());
+            b.extend((v.len() as u64).to_le_bytes());
+            b.extend(v.as_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn header_prefix_refuses_what_the_engine_cannot_run() {
+        let ok = header(&[("general.architecture", "qwen3"), ("tokenizer.ggml.model", "llama")]);
+        check_header_prefix(&ok).unwrap();
+        // Cut anywhere: nothing is concluded from a partial key.
+        for n in 0..ok.len() {
+            if n >= 4 {
+                check_header_prefix(&ok[..n]).unwrap();
+            }
+        }
+        let e = check_header_prefix(&header(&[("general.architecture", "mamba")])).unwrap_err();
+        assert!(e.to_string().contains("'mamba'") && e.to_string().contains("not supported"), "{e}");
+        let e = check_header_prefix(&header(&[
+            ("general.architecture", "llama"),
+            ("tokenizer.ggml.model", "t5"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("'t5'"), "{e}");
+        assert!(check_header_prefix(b"<html>").is_err());
+    }
+}

@@ -25,7 +25,7 @@ pub use cache::{CacheConfig, CacheStats, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{Engine, EngineEvent, EngineOptions, GenerateRequest, MemorySource, StopReason};
 pub use error::{Error, Result};
-pub use inspect::{inspect, ModelSummary};
+pub use inspect::{check_header_prefix, inspect, ModelSummary};
 pub use model::{CpuWeights, LoadOptions, Model};
 pub use sampling::{Sampler, SamplingParams};
 pub use spec::{Architecture, ModelSpec};

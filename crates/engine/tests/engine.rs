@@ -175,3 +175,61 @@ fn a_conversation_without_a_live_cache_is_rebuilt_from_its_transcript() {
     assert!(!text.is_empty());
     assert_ne!(reason, StopReason::Cancelled);
 }
+
+/// A tiny random-weight model of `arch` around one of llama.cpp's vocabularies.
+fn tiny_with_vocab(arch: &str, vocab: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use candle_core::quantized::{gguf_file, GgmlDType};
+    let v = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/vocab")
+        .join(vocab);
+    let mut f = std::fs::File::open(&v).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let extra: Vec<_> = ct
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut t = match arch {
+        "qwen3" => common::Tiny::qwen3(2),
+        "phi3" => common::Tiny::phi3(2),
+        _ => common::Tiny::llama(2),
+    };
+    t.vocab = sinkchat_engine::GgufTokenizer::from_gguf(&ct).unwrap().vocab_size();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(format!("tiny-{arch}.gguf"));
+    common::write_tiny_with(&t, &p, GgmlDType::Q8_0, extra);
+    (dir, p)
+}
+
+/// Models past llama/qwen2 and byte-level BPE chat through the engine: a SentencePiece llama
+/// (no template in the file: ChatML), a SentencePiece Phi-3 with its own template, and a Qwen3.
+/// Two turns each, the second on the live cache, and the inspector agrees it can run them.
+#[test]
+fn sentencepiece_qwen3_and_phi3_models_chat() {
+    for (arch, vocab, from_file) in [
+        ("llama", "ggml-vocab-llama-spm.gguf", false),
+        ("phi3", "ggml-vocab-phi-3.gguf", true),
+        ("qwen3", "ggml-vocab-qwen2.gguf", true),
+    ] {
+        let (_d, p) = tiny_with_vocab(arch, vocab);
+        let s = sinkchat_engine::inspect(&p).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(s.architecture, arch);
+        assert_eq!(s.template_from_file, from_file, "{arch}");
+        let engine = Engine::start(&p, Device::Cpu).unwrap();
+        let mut req = request(7, "Hello there", 12);
+        req.sampling.temperature = 1.0;
+        let (first, prefill1, _) = run(&engine, req.clone());
+        req.history = vec![
+            Turn { role: Role::User, content: "Hello there".into(), message_id: 1 },
+            Turn { role: Role::Assistant, content: first.clone(), message_id: 2 },
+        ];
+        req.user_message_id = 3;
+        req.reply_message_id = 4;
+        req.user_text = "And again".into();
+        let (_, prefill2, _) = run(&engine, req);
+        // The second turn reads only its own tokens (plus the first reply's close).
+        assert!(prefill2 < prefill1 + 8, "{arch}: second turn re-read {prefill2} tokens");
+        assert!(prefill1 > 5, "{arch}: opening and turn too short ({prefill1})");
+    }
+}

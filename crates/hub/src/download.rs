@@ -518,7 +518,12 @@ pub async fn download(
         .await
         {
             Ok(()) => {}
-            Err(Stop::Fatal(e)) => return Err(e),
+            Err(Stop::Fatal(e)) => {
+                if matches!(e, Error::Unsupported(_)) {
+                    discard(models_dir, &key);
+                }
+                return Err(e);
+            }
             Err(Stop::Retry(why)) => {
                 if have > before {
                     attempt = 0;
@@ -591,6 +596,9 @@ async fn backoff(ctl: &Control, opts: &Options, attempt: u32) -> bool {
     ctl.state() == RUN
 }
 
+/// How much of a new download is read before its header is checked.
+const HEAD_CHECK: usize = 256 << 10;
+
 #[allow(clippy::too_many_arguments)]
 async fn transfer(
     client: &reqwest::Client,
@@ -655,6 +663,9 @@ async fn transfer(
         .await
         .map_err(|e| Stop::Fatal(io_err(part, e)))?;
     let mut resp = resp;
+    // A new download's first bytes hold the header's first keys (architecture, vocabulary):
+    // a file the engine cannot run is refused after 256 KiB, not after gigabytes.
+    let mut head: Option<Vec<u8>> = (*have == 0).then(Vec::new);
     let result = loop {
         if ctl.state() != RUN {
             break Ok(());
@@ -674,6 +685,15 @@ async fn transfer(
             break Err(Stop::Fatal(io_err(part, e)));
         }
         *have += chunk.len() as u64;
+        if let Some(h) = head.as_mut() {
+            h.extend_from_slice(&chunk[..chunk.len().min(HEAD_CHECK - h.len())]);
+            if h.len() >= HEAD_CHECK || *have >= remote.size {
+                if let Err(e) = sinkchat_engine::check_header_prefix(h) {
+                    break Err(Stop::Fatal(Error::Unsupported(e.to_string())));
+                }
+                head = None;
+            }
+        }
         if meter.last_emit.elapsed() >= Duration::from_millis(100) {
             progress(meter.progress(Phase::Downloading, *have, 0, None));
         }

@@ -38,7 +38,7 @@ fn vocab(name: &str) -> PathBuf {
 }
 
 /// A hub root holding SmolLM2 (a symlink to the installed copy), a GGUF of an architecture the
-/// engine can't run, a text file named like a model, and a few MB of plain bytes.
+/// engine can't run, a text file named like a model, and the first few MB of a model.
 fn hub_root() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let put = |repo: &str, file: &str, src: &Path| {
@@ -59,7 +59,10 @@ fn hub_root() -> tempfile::TempDir {
         "these are my notes, not a model\n".repeat(100),
     )
     .unwrap();
-    std::fs::write(misc.join("blob.gguf"), vec![7u8; 3 << 20]).unwrap();
+    // The first 3 MB of SmolLM2: a header the engine runs, then a file cut short.
+    let mut head = std::fs::read(smollm()).unwrap();
+    head.truncate(3 << 20);
+    std::fs::write(misc.join("blob.gguf"), head).unwrap();
     d
 }
 
@@ -448,14 +451,24 @@ async fn bad_references_get_plain_errors_and_leave_nothing() {
         .0
         .unwrap_err();
     assert_eq!(e.code(), "file_not_found", "{e}");
-    // A file that is not a model arrives whole and checks out, but is never offered.
+    // A file that is not a GGUF is refused before it is fetched, and never offered.
     let notes = ModelRef::parse("someone/misc", "notes.gguf").unwrap();
     let e = fetch(&hub, models_dir.path(), &notes).await.0.unwrap_err();
     assert_eq!(e.code(), "model_unsupported", "{e}");
-    // A GGUF of another architecture: the same.
+    // A GGUF of an architecture the engine does not run is refused from its header's first
+    // bytes, long before the end of the file.
     let gpt2 = ModelRef::parse("ggml-org/vocabs", "ggml-vocab-gpt-2.gguf").unwrap();
-    let e = fetch(&hub, models_dir.path(), &gpt2).await.0.unwrap_err();
-    assert!(e.to_string().contains("gpt2"), "{e}");
+    let total = std::fs::metadata(vocab("ggml-vocab-gpt-2.gguf")).unwrap().len();
+    hub.set_faults(Faults {
+        throttle_bytes_per_s: Some(2 << 20),
+        ..Default::default()
+    });
+    let (out, log) = fetch(&hub, models_dir.path(), &gpt2).await;
+    hub.set_faults(Faults::default());
+    let e = out.unwrap_err();
+    assert!(e.to_string().contains("'gpt2'") && e.to_string().contains("not supported"), "{e}");
+    let most = log.iter().map(|p| p.downloaded).max().unwrap_or(0);
+    assert!(total > 1 << 20 && most < 1 << 20, "read {most} of {total} bytes before refusing");
     assert_clean(models_dir.path());
     // Names that are not plain GGUF file names never reach the network.
     for (repo, file) in [

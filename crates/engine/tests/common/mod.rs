@@ -107,6 +107,11 @@ fn rand_tensor(shape: &[usize], seed: u64, scale: f32) -> Tensor {
 
 /// Writes a tiny random-weight GGUF of the given architecture, matmul weights in `dtype`.
 pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
+    write_tiny_with(t, path, dtype, Vec::new())
+}
+
+/// [`write_tiny`] with more metadata (a real vocabulary's `tokenizer.*` keys, say).
+pub fn write_tiny_with(t: &Tiny, path: &Path, dtype: GgmlDType, extra: Vec<(String, Value)>) {
     let a = t.arch;
     let hd = t.head_dim.unwrap_or(t.dim / t.heads);
     let q_width = t.heads * hd;
@@ -132,6 +137,7 @@ pub fn write_tiny(t: &Tiny, path: &Path, dtype: GgmlDType) {
         ),
         (format!("{a}.feed_forward_length"), Value::U32(t.ffn as u32)),
     ];
+    md.extend(extra);
     if a == "qwen3" {
         // candle-transformers' Qwen3 computes its RoPE tables in f16 unless told f32.
         md.push(("general.dtype".into(), Value::U32(0)));
