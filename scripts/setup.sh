@@ -112,6 +112,9 @@ case "$mode" in
     cargo build --workspace --all-targets
     say "Rust tests"
     cargo test --workspace -- --test-threads=2
+    say "tokenizer vectors and chat templates against llama.cpp (the counts; already passed above)"
+    cargo test -q -p sinkchat-engine --test tokenizer --test templates -- --nocapture 2>&1 \
+      | grep -E "vectors match llama.cpp|renderings matched|templates compiled|feed turn by turn"
     say "UI unit tests"
     (cd ui && npm test)
     say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"

@@ -421,11 +421,14 @@ impl ChatTemplate {
             Some(open) => open.to_string(),
             None => self.raw_render(&[], false).unwrap_or_default(),
         };
+        // Last resort: the difference between an empty conversation and a system message.
+        let alone = || self.around(&[], false, &[m("system", &padded)], false);
         self.system = match self.system_supported {
             true => self
                 .before_next_user(&[m("system", &padded), m("user", "Bye")])
-                .or_else(|_| self.first_exchange())?,
-            false => self.first_exchange()?,
+                .or_else(|_| self.first_exchange())
+                .or_else(|_| alone())?,
+            false => self.first_exchange().or_else(|_| alone())?,
         };
         Ok(())
     }

@@ -120,3 +120,49 @@ fn bad_cache_settings_are_explained() {
         assert!(e.to_string().contains(words), "{e}");
     }
 }
+
+/// A broken chat template, a SentencePiece vocabulary without its scores, an unknown vocabulary
+/// type: the inspector (the Models screen's verdict and the import check) and the engine say
+/// what is wrong in plain words, and nothing panics.
+#[test]
+fn broken_templates_and_vocabularies_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("spm.gguf");
+    // A SentencePiece model: the llama-spm vocabulary's tokenizer keys on a tiny llama.
+    let vocab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/vocab/ggml-vocab-llama-spm.gguf");
+    let mut f = std::fs::File::open(&vocab).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let extra: Vec<(String, Value)> = ct
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut t = Tiny::llama(1);
+    t.vocab = 32000;
+    write_tiny_with(&t, &src, GgmlDType::Q8_0, extra);
+    sinkchat_engine::inspect(&src).unwrap();
+    let cases: [(&str, Value, &str); 4] = [
+        (
+            "tokenizer.chat_template",
+            Value::String("{% for m in messages %}{{ m.content }".into()),
+            "chat template can't be used",
+        ),
+        (
+            "tokenizer.chat_template",
+            Value::String("{{ raise_exception('only tools here') }}".into()),
+            "only tools here",
+        ),
+        ("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0)]), "one score per token"),
+        ("tokenizer.ggml.model", Value::String("bert".into()), "'bert'"),
+    ];
+    for (i, (key, value, want)) in cases.into_iter().enumerate() {
+        let bad = dir.path().join(format!("bad-{i}.gguf"));
+        rewrite(&src, &bad, &[(key, value)], &[]);
+        let e = sinkchat_engine::inspect(&bad).unwrap_err().to_string();
+        assert!(e.contains(want), "{key}: {e}");
+        let e = Engine::start(&bad, Device::Cpu).err().expect("refused").to_string();
+        assert!(e.contains(want), "{key}: {e}");
+    }
+}
