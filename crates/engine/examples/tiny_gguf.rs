@@ -9,34 +9,19 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use candle_core::quantized::{gguf_file, GgmlDType};
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [arch, vocab, out] = args.as_slice() else {
         anyhow::bail!("usage: tiny_gguf ARCH VOCAB.gguf OUT.gguf");
     };
-    let mut f = std::fs::File::open(vocab)?;
-    let ct = gguf_file::Content::read(&mut f)?;
-    let n_vocab = match ct.metadata.get("tokenizer.ggml.tokens") {
-        Some(gguf_file::Value::Array(v)) => v.len(),
-        _ => anyhow::bail!("{vocab} has no tokenizer.ggml.tokens"),
-    };
-    let extra: Vec<(String, gguf_file::Value)> = ct
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut t = match arch.as_str() {
+    let t = match arch.as_str() {
         "llama" => common::Tiny::llama(2),
         "qwen2" => common::Tiny::qwen2(2),
         "qwen3" => common::Tiny::qwen3(2),
         "phi3" => common::Tiny::phi3(2),
         other => anyhow::bail!("unknown architecture {other}"),
     };
-    t.vocab = n_vocab;
-    common::write_tiny_with(&t, std::path::Path::new(out), GgmlDType::Q8_0, extra);
-    println!("{out}: {arch}, {n_vocab} tokens");
+    common::write_tiny_with_vocab(t, std::path::Path::new(out), std::path::Path::new(vocab));
+    println!("{out}: {arch}");
     Ok(())
 }

@@ -129,19 +129,7 @@ fn broken_templates_and_vocabularies_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("spm.gguf");
     // A SentencePiece model: the llama-spm vocabulary's tokenizer keys on a tiny llama.
-    let vocab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.cache/vocab/ggml-vocab-llama-spm.gguf");
-    let mut f = std::fs::File::open(&vocab).unwrap();
-    let ct = gguf_file::Content::read(&mut f).unwrap();
-    let extra: Vec<(String, Value)> = ct
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut t = Tiny::llama(1);
-    t.vocab = 32000;
-    write_tiny_with(&t, &src, GgmlDType::Q8_0, extra);
+    write_tiny_with_vocab(Tiny::llama(1), &src, &vocab_file("ggml-vocab-llama-spm.gguf"));
     sinkchat_engine::inspect(&src).unwrap();
     let cases: [(&str, Value, &str); 4] = [
         (

@@ -178,27 +178,14 @@ fn a_conversation_without_a_live_cache_is_rebuilt_from_its_transcript() {
 
 /// A tiny random-weight model of `arch` around one of llama.cpp's vocabularies.
 fn tiny_with_vocab(arch: &str, vocab: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    use candle_core::quantized::{gguf_file, GgmlDType};
-    let v = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.cache/vocab")
-        .join(vocab);
-    let mut f = std::fs::File::open(&v).unwrap();
-    let ct = gguf_file::Content::read(&mut f).unwrap();
-    let extra: Vec<_> = ct
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut t = match arch {
+    let t = match arch {
         "qwen3" => common::Tiny::qwen3(2),
         "phi3" => common::Tiny::phi3(2),
         _ => common::Tiny::llama(2),
     };
-    t.vocab = sinkchat_engine::GgufTokenizer::from_gguf(&ct).unwrap().vocab_size();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join(format!("tiny-{arch}.gguf"));
-    common::write_tiny_with(&t, &p, GgmlDType::Q8_0, extra);
+    common::write_tiny_with_vocab(t, &p, &common::vocab_file(vocab));
     (dir, p)
 }
 

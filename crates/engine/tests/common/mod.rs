@@ -285,6 +285,38 @@ pub fn write_tiny_with(t: &Tiny, path: &Path, dtype: GgmlDType, extra: Vec<(Stri
     gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
 }
 
+/// The `tokenizer.*` keys of a GGUF file (one of llama.cpp's `ggml-vocab-*.gguf`), and its
+/// number of tokens, to put a real vocabulary on a tiny model.
+pub fn vocab_keys(vocab: &Path) -> (Vec<(String, Value)>, usize) {
+    let mut f = std::fs::File::open(vocab)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `scripts/setup.sh test-deps`)", vocab.display()));
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let n = match ct.metadata.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(v)) => v.len(),
+        _ => panic!("{} has no tokenizer.ggml.tokens", vocab.display()),
+    };
+    let keys = ct
+        .metadata
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .collect();
+    (keys, n)
+}
+
+/// A tiny model of shape `t` with the vocabulary of `vocab`, matmul weights in Q8_0.
+pub fn write_tiny_with_vocab(mut t: Tiny, path: &Path, vocab: &Path) {
+    let (keys, n) = vocab_keys(vocab);
+    t.vocab = n;
+    write_tiny_with(&t, path, GgmlDType::Q8_0, keys);
+}
+
+/// llama.cpp's vocabulary file `name`, unpacked by the set-up into `.cache/vocab`.
+pub fn vocab_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/vocab")
+        .join(name)
+}
+
 /// Rewrites a GGUF: with `requantize`, every Q4_0/Q4_1 matmul weight becomes Q8_0 as the
 /// engine does at load; with `to_f32`, every tensor is then stored dequantized in f32, so two
 /// implementations can be compared on plain float matmuls.
