@@ -362,17 +362,20 @@ impl ChatTemplate {
         // An assistant reply that ends the conversation: what closes it. A render without the
         // generation prompt may end with something of its own (Phi-3.5 adds EOS), which is no
         // part of the close.
-        let mut last = self.around(
-            &[m("user", hi)],
-            true,
-            &[m("user", hi), m("assistant", &padded)],
-            false,
-        )?;
+        // (Some templates render a reply only when a question follows it: YandexGPT.)
+        let mut last = self
+            .around(
+                &[m("user", hi)],
+                true,
+                &[m("user", hi), m("assistant", &padded)],
+                false,
+            )
+            .ok();
         let open_end = self.raw_render(&[m("user", hi)], false)?;
         let gen_end = self.raw_render(&[m("user", hi)], true)?;
         let ending = after_common_prefix(&gen_end, &open_end);
-        if !ending.is_empty() && last.after.ends_with(ending) {
-            last.after.truncate(last.after.len() - ending.len());
+        if let Some(l) = last.as_mut().filter(|l| !ending.is_empty() && l.after.ends_with(ending)) {
+            l.after.truncate(l.after.len() - ending.len());
         }
         // A user turn after a reply: the difference between the renders without and with it,
         // where the first is a prefix of the second. Templates that render the last reply
@@ -390,7 +393,9 @@ impl ChatTemplate {
                     &[m("user", hi), m("assistant", hello), m("user", &padded)],
                     true,
                 )?;
-                let anchor = format!("{hello}{}", last.after);
+                split_at_sentinel(&full)?; // a template that drops the text says so
+                let close = last.as_ref().map(|l| l.after.as_str()).unwrap_or_default();
+                let anchor = format!("{hello}{close}");
                 let from = full
                     .find(&anchor)
                     .map(|i| i + anchor.len())
@@ -411,7 +416,9 @@ impl ChatTemplate {
                 a.after.truncate(a.after.len() - next.len());
                 a
             }
-            _ => last,
+            _ => last.ok_or_else(|| {
+                Error::Template("the template's assistant turns could not be found".into())
+            })?,
         };
         // The opening without a system prompt: what a first user turn's render holds before
         // the turn's own markup (BOS, a default system prompt such as SmolLM2's or Qwen2.5's,
@@ -617,6 +624,25 @@ mod tests {
         let e = ChatTemplate::new(Some("{% for m in messages %}{{ m.role }}{% endfor %}"), "", "")
             .unwrap_err();
         assert!(e.to_string().contains("leaves out the text"), "{e}");
+    }
+
+    /// YandexGPT renders a reply only when a question follows it: the reply's close is then
+    /// what lies between it and the next question.
+    #[test]
+    fn a_template_that_drops_the_last_reply_still_cuts() {
+        let src = "<s>{% for m in messages %}{% if m.role == 'user' %} User: {{ m.content }}\n\n{% endif %}{% if m.role == 'assistant' and not loop.last %} Bot: {{ m.content }}\n\n{% endif %}{% if loop.last %} Bot:[SEP]{% endif %}{% endfor %}";
+        let t = ChatTemplate::new(Some(src), "<s>", "</s>").unwrap();
+        let text = |ps: Vec<Piece>| -> String {
+            ps.into_iter()
+                .map(|p| match p {
+                    Piece::Markup(s) | Piece::Content(s) => s,
+                })
+                .collect()
+        };
+        // A reply follows the generation prompt (" Bot:[SEP]"), as the model saw it live.
+        assert_eq!(text(t.assistant_text("Yes")), " Yes");
+        let next = text(t.assistant_close()) + &text(t.user_turn("Why"));
+        assert_eq!(next, "\n\n User: Why\n\n Bot:[SEP]");
     }
 
     #[test]
