@@ -56,6 +56,8 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 
 /// Stands for a message's text in a render: a private-use character no template produces.
 const SENTINEL: &str = "\u{F0001}";
+/// Instructions one render may run.
+const TEMPLATE_FUEL: u64 = 2_000_000;
 /// What an unsupported system prompt is answered with when it becomes the first exchange.
 const SYSTEM_ACK: &str = "Understood.";
 
@@ -265,6 +267,10 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A template is code from a file the user picked: each render may run this many
+        // instructions (real templates take a few thousand for a whole conversation), so a
+        // loop over a huge range is an error in a millisecond, not a frozen import.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
@@ -643,6 +649,15 @@ mod tests {
         assert_eq!(text(t.assistant_text("Yes")), " Yes");
         let next = text(t.assistant_close()) + &text(t.user_turn("Why"));
         assert_eq!(next, "\n\n User: Why\n\n Bot:[SEP]");
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel() {
+        let src = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}";
+        let started = std::time::Instant::now();
+        let e = ChatTemplate::new(Some(src), "", "").unwrap_err();
+        assert!(e.to_string().contains("fuel"), "{e}");
+        assert!(started.elapsed().as_secs() < 10);
     }
 
     #[test]
