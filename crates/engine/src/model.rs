@@ -270,14 +270,26 @@ impl Model {
             });
         }
         let mut inv_freqs = rope::inv_freqs(spec.head_dim, spec.rope_freq_base);
-        // Phi-3.5's LongRoPE: per-frequency factors for contexts up to the original length
-        // (the cache's places stay far below it), and a scale on the tables.
-        if let Some(f) = ld.optional_f32("rope_factors_short.weight")? {
-            let f: Vec<f32> = f.to_vec1()?;
-            if f.len() != inv_freqs.len() {
+        // Per-frequency divisors, as llama.cpp applies them: Llama 3.1/3.2's `rope_freqs` (its
+        // long-context scaling, which changes the low frequencies at every position), else
+        // Phi-3.5's LongRoPE factors for contexts up to the original length (the cache's
+        // places stay far below it); and a scale on the tables.
+        let factors = match ld.optional_f32("rope_freqs.weight")? {
+            Some(f) => Some(("rope_freqs.weight", f)),
+            None => ld
+                .optional_f32("rope_factors_short.weight")?
+                .map(|f| ("rope_factors_short.weight", f)),
+        };
+        if let Some((name, f)) = factors {
+            let f: Vec<f32> = f.flatten_all()?.to_vec1()?;
+            if f.len() != inv_freqs.len() || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
                 return Err(Error::InvalidGguf {
                     path: path.to_path_buf(),
-                    reason: format!("rope_factors_short.weight has {} values, expected {}", f.len(), inv_freqs.len()),
+                    reason: format!(
+                        "{name} has {} values, expected {} positive ones",
+                        f.len(),
+                        inv_freqs.len()
+                    ),
                 });
             }
             for (x, s) in inv_freqs.iter_mut().zip(f) {

@@ -275,3 +275,50 @@ fn smollm2_converted_weights_match_candle() {
     );
 }
 
+
+/// Copies a GGUF with one more f32 tensor.
+fn with_tensor(src: &Path, dst: &Path, name: &str, values: Vec<f32>) {
+    use candle_core::quantized::QTensor;
+    let mut r = std::fs::File::open(src).unwrap();
+    let ct = gguf_file::Content::read(&mut r).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = ct
+        .tensor_infos
+        .keys()
+        .map(|n| (n.clone(), ct.tensor(&mut r, n, &Device::Cpu).unwrap()))
+        .collect();
+    let n = values.len();
+    let t = Tensor::from_vec(values, n, &Device::Cpu).unwrap();
+    tensors.push((name.into(), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    let md: Vec<(&str, &gguf_file::Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tr: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &md, &tr).unwrap();
+}
+
+/// Llama 3.x files carry `rope_freqs.weight`, per-frequency divisors llama.cpp applies at every
+/// position: ones change nothing, other values change the model, a wrong count is refused.
+#[test]
+fn rope_frequency_factors_are_applied() {
+    let (d, p) = tiny("llama", GgmlDType::F32);
+    let half = 64 / 4 / 2;
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 7 + 3) % 96).collect();
+    let logits = |path: &Path| {
+        let m = Model::load(path, &Device::Cpu, LoadOptions::default()).unwrap();
+        let cfg = CacheConfig { sinks: 4, window: 64, evict_step: 1 };
+        let mut c = SinkCache::new(m.spec(), cfg, &Device::Cpu).unwrap();
+        m.forward(&prompt, &mut c, Logits::Last).unwrap()
+    };
+    let base = logits(&p);
+    let ones = d.path().join("ones.gguf");
+    with_tensor(&p, &ones, "rope_freqs.weight", vec![1.0; half]);
+    assert!(rel_err(&logits(&ones), &base) < 1e-6);
+    let scaled = d.path().join("scaled.gguf");
+    let mut f = vec![1.0; half];
+    f[half - 1] = 8.0;
+    f[half - 2] = 4.0;
+    with_tensor(&p, &scaled, "rope_freqs.weight", f);
+    assert!(rel_err(&logits(&scaled), &base) > 1e-4, "the factors were not applied");
+    let bad = d.path().join("bad.gguf");
+    with_tensor(&p, &bad, "rope_freqs.weight", vec![1.0; half + 1]);
+    let e = Model::load(&bad, &Device::Cpu, LoadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("rope_freqs.weight"), "{e}");
+}
