@@ -302,3 +302,21 @@ test("Models: import a SentencePiece GGUF and a Qwen3 GGUF, and get a streamed r
     }
   });
 });
+
+test("the sidebar pages through the whole history, 50 chats at a time", { timeout: 300_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model }, async (d) => {
+    await ready(d);
+    // 120 old chats, written straight into the app's SQLite file.
+    sql(join(data, "chats.db"), "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 120) INSERT INTO conversations (title, created_at, updated_at) SELECT 'Old chat ' || i, i, i FROM n");
+    await d.click("#new-chat");
+    const shown = () => d.exec("return document.querySelectorAll('#conversation-list button.open').length");
+    await d.waitFor("the first page", async () => (await shown()) === 50, 10_000);
+    for (const want of [100, 121]) {
+      await d.click("#conversation-list button.older");
+      await d.waitFor(`${want} chats`, async () => (await shown()) === want, 10_000);
+    }
+    assert.equal(await d.exec("return document.querySelectorAll('#conversation-list button.older').length"), 0, "no more pages offered");
+    assert.equal(await d.exec("return document.querySelector('#conversation-list li:last-child button.open').textContent"), "Old chat 1");
+  });
+});

@@ -22,7 +22,8 @@ export type { CacheStats } from "./bindings/CacheStats.js";
 /** The calls the screens make, by the names they use; each is a generated command function. */
 export const api = {
   status: commands.appStatus,
-  listConversations: () => commands.listConversations(null, null),
+  /** One page (50, newest first) of chats older than `before` (`[updated_at, id]` of the last one shown). */
+  listConversations: (before?: [number, number] | null) => commands.listConversations(before?.[0] ?? null, before?.[1] ?? null),
   createConversation: commands.createConversation,
   messages: commands.getMessages,
   rename: commands.renameConversation,

@@ -127,8 +127,24 @@ function showMemoryLine(firstVisible: number | null) {
 
 // ---------- conversations ----------
 
+/** The backend's page of chats; the sidebar shows `pages` of them and offers the next. */
+const PAGE = 50;
+let pages = 1;
+
 async function refreshList() {
-  const convs = (await api.listConversations()).filter((c) => !pendingDeletes.isPending(c.id));
+  const all: Conversation[] = [];
+  let before: [number, number] | null = null;
+  let more = false;
+  for (let i = 0; i < pages; i++) {
+    const page = await api.listConversations(before);
+    all.push(...page);
+    more = page.length === PAGE;
+    if (!more) break;
+    const last = page[page.length - 1];
+    before = [last.updated_at, last.id];
+  }
+  const convs = all.filter((c) => !pendingDeletes.isPending(c.id));
+  const older = more ? [el("li", { cls: "older" }, button(t.olderChats, () => { pages += 1; void refreshList(); }, "older"))] : [];
   list.replaceChildren(...convs.map((c) => {
     const li = el("li");
     const open = button(c.title, () => void openConversation(c), "open");
@@ -140,7 +156,7 @@ async function refreshList() {
     del.title = t.deleteChat;
     li.append(open, ren, del);
     return li;
-  }));
+  }), ...older);
 }
 
 async function renameConversation(c: Conversation) {

@@ -19,6 +19,7 @@ export const t = {
   rename: "Rename",
   renamePrompt: "New name for this chat",
   deleteChat: "Delete this chat (you can undo for a few seconds)",
+  olderChats: "Show older chats",
   deleted: (title: string) => `Deleted “${title}”.`,
   undo: "Undo",
   jumpToLatest: "↓ Latest",
