@@ -62,7 +62,7 @@ const TEMPLATE_FUEL: u64 = 2_000_000;
 const SYSTEM_ACK: &str = "Understood.";
 
 /// The markup before and after a message's text, and whether the template trims the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Around {
     before: String,
     after: String,
@@ -287,21 +287,9 @@ impl ChatTemplate {
             from_file,
             system_supported: false,
             opening_plain: String::new(),
-            system: Around {
-                before: String::new(),
-                after: String::new(),
-                trims: (false, false),
-            },
-            user: Around {
-                before: String::new(),
-                after: String::new(),
-                trims: (false, false),
-            },
-            assistant: Around {
-                before: String::new(),
-                after: String::new(),
-                trims: (false, false),
-            },
+            system: Around::default(),
+            user: Around::default(),
+            assistant: Around::default(),
         };
         // The same check llama.cpp makes: does a system message's text reach the output?
         let padded = format!(" {SENTINEL} ");

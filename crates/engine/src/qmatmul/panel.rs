@@ -168,6 +168,38 @@ unsafe fn load_values<const K: u8>(p: *const u8, fifth: *const u8) -> [__m512i; 
     }
 }
 
+/// Each token's 16 row sums as floats (the K-quant tiles).
+///
+/// # Safety
+/// AVX-512 F (inlined into the tiles, which enable it).
+#[inline(always)]
+unsafe fn lanes<const T: usize>(v: [__m512; T]) -> [[f32; ROWS]; T] {
+    let mut res = [[0f32; ROWS]; T];
+    for t in 0..T {
+        // SAFETY: `res[t]` holds 16 floats; the caller's target features.
+        unsafe { _mm512_storeu_ps(res[t].as_mut_ptr(), v[t]) };
+    }
+    res
+}
+
+/// The K-quant tiles' end of a super-block: `out[t] += da * acc[t]`, `da` token `t`'s scale of
+/// activation block `b`.
+///
+/// # Safety
+/// AVX-512 F (inlined into the tiles); each `a[t]` addresses more than `b` blocks.
+#[inline(always)]
+unsafe fn add_block<const T: usize>(
+    out: &mut [__m512; T],
+    acc: &[__m512; T],
+    a: &[*const Act256; T],
+    b: usize,
+) {
+    for t in 0..T {
+        // SAFETY: the caller's contract.
+        out[t] = unsafe { _mm512_fmadd_ps(_mm512_set1_ps((*a[t].add(b)).d), acc[t], out[t]) };
+    }
+}
+
 /// One panel (16 rows, `nb` blocks from `w`) times `T` tokens: `out[t][i]` for row `i`.
 ///
 /// # Safety
@@ -328,15 +360,9 @@ pub(super) unsafe fn tile_q4k<const T: usize>(
                     acc[t] = _mm512_fnmadd_ps(dmn, _mm512_set1_ps(blk.bsum32[j]), acc[t]);
                 }
             }
-            for t in 0..T {
-                out[t] = _mm512_fmadd_ps(_mm512_set1_ps((*a[t].add(b)).d), acc[t], out[t]);
-            }
+            add_block(&mut out, &acc, &a, b);
         }
-        let mut res = [[0f32; ROWS]; T];
-        for t in 0..T {
-            _mm512_storeu_ps(res[t].as_mut_ptr(), out[t]);
-        }
-        res
+        lanes(out)
     }
 }
 
@@ -457,14 +483,8 @@ pub(super) unsafe fn tile_q6k<const T: usize>(
                     }
                 }
             }
-            for t in 0..T {
-                out[t] = _mm512_fmadd_ps(_mm512_set1_ps((*a[t].add(b)).d), acc[t], out[t]);
-            }
+            add_block(&mut out, &acc, &a, b);
         }
-        let mut res = [[0f32; ROWS]; T];
-        for t in 0..T {
-            _mm512_storeu_ps(res[t].as_mut_ptr(), out[t]);
-        }
-        res
+        lanes(out)
     }
 }
