@@ -22,13 +22,14 @@ fn generate(dir: &Path) {
         ($($t:ty),* $(,)?) => { $( <$t as TS>::export_all(&cfg).expect(stringify!($t)); )* };
     }
     export!(
-        sinkchat_app::error::UiError,
-        sinkchat_app::state::ModelState,
-        sinkchat_app::commands::Status,
-        sinkchat_app::commands::Sent,
-        sinkchat_app::settings::Settings,
-        sinkchat_app::models::ModelsOverview,
-        sinkchat_app::models::DownloadEvent,
+        sinkchat_chat::UiError,
+        sinkchat_chat::ModelState,
+        sinkchat_chat::Status,
+        sinkchat_chat::Sent,
+        sinkchat_chat::ReplyEvent,
+        sinkchat_chat::Settings,
+        sinkchat_chat::models::ModelsOverview,
+        sinkchat_chat::models::DownloadEvent,
         sinkchat_engine::EngineEvent,
         sinkchat_engine::ModelSummary,
         sinkchat_store::Conversation,
@@ -127,7 +128,7 @@ fn commands_ts(src_dir: &Path) -> (String, Vec<String>) {
                 };
                 let arg = camel(&id.ident.to_string());
                 match last_ident(&pt.ty).as_deref() {
-                    Some("State") | Some("AppHandle") => {}
+                    Some("State") | Some("Svc") | Some("AppHandle") => {}
                     Some("Channel") => {
                         let syn::Type::Path(p) = &*pt.ty else {
                             unreachable!()
@@ -221,7 +222,7 @@ fn typescript_bindings_match_the_rust_types() {
         registered, found,
         "generate_handler! and the #[tauri::command] functions differ"
     );
-    assert!(commands.contains("sendMessage: (conversationId: number, text: string, onEvent: (event: EngineEvent) => void) => invoke<Sent>(\"send_message\""), "{commands}");
+    assert!(commands.contains("sendMessage: (conversationId: number, text: string, onEvent: (event: ReplyEvent) => void) => invoke<Sent>(\"send_message\""), "{commands}");
     let fresh = read_all(tmp.path());
     assert!(fresh.contains_key("EngineEvent.ts") && fresh.contains_key("Settings.ts"));
     assert!(

@@ -5,6 +5,7 @@ import type { UiError } from "./bindings/UiError.js";
 import type { Conversation } from "./bindings/Conversation.js";
 import type { Message } from "./bindings/Message.js";
 import type { EngineEvent } from "./bindings/EngineEvent.js";
+import type { ReplyEvent } from "./bindings/ReplyEvent.js";
 import type { Status } from "./bindings/Status.js";
 import type { Sent } from "./bindings/Sent.js";
 import type { SearchHit } from "./bindings/SearchHit.js";
@@ -16,7 +17,7 @@ import type { InstalledModel } from "./bindings/InstalledModel.js";
 import { commands } from "./bindings/commands.js";
 import { t } from "./strings.js";
 
-export type { UiError, Conversation, Message, EngineEvent, Status, Sent, SearchHit, Settings, ModelsOverview, DownloadEvent, ModelSummary, InstalledModel };
+export type { UiError, Conversation, Message, EngineEvent, ReplyEvent, Status, Sent, SearchHit, Settings, ModelsOverview, DownloadEvent, ModelSummary, InstalledModel };
 export type { CacheStats } from "./bindings/CacheStats.js";
 
 /** The calls the screens make, by the names they use; each is a generated command function. */
@@ -25,7 +26,9 @@ export const api = {
   /** One page (50, newest first) of chats older than `before` (`[updated_at, id]` of the last one shown). */
   listConversations: (before?: [number, number] | null) => commands.listConversations(before?.[0] ?? null, before?.[1] ?? null),
   createConversation: commands.createConversation,
-  messages: commands.getMessages,
+  /** The newest page (200) of a chat's messages before `beforeId` (none: the latest), oldest first. */
+  messages: (conversationId: number, beforeId?: number | null) => commands.getMessages(conversationId, beforeId ?? null),
+  retrySave: commands.retrySave,
   rename: commands.renameConversation,
   deleteConversation: commands.deleteConversation,
   search: commands.search,

@@ -1,7 +1,7 @@
 // SinkChat's window: conversations, messages streaming in, the cache gauge, search, and the
 // Models and Settings screens (models.ts, settings.ts).
 
-import { api, errorText, type CacheStats, type Conversation, type EngineEvent, type Message, type Sent } from "./api.js";
+import { api, errorText, type CacheStats, type Conversation, type ReplyEvent, type Message, type Sent } from "./api.js";
 import { gaugeParts, Timeline } from "./gauge.js";
 import { renderMarkdown } from "./markdown.js";
 import { snippetParts } from "./search.js";
@@ -186,7 +186,7 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
   current = c;
   lastFirstVisible = null;
   const msgs = await api.messages(c.id);
-  messagesEl.replaceChildren(...msgs.map(messageEl));
+  messagesEl.replaceChildren(...earlierButton(c, msgs), ...msgs.map(messageEl));
   drawTimeline(timelines.get(c.id));
   refreshMessageTools();
   const target = focusMessage != null ? messagesEl.querySelector<HTMLElement>(`[data-id="${focusMessage}"]`) : null;
@@ -200,6 +200,45 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
     scrollToEnd(true);
   }
   await refreshList();
+}
+
+/** Messages come a page at a time, newest first: a chat of any length opens at once, and a
+ *  button above the oldest one shown loads the page before it. */
+const MESSAGE_PAGE = 200;
+function earlierButton(c: Conversation, page: Message[]): HTMLElement[] {
+  if (page.length < MESSAGE_PAGE) return [];
+  const wrap = el("div", { cls: "earlier" });
+  wrap.append(button(t.earlierMessages, async () => {
+    try {
+      const older = await api.messages(c.id, page[0].id);
+      if (current?.id !== c.id) return;
+      const keep = messagesEl.scrollHeight - messagesEl.scrollTop;
+      wrap.replaceWith(...earlierButton(c, older), ...older.map(messageEl));
+      messagesEl.scrollTop = messagesEl.scrollHeight - keep; // stay where the reader was
+      showMemoryLine(lastFirstVisible);
+    } catch (e) { showError(errorText(e)); }
+  }, "earlier"));
+  return [wrap];
+}
+
+/** A reply whose save failed: said on the message, with a way to save it again once the
+ *  reply has ended (while it streams, the backend retries at every save). */
+function markUnsaved(art: HTMLElement, message: string | null) {
+  art.querySelector(".unsaved-note")?.remove();
+  art.classList.toggle("unsaved", message !== null);
+  if (message === null) return;
+  const note = el("div", { cls: "unsaved-note", attrs: { role: "alert" } });
+  note.append(el("span", { text: t.notSaved(message) }));
+  if (!art.classList.contains("streaming")) {
+    note.append(button(t.retrySave, async () => {
+      try {
+        await api.retrySave(Number(art.dataset.id));
+        markUnsaved(art, null);
+        statusEl.textContent = t.savedAfterAll;
+      } catch (e) { markUnsaved(art, errorText(e)); }
+    }, "retry-save"));
+  }
+  art.insertBefore(note, art.querySelector(".msg-tools"));
 }
 
 async function newChat() {
@@ -223,7 +262,7 @@ function setStreaming(on: boolean) {
   refreshMessageTools();
 }
 
-type Start = (on: (e: EngineEvent) => void) => Promise<Sent>;
+type Start = (on: (e: ReplyEvent) => void) => Promise<Sent>;
 
 /** Streams a reply: `start` calls the backend with our event handler. */
 async function streamReply(start: Start, replaceFrom?: number) {
@@ -232,6 +271,7 @@ async function streamReply(start: Start, replaceFrom?: number) {
   let full = "";
   let frame = 0;
   let tokens = 0;
+  let unsaved: string | null = null;
   const t0 = performance.now();
   const flush = () => {
     frame = 0;
@@ -242,8 +282,10 @@ async function streamReply(start: Start, replaceFrom?: number) {
   setStreaming(true);
   stickToBottom = true;
   try {
-    const sent = await start((e: EngineEvent) => {
+    const sent = await start((e: ReplyEvent) => {
       switch (e.kind) {
+        case "not_saved": unsaved = e.message; markUnsaved(placeholder, unsaved); break;
+        case "saved": unsaved = null; markUnsaved(placeholder, null); break;
         case "memory":
           if (e.source === "snapshot") statusEl.textContent = t.memoryRestored;
           else if (e.source === "rebuilt") statusEl.textContent = t.memoryRebuilt;
@@ -263,6 +305,7 @@ async function streamReply(start: Start, replaceFrom?: number) {
           placeholder.classList.add(e.reason === "cancelled" ? "stopped" : "complete");
           if (e.reason === "cancelled") placeholder.insertBefore(el("span", { cls: "meta", text: t.status.stopped }), placeholder.querySelector(".msg-tools"));
           statusEl.textContent = t.done(e.tokens, e.tokens_per_s);
+          if (unsaved !== null) markUnsaved(placeholder, unsaved); // now with "Save again"
           setStreaming(false);
           showMemoryLine(lastFirstVisible);
           void refreshList();
@@ -272,6 +315,7 @@ async function streamReply(start: Start, replaceFrom?: number) {
           flush();
           placeholder.classList.remove("streaming");
           placeholder.classList.add("failed");
+          if (unsaved !== null) markUnsaved(placeholder, unsaved);
           showError(t.replyFailed(e.message));
           setStreaming(false);
           break;

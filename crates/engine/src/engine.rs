@@ -77,13 +77,80 @@ pub enum EngineEvent {
     },
 }
 
+/// Reads earlier turns of a conversation: up to `limit` turns before message `before`
+/// (`None`: the latest), newest first. Runs on the engine's thread.
+pub type HistoryReader = dyn Fn(Option<i64>, usize) -> Result<Vec<Turn>> + Send + Sync;
+
+/// A conversation's earlier turns, as a reply needs them: the id of the last one (checked
+/// against the live cache and the snapshot) and, only on a cache miss, their text, read
+/// newest first until the rebuild's budget is spent. A conversation of a million messages
+/// costs a rebuild what one of fifty does, and a live cache costs no read at all.
+#[derive(Clone)]
+pub enum History {
+    /// All of them, oldest first (tests, short callers).
+    Turns(Vec<Turn>),
+    /// Read on demand.
+    Reader {
+        last_message: Option<i64>,
+        read: Arc<HistoryReader>,
+    },
+}
+
+impl History {
+    /// The id of the last earlier turn (`None`: the conversation starts here).
+    pub fn last_message(&self) -> Option<i64> {
+        match self {
+            History::Turns(t) => t.last().map(|t| t.message_id),
+            History::Reader { last_message, .. } => *last_message,
+        }
+    }
+
+    /// Up to `limit` turns before message `before` (`None`: the latest), newest first.
+    pub fn newest_first(&self, before: Option<i64>, limit: usize) -> Result<Vec<Turn>> {
+        match self {
+            History::Turns(t) => Ok(t
+                .iter()
+                .rev()
+                .filter(|t| before.is_none_or(|b| t.message_id < b))
+                .take(limit)
+                .cloned()
+                .collect()),
+            History::Reader { read, .. } => read(before, limit),
+        }
+    }
+}
+
+impl From<Vec<Turn>> for History {
+    fn from(t: Vec<Turn>) -> Self {
+        History::Turns(t)
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::Turns(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            History::Turns(t) => f.debug_tuple("Turns").field(&t.len()).finish(),
+            History::Reader { last_message, .. } => f
+                .debug_struct("Reader")
+                .field("last_message", last_message)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// One reply to produce.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     pub conversation: i64,
     pub system_prompt: String,
-    /// Earlier turns, oldest first, used only when this conversation has no live cache.
-    pub history: Vec<Turn>,
+    /// Earlier turns, read only when this conversation has no live cache.
+    pub history: History,
     pub user_text: String,
     pub user_message_id: i64,
     pub reply_message_id: i64,
@@ -97,16 +164,33 @@ pub struct GenerateRequest {
 #[derive(Debug, Clone)]
 pub struct Cancel(Arc<AtomicBool>);
 
+impl Default for Cancel {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(false)))
+    }
+}
+
 impl Cancel {
+    /// A handle made before the reply is queued, so it can be stopped from the first moment.
+    pub fn new() -> Self {
+        Self::default()
+    }
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
-    fn is_cancelled(&self) -> bool {
+    /// Whether `other` is a clone of this very handle.
+    pub fn same_as(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
 
 type Callback = Box<dyn FnMut(EngineEvent) + Send>;
+
+/// Turns read per page when a cache is rebuilt from the transcript.
+const HISTORY_PAGE: usize = 64;
 
 /// Tokens still to feed, and the message they belong to (`None`: the opening, template text).
 type PendingTokens = (Vec<u32>, Option<i64>);
@@ -279,20 +363,31 @@ impl Engine {
         req: GenerateRequest,
         on_event: impl FnMut(EngineEvent) + Send + 'static,
     ) -> Result<Cancel> {
+        let cancel = Cancel::new();
+        self.generate_with(req, cancel.clone(), on_event)?;
+        Ok(cancel)
+    }
+
+    /// Queues a reply stopped by `cancel`, a handle the caller made (and may have flipped)
+    /// before the reply was queued.
+    pub fn generate_with(
+        &self,
+        req: GenerateRequest,
+        cancel: Cancel,
+        on_event: impl FnMut(EngineEvent) + Send + 'static,
+    ) -> Result<()> {
         if req.user_text.trim().is_empty() {
             return Err(Error::EmptyInput);
         }
         req.sampling.validate()?;
         req.cache.validate()?;
-        let cancel = Cancel(Arc::new(AtomicBool::new(false)));
         self.tx
             .send(Command::Generate(
                 Box::new(req),
                 cancel.clone(),
                 Box::new(on_event),
             ))
-            .map_err(|_| Error::EngineStopped)?;
-        Ok(cancel)
+            .map_err(|_| Error::EngineStopped)
     }
 
     /// Drops a conversation's cache and its snapshot (deleted conversation, edited history).
@@ -436,7 +531,7 @@ impl Worker {
             }
         };
         let meta: ConversationMeta = serde_json::from_value(meta).ok()?;
-        let last_in_transcript = req.history.last().map(|t| t.message_id);
+        let last_in_transcript = req.history.last_message();
         if meta.system_prompt != req.system_prompt
             || meta.pin != req.pin_system_prompt
             || meta.requested != req.cache
@@ -463,7 +558,7 @@ impl Worker {
     fn prepare(&mut self, req: &GenerateRequest) -> Result<(MemorySource, Vec<PendingTokens>)> {
         // A live cache is only reused when it saw exactly the transcript the request continues:
         // after a regenerate or an edit the transcript's tail differs and the cache is rebuilt.
-        let last_in_transcript = req.history.last().map(|t| t.message_id);
+        let last_in_transcript = req.history.last_message();
         let keep = self.conversations.get(&req.conversation).is_some_and(|c| {
             c.system_prompt == req.system_prompt
                 && c.pin == req.pin_system_prompt
@@ -493,7 +588,11 @@ impl Worker {
                 .expect("checked");
             if c.close_pending {
                 feeds.push((
-                    encode_pieces(&self.tokenizer, &self.template.assistant_close(), c.last_token)?,
+                    encode_pieces(
+                        &self.tokenizer,
+                        &self.template.assistant_close(),
+                        c.last_token,
+                    )?,
                     None,
                 ));
                 c.close_pending = false;
@@ -523,45 +622,45 @@ impl Worker {
         };
         let cache = SinkCache::new(self.model.spec(), config, self.model.device())?;
         // Rebuild from the transcript's tail: the turns that fit in three quarters of the
-        // window, so the new turn and the reply still have room.
+        // window, so the new turn and the reply still have room. They are read newest first,
+        // a page at a time, sized as if each followed a special token, and then tokenized
+        // oldest first, each after the token before it.
         let budget = config.window * 3 / 4;
         let mut used = 0;
-        let turns: Vec<&Turn> = req
-            .history
-            .iter()
-            .filter(|t| t.role != Role::System)
-            .collect();
-        let pieces_of = |i: usize| {
-            let t = turns[i];
-            let mut pieces = match t.role {
-                Role::User => self.template.user_turn(&t.content),
-                _ => self.template.assistant_text(&t.content),
-            };
-            // Every assistant turn is closed, and so is a user turn left without a reply
-            // (a failed one), so the template never nests two turns.
-            let answered = turns.get(i + 1).is_some_and(|n| n.role == Role::Assistant);
-            if t.role == Role::Assistant || !answered {
-                pieces.extend(self.template.assistant_close());
+        let mut kept: Vec<(Turn, bool)> = Vec::new(); // newest first, with "close it"
+                                                      // The role of the turn after the one being looked at (the new user turn, at first).
+        let mut newer_role = Role::User;
+        let mut before = None;
+        'read: loop {
+            let page = req.history.newest_first(before, HISTORY_PAGE)?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.message_id);
+            let short = page.len() < HISTORY_PAGE;
+            for t in page {
+                if t.role == Role::System || t.content.is_empty() {
+                    continue;
+                }
+                // Every assistant turn is closed, and so is a user turn left without a reply
+                // (a failed one), so the template never nests two turns.
+                let close = t.role == Role::Assistant || newer_role != Role::Assistant;
+                let n = encode_pieces(&self.tokenizer, &self.pieces_of(&t, close), None)?.len();
+                if used + n > budget {
+                    break 'read;
+                }
+                used += n;
+                newer_role = t.role;
+                kept.push((t, close));
             }
-            pieces
-        };
-        // Newest first until the budget is spent (sizes as if each turn followed a special
-        // token), then tokenized oldest first, each after the token before it.
-        let mut first = turns.len();
-        for i in (0..turns.len()).rev() {
-            let n = encode_pieces(&self.tokenizer, &pieces_of(i), None)?.len();
-            if used + n > budget {
+            if short {
                 break;
             }
-            used += n;
-            first = i;
         }
         let mut prev = opening.last().copied();
         feeds.push((opening, None));
-        for i in first..turns.len() {
-            let ids = encode_pieces(&self.tokenizer, &pieces_of(i), prev)?;
+        for (t, close) in kept.iter().rev() {
+            let ids = encode_pieces(&self.tokenizer, &self.pieces_of(t, *close), prev)?;
             prev = ids.last().copied().or(prev);
-            feeds.push((ids, Some(turns[i].message_id)));
+            feeds.push((ids, Some(t.message_id)));
         }
         self.conversations.insert(
             req.conversation,
@@ -580,6 +679,18 @@ impl Worker {
         Ok((source, feeds))
     }
 
+    /// A turn of the transcript as template pieces, closed or not.
+    fn pieces_of(&self, t: &Turn, close: bool) -> Vec<crate::chat::Piece> {
+        let mut pieces = match t.role {
+            Role::User => self.template.user_turn(&t.content),
+            _ => self.template.assistant_text(&t.content),
+        };
+        if close {
+            pieces.extend(self.template.assistant_close());
+        }
+        pieces
+    }
+
     fn generate(
         &mut self,
         req: &GenerateRequest,
@@ -592,8 +703,16 @@ impl Worker {
             .iter()
             .rev()
             .find_map(|f| f.0.last().copied())
-            .or_else(|| self.conversations.get(&req.conversation).and_then(|c| c.last_token));
-        let user = encode_pieces(&self.tokenizer, &self.template.user_turn(&req.user_text), prev)?;
+            .or_else(|| {
+                self.conversations
+                    .get(&req.conversation)
+                    .and_then(|c| c.last_token)
+            });
+        let user = encode_pieces(
+            &self.tokenizer,
+            &self.template.user_turn(&req.user_text),
+            prev,
+        )?;
         feeds.push((user, Some(req.user_message_id)));
         let total: usize = feeds.iter().map(|f| f.0.len()).sum();
         let conv = self

@@ -34,6 +34,8 @@ pub enum Error {
     EngineStopped,
     #[error("the saved memory of this conversation can't be used ({0}); it will be rebuilt from the transcript")]
     Snapshot(String),
+    #[error("the conversation's earlier messages could not be read: {0}")]
+    History(String),
     #[error("computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }
@@ -53,6 +55,7 @@ impl Error {
             Error::EmptyInput => "empty_input",
             Error::EngineStopped => "engine_stopped",
             Error::Snapshot(_) => "snapshot",
+            Error::History(_) => "history_unavailable",
             Error::Compute(_) => "compute",
         }
     }

@@ -23,7 +23,10 @@ pub mod tokenizer;
 pub use alloc::tune_allocator;
 pub use cache::{CacheConfig, CacheStats, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
-pub use engine::{Engine, EngineEvent, EngineOptions, GenerateRequest, MemorySource, StopReason};
+pub use engine::{
+    Cancel, Engine, EngineEvent, EngineOptions, GenerateRequest, History, HistoryReader,
+    MemorySource, StopReason,
+};
 pub use error::{Error, Result};
 pub use inspect::{check_header_prefix, inspect, ModelSummary};
 pub use model::{CpuWeights, LoadOptions, Model};

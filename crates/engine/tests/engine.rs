@@ -16,7 +16,7 @@ fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest 
     GenerateRequest {
         conversation,
         system_prompt: "You are a helpful assistant.".into(),
-        history: vec![],
+        history: Default::default(),
         user_text: text.into(),
         user_message_id: 1,
         reply_message_id: 2,
@@ -74,7 +74,8 @@ fn conversation_cache_lives_across_turns_and_seeds_repeat() {
             content: a.clone(),
             message_id: 2,
         },
-    ];
+    ]
+    .into();
     (second.user_message_id, second.reply_message_id) = (3, 4);
     let (_, second_prefill, _) = run(&engine, second);
     assert!(
@@ -89,7 +90,8 @@ fn conversation_cache_lives_across_turns_and_seeds_repeat() {
         role: Role::User,
         content: "Name three colours.".into(),
         message_id: 1,
-    }];
+    }]
+    .into();
     (edited.user_message_id, edited.reply_message_id) = (5, 6);
     let (_, edited_prefill, _) = run(&engine, edited);
     assert!(
@@ -169,7 +171,8 @@ fn a_conversation_without_a_live_cache_is_rebuilt_from_its_transcript() {
             content: "Are you there?".into(),
             message_id: 12,
         },
-    ];
+    ]
+    .into();
     let (text, prefill, reason) = run(&engine, req);
     assert!(prefill > 40, "history was not read: {prefill} tokens");
     assert!(!text.is_empty());
@@ -208,15 +211,30 @@ fn sentencepiece_qwen3_and_phi3_models_chat() {
         req.sampling.temperature = 1.0;
         let (first, prefill1, _) = run(&engine, req.clone());
         req.history = vec![
-            Turn { role: Role::User, content: "Hello there".into(), message_id: 1 },
-            Turn { role: Role::Assistant, content: first.clone(), message_id: 2 },
-        ];
+            Turn {
+                role: Role::User,
+                content: "Hello there".into(),
+                message_id: 1,
+            },
+            Turn {
+                role: Role::Assistant,
+                content: first.clone(),
+                message_id: 2,
+            },
+        ]
+        .into();
         req.user_message_id = 3;
         req.reply_message_id = 4;
         req.user_text = "And again".into();
         let (_, prefill2, _) = run(&engine, req);
         // The second turn reads only its own tokens (plus the first reply's close).
-        assert!(prefill2 < prefill1 + 8, "{arch}: second turn re-read {prefill2} tokens");
-        assert!(prefill1 > 5, "{arch}: opening and turn too short ({prefill1})");
+        assert!(
+            prefill2 < prefill1 + 8,
+            "{arch}: second turn re-read {prefill2} tokens"
+        );
+        assert!(
+            prefill1 > 5,
+            "{arch}: opening and turn too short ({prefill1})"
+        );
     }
 }

@@ -18,7 +18,7 @@ fn request(conv: i64, text: &str, history: Vec<Turn>, ids: (i64, i64)) -> Genera
     GenerateRequest {
         conversation: conv,
         system_prompt: "You are a helpful assistant.".into(),
-        history,
+        history: history.into(),
         user_text: text.into(),
         user_message_id: ids.0,
         reply_message_id: ids.1,

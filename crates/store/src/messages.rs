@@ -112,6 +112,21 @@ impl Store {
         .await
     }
 
+    /// Saves an assistant message that is already whole (an API client's earlier turns).
+    pub async fn add_assistant_message(
+        &self,
+        conversation: i64,
+        text: &MessageText,
+    ) -> Result<Message> {
+        self.insert_message(
+            conversation,
+            Role::Assistant,
+            text.as_str(),
+            MessageStatus::Complete,
+        )
+        .await
+    }
+
     /// Starts an assistant reply, saved as `streaming` with no text yet.
     pub async fn start_reply(&self, conversation: i64) -> Result<Message> {
         self.insert_message(conversation, Role::Assistant, "", MessageStatus::Streaming)
@@ -204,6 +219,49 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// The newest `limit` messages of a conversation before message `before_id` (`None`: the
+    /// latest), newest first: how the engine reads a transcript's tail, however long it is.
+    pub async fn messages_before(
+        &self,
+        conversation: i64,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Message>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND id < ? \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(conversation)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// The conversation's last message from the user, if any (what a regenerate answers again
+    /// and an edit replaces), found from the end whatever the transcript's length.
+    pub async fn last_user_message(&self, conversation: i64) -> Result<Option<Message>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND role = 'user' \
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(conversation)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// How many messages the conversation holds.
+    pub async fn message_count(&self, conversation: i64) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ?")
+                .bind(conversation)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Removes the message `from_id` and every later one of its conversation (regenerate, edit

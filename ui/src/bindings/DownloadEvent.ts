@@ -4,6 +4,6 @@ import type { Progress } from "./Progress.js";
 import type { UiError } from "./UiError.js";
 
 /**
- * What a download's channel carries.
+ * What a download's callback receives.
  */
 export type DownloadEvent = { "kind": "progress", progress: Progress, } | { "kind": "finished", outcome: Outcome, } | { "kind": "failed", error: UiError, };

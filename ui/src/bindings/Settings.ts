@@ -18,4 +18,12 @@ active_model: string,
 /**
  * The first-run screen has been seen.
  */
-welcomed: boolean, };
+welcomed: boolean, 
+/**
+ * The local OpenAI-compatible server (on 127.0.0.1 only) runs while the app does.
+ */
+api_server: boolean, api_port: number, 
+/**
+ * What clients send as `Authorization: Bearer …`; made on first start, shown in Settings.
+ */
+api_token: string, };

@@ -23,18 +23,35 @@ pub struct Settings {
     pub active_model: String,
     /// The first-run screen has been seen.
     pub welcomed: bool,
+    /// The local OpenAI-compatible server (on 127.0.0.1 only) runs while the app does.
+    pub api_server: bool,
+    pub api_port: u16,
+    /// What clients send as `Authorization: Bearer …`; made on first start, shown in Settings.
+    pub api_token: String,
+}
+
+/// The port the local server listens on unless the user picks another.
+pub const DEFAULT_API_PORT: u16 = 8431;
+
+/// A new random bearer token: 32 hex digits from the OS's random source.
+pub fn new_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("sk-sinkchat-{}", hex::encode(bytes))
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            system_prompt: crate::commands::DEFAULT_SYSTEM_PROMPT.into(),
+            system_prompt: crate::DEFAULT_SYSTEM_PROMPT.into(),
             pin_system_prompt: true,
             sampling: SamplingParams::default(),
             cache: CacheConfig::default(),
             theme: "system".into(),
             active_model: String::new(),
             welcomed: false,
+            api_server: false,
+            api_port: DEFAULT_API_PORT,
+            api_token: String::new(),
         }
     }
 }
@@ -56,13 +73,39 @@ impl Settings {
                 "The system prompt is too long (at most 8,000 characters).",
             ));
         }
+        if self.api_port < 1024 {
+            return Err(UiError::new(
+                "invalid_settings",
+                "The server's port must be between 1024 and 65535.",
+            ));
+        }
+        if self.api_server && self.api_token.len() < 16 {
+            return Err(UiError::new(
+                "invalid_settings",
+                "The server's access key must be at least 16 characters.",
+            ));
+        }
         if !self.active_model.is_empty() {
             sinkchat_hub::models::check_file_name(&self.active_model).map_err(UiError::from)?;
         }
         Ok(())
     }
 
+    /// The saved settings (the defaults where nothing or something unreadable is saved). A
+    /// missing server access key is made here, once, and saved.
     pub async fn load(store: &Store) -> Settings {
+        let mut s = Self::load_saved(store).await;
+        if s.api_token.is_empty() {
+            s.api_token = new_token();
+            let v = serde_json::to_string(&s).expect("settings serialize");
+            if let Err(e) = store.set_setting(KEY, &v).await {
+                tracing::warn!(error = %e, "the server's access key could not be saved");
+            }
+        }
+        s
+    }
+
+    async fn load_saved(store: &Store) -> Settings {
         match store.get_setting(KEY).await {
             Ok(Some(v)) => serde_json::from_str(&v).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "unreadable settings; using the defaults");

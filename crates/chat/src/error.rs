@@ -43,3 +43,5 @@ impl From<sinkchat_hub::Error> for UiError {
 }
 
 pub type UiResult<T> = Result<T, UiError>;
+
+impl std::error::Error for UiError {}

@@ -1,0 +1,295 @@
+//! The conversation service driven as the window and the server drive it, on the real
+//! SmolLM2 file and a real SQLite file, with no window.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, SaveEvent};
+use sinkchat_engine::{EngineEvent, MemorySource, StopReason};
+use sinkchat_store::{MessageStatus, Role};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+fn model_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SINKCHAT_MODEL") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "run `scripts/setup.sh test-deps` first: {}",
+        p.display()
+    );
+    p
+}
+
+/// A service on a fresh data folder with the model loaded; replies are short and greedy.
+async fn service(dir: &Path, max_tokens: usize) -> ChatService {
+    let svc = ChatService::open(dir, Some(model_path())).await.unwrap();
+    let mut s = svc.settings().await;
+    s.sampling.max_tokens = max_tokens;
+    s.sampling.temperature = 0.0;
+    svc.save_settings(s).await.unwrap();
+    svc.load_model();
+    assert!(matches!(svc.wait_ready().await, ModelState::Ready { .. }));
+    svc
+}
+
+type Events = UnboundedReceiver<ReplyEvent>;
+
+fn listener() -> (impl FnMut(ReplyEvent) + Send + 'static, Events) {
+    let (tx, rx) = unbounded_channel();
+    (
+        move |e| {
+            let _ = tx.send(e);
+        },
+        rx,
+    )
+}
+
+/// Every event of a reply, up to and including its end.
+async fn until_done(rx: &mut Events) -> Vec<ReplyEvent> {
+    let mut all = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .expect("the reply ended")
+            .expect("the reply's events");
+        let end = matches!(
+            e,
+            ReplyEvent::Engine(EngineEvent::Done { .. } | EngineEvent::Error { .. })
+        );
+        all.push(e);
+        if end {
+            return all;
+        }
+    }
+}
+
+fn text_of(events: &[ReplyEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ReplyEvent::Engine(EngineEvent::Token { text }) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the chat has no reply in flight (the service has finished saving it).
+async fn idle(svc: &ChatService, id: i64) {
+    for _ in 0..2400 {
+        if !svc.is_busy(id) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("conversation {id} stayed busy");
+}
+
+/// Bug: two sends to one chat at the same moment both started a reply (the idle check and
+/// the reply's registration were several awaits apart); the first could no longer be
+/// stopped, and when it ended the chat looked idle while the second still streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sends_at_once_start_one_reply_and_stop_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 400).await;
+    let conv = svc.create_conversation().await.unwrap();
+    let (cb1, mut rx1) = listener();
+    let (cb2, mut rx2) = listener();
+    let opts = ReplyOptions::default;
+    let (a, b) = tokio::join!(
+        svc.send(conv.id, "Tell me a long story about a fox.", opts(), cb1),
+        svc.send(conv.id, "Tell me a long story about a cat.", opts(), cb2),
+    );
+    let started = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(started, 1, "both sends started a reply: {a:?} / {b:?}");
+    let refused = if a.is_err() { &a } else { &b };
+    assert_eq!(refused.as_ref().unwrap_err().code, "busy");
+    // The reply that started is the one a stop reaches.
+    assert!(svc.is_busy(conv.id));
+    assert!(svc.stop(conv.id));
+    let rx = if a.is_ok() { &mut rx1 } else { &mut rx2 };
+    let events = until_done(rx).await;
+    assert!(
+        matches!(
+            events.last(),
+            Some(ReplyEvent::Engine(EngineEvent::Done {
+                reason: StopReason::Cancelled,
+                ..
+            }))
+        ),
+        "the reply was not stopped: {:?}",
+        events.last()
+    );
+    idle(&svc, conv.id).await;
+    let msgs = svc.messages(conv.id, None).await.unwrap();
+    let roles: Vec<Role> = msgs.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::User, Role::Assistant],
+        "one question, one reply"
+    );
+    assert_eq!(msgs[1].status, MessageStatus::Stopped);
+}
+
+/// Adds `n` messages (user and assistant in turn) to a conversation in one statement.
+async fn bulk_messages(svc: &ChatService, conversation: i64, n: i64) {
+    sqlx::query(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?) \
+         INSERT INTO messages(conversation_id, role, content, status, created_at, updated_at) \
+         SELECT ?, CASE i % 2 WHEN 1 THEN 'user' ELSE 'assistant' END, \
+                'old message number ' || i, 'complete', 0, 0 FROM k",
+    )
+    .bind(n)
+    .bind(conversation)
+    .execute(svc.store().pool())
+    .await
+    .unwrap();
+}
+
+/// Bug: a regenerate or an edit read the transcript oldest first, capped at 100,000
+/// messages; past the cap it picked an old user message and deleted every newer message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_and_edit_past_100_000_messages_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 6).await;
+    let conv = svc.create_conversation().await.unwrap();
+    bulk_messages(&svc, conv.id, 100_010).await;
+    let (cb, mut rx) = listener();
+    let sent = svc
+        .send(conv.id, "The newest question.", ReplyOptions::default(), cb)
+        .await
+        .unwrap();
+    until_done(&mut rx).await;
+    idle(&svc, conv.id).await;
+    let count = svc.store().message_count(conv.id).await.unwrap();
+    assert_eq!(count, 100_012);
+
+    let (cb, mut rx) = listener();
+    let again = svc.regenerate(conv.id, cb).await.unwrap();
+    until_done(&mut rx).await;
+    idle(&svc, conv.id).await;
+    assert_eq!(
+        again.user_message.id, sent.user_message.id,
+        "regenerate answered another message"
+    );
+    assert_eq!(svc.store().message_count(conv.id).await.unwrap(), count);
+
+    let (cb, mut rx) = listener();
+    let edited = svc
+        .edit_and_resend(conv.id, "The newest question, edited.", cb)
+        .await
+        .unwrap();
+    until_done(&mut rx).await;
+    idle(&svc, conv.id).await;
+    assert_eq!(svc.store().message_count(conv.id).await.unwrap(), count);
+    let tail = svc.messages(conv.id, None).await.unwrap();
+    let n = tail.len();
+    assert_eq!(tail[n - 2].content, "The newest question, edited.");
+    assert_eq!(tail[n - 2].id, edited.user_message.id);
+    assert_eq!(tail[n - 3].content, "old message number 100010");
+}
+
+/// Bug: a save that failed while a reply streamed was only logged: the window showed a whole
+/// reply that was not on disk. Now the failure is an event, and the text waits for a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_is_shown_and_the_reply_kept_for_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 24).await;
+    let conv = svc.create_conversation().await.unwrap();
+    // The real SQLite file refuses every write to a message, as a full disk does.
+    sqlx::query(
+        "CREATE TRIGGER full_disk BEFORE UPDATE ON messages \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    .execute(svc.store().pool())
+    .await
+    .unwrap();
+    let (cb, mut rx) = listener();
+    let sent = svc
+        .send(conv.id, "Name three colours.", ReplyOptions::default(), cb)
+        .await
+        .unwrap();
+    let events = until_done(&mut rx).await;
+    let text = text_of(&events);
+    assert!(!text.is_empty());
+    // The not-saved notice may come before or after the end; wait for the service to finish.
+    idle(&svc, conv.id).await;
+    let mut all = events;
+    while let Ok(e) = rx.try_recv() {
+        all.push(e);
+    }
+    let notice = all.iter().find_map(|e| match e {
+        ReplyEvent::Save(SaveEvent::NotSaved { reply_id, message }) => Some((*reply_id, message)),
+        _ => None,
+    });
+    let (id, message) = notice.expect("a not-saved event");
+    assert_eq!(id, sent.reply_id);
+    assert!(message.contains("disk is full"), "{message}");
+    let on_disk = svc.store().message(sent.reply_id).await.unwrap();
+    assert_ne!(
+        on_disk.content, text,
+        "the failed save wrote the text after all"
+    );
+
+    // Space is back: the retry writes the whole reply.
+    sqlx::query("DROP TRIGGER full_disk")
+        .execute(svc.store().pool())
+        .await
+        .unwrap();
+    assert!(svc.retry_save(sent.reply_id).await.unwrap());
+    let on_disk = svc.store().message(sent.reply_id).await.unwrap();
+    assert_eq!(on_disk.content, text);
+    assert_eq!(on_disk.status, MessageStatus::Complete);
+    assert!(
+        !svc.retry_save(sent.reply_id).await.unwrap(),
+        "nothing left to retry"
+    );
+}
+
+/// The engine asks for the transcript only when it has no live cache for the chat; a chat
+/// that goes on reads none of its history again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_read_only_when_the_cache_must_be_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 6).await;
+    let conv = svc.create_conversation().await.unwrap();
+    let mut memory = Vec::new();
+    let mut reads = Vec::new();
+    for q in ["Hello!", "Name a colour.", "Name a fruit."] {
+        let (cb, mut rx) = listener();
+        svc.send(conv.id, q, ReplyOptions::default(), cb)
+            .await
+            .unwrap();
+        let events = until_done(&mut rx).await;
+        idle(&svc, conv.id).await;
+        memory.extend(events.iter().find_map(|e| match e {
+            ReplyEvent::Engine(EngineEvent::Memory { source }) => Some(*source),
+            _ => None,
+        }));
+        reads.push(svc.history_reads());
+    }
+    assert_eq!(
+        memory,
+        [
+            MemorySource::Rebuilt,
+            MemorySource::Live,
+            MemorySource::Live
+        ]
+    );
+    assert!(
+        reads[0] >= 1,
+        "a new chat's rebuild asks for its (empty) history"
+    );
+    assert_eq!(reads[1], reads[0], "a live cache read history again");
+    assert_eq!(reads[2], reads[0], "a live cache read history again");
+    // An edit moves the transcript away from the cache: now it is read.
+    let (cb, mut rx) = listener();
+    svc.edit_and_resend(conv.id, "Name a tree.", cb)
+        .await
+        .unwrap();
+    until_done(&mut rx).await;
+    idle(&svc, conv.id).await;
+    assert!(svc.history_reads() > reads[2]);
+}
