@@ -68,8 +68,21 @@ fetch_novels() {
   fi
 }
 
+# The real clients the local server is tested with, pinned: the `openai` package from PyPI
+# (into .cache/pylib, not the system's Python) and from npm, and Playwright for Chromium.
+OPENAI_PY=3.57.0
+install_api_clients() {
+  apt_install chromium
+  if [ ! -f ".cache/pylib/openai-$OPENAI_PY.dist-info/METADATA" ]; then
+    say "installing the openai client from PyPI (for the server's tests)"
+    python3 -m pip install --quiet --disable-pip-version-check --target .cache/pylib "openai==$OPENAI_PY"
+  fi
+  (cd tests/api && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 install_test_deps() {
   apt_install xvfb xauth webkit2gtk-driver sqlite3
+  install_api_clients
   if ! command -v tauri-driver >/dev/null; then
     say "installing tauri-driver (WebDriver bridge for the end-to-end tests)"
     cargo install tauri-driver --locked --version 2.1.0 --quiet
@@ -88,14 +101,14 @@ case "$mode" in
     install_app_deps
     fetch_model "${SINKCHAT_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/SinkChat}/models"
     say "building SinkChat"
-    cargo build -p sinkchat-app
+    cargo build -p sinkchat-app -p sinkchat-cli
     if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
       echo
-      echo "SinkChat is built and the model is installed, but this machine has no display"
-      echo "(neither DISPLAY nor WAYLAND_DISPLAY is set), so the window cannot open here."
-      echo "Run this command from a desktop session, or under a virtual display:"
-      echo "    xvfb-run -a target/debug/sinkchat-app"
-      exit 2
+      echo "This machine has no display (neither DISPLAY nor WAYLAND_DISPLAY is set), so the"
+      echo "window cannot open here. SinkChat starts with no window instead: open the address"
+      echo "below in a web browser on this computer (the same app, the same chats). From a"
+      echo "desktop session, this command opens the window."
+      exec target/debug/sinkchat serve --port "${SINKCHAT_PORT:-8430}"
     fi
     say "starting SinkChat"
     exec target/debug/sinkchat-app
@@ -117,6 +130,9 @@ case "$mode" in
       | grep -E "vectors match llama.cpp|renderings matched|templates compiled|feed turn by turn"
     say "UI unit tests"
     (cd ui && npm test)
+    say "the local server with real clients: openai (PyPI), openai (npm), Playwright + Chromium"
+    (cd tests/api && PYTHONPATH="$ROOT/.cache/pylib" timeout 900 python3 test_openai_python.py)
+    (cd tests/api && timeout 900 node --test --test-concurrency=1 openai.test.mjs browser.test.mjs)
     say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"
     # A time limit, so that a hung window fails the run instead of eating the CI budget.
     (cd tests/e2e && timeout 2400 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs ui.test.mjs crash.test.mjs)

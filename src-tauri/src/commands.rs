@@ -2,10 +2,14 @@
 //! (`sinkchat-chat`), where every rule of a chat lives and is tested. Generic over nothing but
 //! the managed service, so `tauri::test` can drive them without a window.
 
-use sinkchat_chat::{ChatService, ReplyEvent, ReplyOptions, Sent, Settings, Status, UiResult};
+use sinkchat_chat::{
+    ChatService, ReplyEvent, ReplyOptions, Sent, ServerState, Settings, Status, UiResult,
+};
 use sinkchat_store::{Conversation, Message, SearchHit};
 use tauri::ipc::Channel;
 use tauri::State;
+
+use crate::api_server::ApiServer;
 
 type Svc<'a> = State<'a, ChatService>;
 
@@ -106,6 +110,15 @@ pub async fn retry_save(svc: Svc<'_>, reply_id: i64) -> UiResult<bool> {
     svc.retry_save(reply_id).await
 }
 
+/// What the model holds of a chat now (the gauge when a chat is opened); null: nothing live.
+#[tauri::command]
+pub async fn conversation_memory(
+    svc: Svc<'_>,
+    conversation_id: i64,
+) -> UiResult<Option<sinkchat_engine::MemoryView>> {
+    Ok(svc.memory(conversation_id))
+}
+
 #[tauri::command]
 pub async fn stop_reply(svc: Svc<'_>, conversation_id: i64) -> UiResult<bool> {
     Ok(svc.stop(conversation_id))
@@ -122,9 +135,21 @@ pub async fn get_settings(svc: Svc<'_>) -> UiResult<Settings> {
     Ok(svc.settings().await)
 }
 
+/// Saves the settings; the local server starts, stops or moves to match them.
 #[tauri::command]
-pub async fn save_settings(svc: Svc<'_>, settings: Settings) -> UiResult<Settings> {
-    svc.save_settings(settings).await
+pub async fn save_settings(
+    svc: Svc<'_>,
+    server: State<'_, ApiServer>,
+    settings: Settings,
+) -> UiResult<Settings> {
+    let saved = svc.save_settings(settings).await?;
+    server.apply(&svc, &saved).await;
+    Ok(saved)
+}
+
+#[tauri::command]
+pub async fn api_server_state(server: State<'_, ApiServer>) -> UiResult<ServerState> {
+    Ok(server.state().await)
 }
 
 #[tauri::command]

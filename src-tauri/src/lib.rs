@@ -1,6 +1,7 @@
 //! SinkChat's desktop shell: sets up logging, opens the store, loads the engine in the
 //! background and registers the commands. All logic lives in the library crates.
 
+pub mod api_server;
 pub mod commands;
 pub mod models;
 
@@ -21,6 +22,7 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
         commands::search,
         commands::send_message,
         commands::stop_reply,
+        commands::conversation_memory,
         commands::retry_save,
         commands::leave_conversation,
         commands::export_conversations,
@@ -29,6 +31,7 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
         commands::edit_and_resend,
         commands::get_settings,
         commands::save_settings,
+        commands::api_server_state,
         models::models_overview,
         models::start_download,
         models::pause_download,
@@ -50,6 +53,7 @@ pub fn init_state<R: tauri::Runtime>(
     let svc = tauri::async_runtime::block_on(ChatService::open(&data_dir, model))?;
     tracing::info!(db = %svc.store().path().display(), "transcripts opened");
     svc.load_model();
+    app.manage(api_server::ApiServer::default());
     app.manage(svc);
     Ok(())
 }
@@ -69,22 +73,44 @@ pub fn run() {
         eprintln!(
             "SinkChat needs a display to open its window, and this session has none \
              (neither DISPLAY nor WAYLAND_DISPLAY is set). Start it from a desktop session, \
-             or under a virtual display: xvfb-run -a sinkchat-app"
+             or under a virtual display: xvfb-run -a sinkchat-app. With no display at all, \
+             `sinkchat serve` runs SinkChat for a web browser instead."
         );
         std::process::exit(2);
     }
+    // `--api-server [--api-port N]`: the local OpenAI-compatible server on for this run.
+    let args: Vec<String> = std::env::args().collect();
+    let api_forced = args.iter().any(|a| a == "--api-server");
+    let api_port = args
+        .iter()
+        .position(|a| a == "--api-port")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|p| p.parse::<u16>().ok());
     let data_dir = sinkchat_hub::data_dir();
     let result = builder::<tauri::Wry>()
         .setup(move |app| {
             init_state(app.handle(), data_dir.clone()).map_err(|e| {
                 tracing::error!(error = %e, "start-up failed");
-                e.into()
-            })
+                e
+            })?;
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                let svc = handle.state::<ChatService>();
+                let server = handle.state::<api_server::ApiServer>();
+                if api_forced {
+                    server.force(api_port).await;
+                }
+                server.apply(&svc, &svc.settings().await).await;
+            });
+            Ok(())
         })
         .build(tauri::generate_context!());
     match result {
         Ok(app) => app.run(|handle, event| {
             if let tauri::RunEvent::Exit = event {
+                if let Some(api) = handle.try_state::<api_server::ApiServer>() {
+                    tauri::async_runtime::block_on(api.stop());
+                }
                 if let Some(s) = handle.try_state::<ChatService>() {
                     // Replies stop, every live cache is parked, the database closes.
                     tauri::async_runtime::block_on(s.shutdown());

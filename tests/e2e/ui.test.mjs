@@ -9,6 +9,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, existsSync } from "
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Driver } from "./webdriver.mjs";
+import { createServer } from "node:net";
 
 const root = resolve(import.meta.dirname, "../..");
 const app = process.env.SINKCHAT_APP ?? join(root, "target/debug/sinkchat-app");
@@ -318,5 +319,41 @@ test("the sidebar pages through the whole history, 50 chats at a time", { timeou
     }
     assert.equal(await d.exec("return document.querySelectorAll('#conversation-list button.older').length"), 0, "no more pages offered");
     assert.equal(await d.exec("return document.querySelector('#conversation-list li:last-child button.open').textContent"), "Old chat 1");
+  });
+});
+
+test("Settings: the local server goes on with the key shown, an OpenAI-style client reaches it, and its chat appears in the sidebar", { timeout: 300_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model }, async (d) => {
+    await ready(d);
+    await d.click("[data-view=settings]");
+    await d.waitFor("settings", async () => d.exec("return document.getElementById('api-state').textContent.length > 0"), 10_000);
+    assert.match(await d.exec("return document.getElementById('api-state').textContent"), /Off/);
+    const key = await d.exec("return document.getElementById('set-api-key').value");
+    assert.match(key, /^sk-sinkchat-[0-9a-f]{32}$/);
+    // Any free port: ask the OS for one.
+    const port = await new Promise((res) => { const s = createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => res(p)); }); });
+    await d.exec("document.getElementById('set-api-server').checked = true; document.getElementById('set-api-port').value = arguments[0];", [String(port)]);
+    await d.click("#save-settings");
+    await d.waitFor("the server to run", async () => d.exec("return document.getElementById('api-state').textContent.startsWith('On at')"), 10_000);
+    const base = `http://127.0.0.1:${port}/v1`;
+    assert.match(await d.exec("return document.getElementById('api-state').textContent"), new RegExp(base.replace(/[.]/g, "\\.")));
+    // A client with the wrong key is refused; with the key shown, it gets a reply.
+    const ask = (k) => fetch(`${base}/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${k}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "SmolLM2-135M-Instruct.Q4_1", messages: [{ role: "user", content: "Hello from another app" }], max_tokens: 6 }) });
+    assert.equal((await ask("sk-wrong")).status, 401);
+    const r = await ask(key);
+    assert.equal(r.status, 200);
+    const body = await r.json();
+    assert.ok(body.choices[0].message.content.length > 0);
+    // The chat the client started is in the window's history.
+    await d.click("#new-chat");
+    await d.waitFor("the API chat in the sidebar", async () => d.exec("return [...document.querySelectorAll('#conversation-list button.open')].some(b => b.textContent === 'Hello from another app')"), 10_000);
+    // Off again: the port closes.
+    await d.click("[data-view=settings]");
+    await d.exec("document.getElementById('set-api-server').checked = false;");
+    await d.click("#save-settings");
+    await d.waitFor("the server to stop", async () => d.exec("return document.getElementById('api-state').textContent === 'Off.'"), 10_000);
+    await assert.rejects(ask(key));
   });
 });

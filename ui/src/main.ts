@@ -79,7 +79,26 @@ jump.addEventListener("click", () => { stickToBottom = true; scrollToEnd(true); 
 
 // ---------- gauge ----------
 
-function showGauge(s: CacheStats) {
+/** The gauge of the open chat as the model holds it now: on opening a chat, and while the
+ *  window is not streaming (another app may be talking to this chat over the local server). */
+async function refreshGauge() {
+  const id = current?.id;
+  if (id === undefined) { clearGauge(); return; }
+  const m = await api.memory(id).catch(() => null);
+  if (current?.id !== id || streaming) return;
+  if (m) { showGauge(m.stats, false); showMemoryLine(m.first_visible_message); } else clearGauge();
+}
+
+function clearGauge() {
+  const gauge = $("gauge");
+  for (const part of [".pinned", ".window"]) (gauge.querySelector(part) as HTMLElement).style.width = "0%";
+  (gauge.querySelector(".free") as HTMLElement).style.width = "100%";
+  gauge.setAttribute("aria-valuenow", "0");
+  $("gauge-text").textContent = "";
+}
+setInterval(() => { if (!streaming && !document.hidden) void refreshGauge(); }, 1500);
+
+function showGauge(s: CacheStats, flash = true) {
   const g = gaugeParts(s);
   const gauge = $("gauge");
   (gauge.querySelector(".pinned") as HTMLElement).style.width = `${g.pinned * 100}%`;
@@ -88,7 +107,7 @@ function showGauge(s: CacheStats) {
   gauge.setAttribute("aria-valuenow", String(Math.round((g.pinned + g.window) * 100)));
   gauge.dataset.evicted = String(s.evicted_total);
   $("gauge-text").textContent = g.label;
-  if (s.evicted_last_step > 0) {
+  if (flash && s.evicted_last_step > 0) {
     gauge.classList.remove("evicting");
     void gauge.offsetWidth;
     gauge.classList.add("evicting");
@@ -188,6 +207,8 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
   const msgs = await api.messages(c.id);
   messagesEl.replaceChildren(...earlierButton(c, msgs), ...msgs.map(messageEl));
   drawTimeline(timelines.get(c.id));
+  clearGauge();
+  void refreshGauge();
   refreshMessageTools();
   const target = focusMessage != null ? messagesEl.querySelector<HTMLElement>(`[data-id="${focusMessage}"]`) : null;
   if (target) {
@@ -248,6 +269,7 @@ async function newChat() {
   current = await api.createConversation();
   messagesEl.replaceChildren();
   drawTimeline(undefined);
+  clearGauge();
   await refreshList();
   input.focus();
 }

@@ -43,7 +43,18 @@ export async function showSettings() {
   $<HTMLInputElement>("set-window").value = String(s.cache.window);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => { r.checked = r.value === s.theme; });
   $("data-folder").textContent = t.dataFolder(status.data_dir);
+  $<HTMLInputElement>("set-api-server").checked = s.api_server;
+  $<HTMLInputElement>("set-api-port").value = String(s.api_port);
+  $<HTMLInputElement>("set-api-key").value = s.api_token;
   showCacheMemory();
+  await showServerState();
+}
+
+async function showServerState() {
+  try {
+    const st = await api.apiServerState();
+    $("api-state").textContent = st.running ? t.apiRunning(st.url ?? "") : st.error ? t.apiFailed(st.error) : t.apiOff;
+  } catch (e) { $("api-state").textContent = errorText(e); }
 }
 
 async function save() {
@@ -57,11 +68,14 @@ async function save() {
       repeat_penalty: num("set-repeat"), seed: num("set-seed"), max_tokens: num("set-max-tokens") },
     cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window") },
     theme,
+    api_server: $<HTMLInputElement>("set-api-server").checked,
+    api_port: num("set-api-port"),
   };
   try {
     loaded = await api.saveSettings(next);
     applyTheme(loaded.theme);
     showBanner("settings-error", null);
     showToast(t.saved);
+    await showServerState();
   } catch (e) { showBanner("settings-error", errorText(e)); }
 }

@@ -56,6 +56,16 @@ pub struct Status {
     pub database: String,
 }
 
+/// Where the local OpenAI-compatible server stands, for Settings.
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
+pub struct ServerState {
+    pub running: bool,
+    /// The base URL clients use (`http://127.0.0.1:PORT/v1`).
+    pub url: Option<String>,
+    /// Why it is not running although it should (the port is taken, …).
+    pub error: Option<String>,
+}
+
 /// A reply has started: the user's message as saved, and the id the reply is saved under.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct Sent {
@@ -346,7 +356,7 @@ impl ChatService {
             .iter()
             .find(|(r, _)| *r == Role::User)
             .map(|(_, t)| title_from(t))
-            .unwrap_or_else(|| "API chat".into());
+            .unwrap_or_else(|| "New chat".into()); // named by its first message when sent
         let conv = self.create_conversation_with(&first, system_prompt).await?;
         let mut last = None;
         for (role, text) in checked {
@@ -429,6 +439,11 @@ impl ChatService {
                 e.park(conversation_id);
             }
         }
+    }
+
+    /// What the model holds of the chat now, for the gauge (`None`: nothing live).
+    pub fn memory(&self, conversation_id: i64) -> Option<sinkchat_engine::MemoryView> {
+        self.engine().ok()?.memory(conversation_id)
     }
 
     /// Whether a reply is being written in the chat now.
@@ -704,25 +719,24 @@ impl ChatService {
         let mut text = String::new();
         let mut last_save = Instant::now();
         let mut failing = false;
-        let mut note =
-            |result: sinkchat_store::Result<()>, on_event: &mut dyn FnMut(ReplyEvent)| match result
-            {
-                Ok(()) if failing => {
-                    failing = false;
-                    on_event(ReplyEvent::Save(SaveEvent::Saved { reply_id }));
+        let mut note = |result: sinkchat_store::Result<()>,
+                        on_event: &mut dyn FnMut(ReplyEvent)| match result {
+            Ok(()) if failing => {
+                failing = false;
+                on_event(ReplyEvent::Save(SaveEvent::Saved { reply_id }));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(error = %e, reply_id, "saving the reply failed");
+                if !failing {
+                    failing = true;
+                    on_event(ReplyEvent::Save(SaveEvent::NotSaved {
+                        reply_id,
+                        message: e.to_string(),
+                    }));
                 }
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, reply_id, "saving the reply failed");
-                    if !failing {
-                        failing = true;
-                        on_event(ReplyEvent::Save(SaveEvent::NotSaved {
-                            reply_id,
-                            message: e.to_string(),
-                        }));
-                    }
-                }
-            };
+            }
+        };
         // The engine always ends a reply with `done` or `error`; a closed channel without one
         // (the engine went away) ends it as failed.
         let mut end = (
@@ -801,11 +815,16 @@ impl ChatService {
         else {
             return Ok(false);
         };
-        self.0
+        let r = self
+            .0
             .store
             .finish_reply(reply_id, &u.text, u.status, u.error.as_deref(), u.tokens)
-            .await?;
-        self.0.unsaved.lock().expect("unsaved").remove(&reply_id);
+            .await;
+        // Saved, or its chat was deleted meanwhile: either way nothing is left to keep.
+        if matches!(r, Ok(()) | Err(sinkchat_store::Error::NoSuchMessage(_))) {
+            self.0.unsaved.lock().expect("unsaved").remove(&reply_id);
+        }
+        r?;
         Ok(true)
     }
 }

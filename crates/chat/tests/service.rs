@@ -293,3 +293,35 @@ async fn history_is_read_only_when_the_cache_must_be_rebuilt() {
     idle(&svc, conv.id).await;
     assert!(svc.history_reads() > reads[2]);
 }
+
+/// The gauge of a chat opened in the window (or written to over the local server) comes from
+/// what the model holds now: live, parked on disk (as it will come back), or nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chats_memory_is_shown_live_parked_and_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 6).await;
+    let conv = svc.create_conversation().await.unwrap();
+    assert!(svc.memory(conv.id).is_none(), "a new chat holds nothing");
+    let (cb, mut rx) = listener();
+    let sent = svc
+        .send(conv.id, "Hello!", ReplyOptions::default(), cb)
+        .await
+        .unwrap();
+    until_done(&mut rx).await;
+    idle(&svc, conv.id).await;
+    let live = svc.memory(conv.id).expect("a live chat has a view");
+    assert!(live.stats.tokens_seen > 0);
+    assert_eq!(live.first_visible_message, Some(sent.user_message.id));
+    svc.leave(conv.id);
+    // Parking runs on the engine thread; the view stays as it was.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(dir
+        .path()
+        .join(format!("snapshots/{}.kv", conv.id))
+        .exists());
+    let parked = svc.memory(conv.id).expect("a parked chat keeps its view");
+    assert_eq!(parked.stats.tokens_seen, live.stats.tokens_seen);
+    svc.delete(conv.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(svc.memory(conv.id).is_none(), "a deleted chat's view went");
+}

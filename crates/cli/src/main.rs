@@ -17,6 +17,9 @@
 //! sinkchat eval report [--dir target/perplexity] [--book emma] [--tokens 65536]
 //!                      [--ablation-tokens 16384] [--out docs/bench/perplexity.json]
 //!                      [--plot docs/perplexity.svg]
+//! sinkchat serve [--port 8430] [--data-dir DIR] [--model FILE] [--ui DIR]
+//!                                           SinkChat with no window: the web UI for a browser
+//!                                           and the OpenAI-compatible API, on 127.0.0.1
 //! sinkchat fake-hub --root DIR [--port 0]   serve DIR with the Hugging Face hub's routes on
 //!                                           loopback (HF_ENDPOINT for tests and offline demos)
 //! ```
@@ -26,6 +29,7 @@ mod corpus;
 mod eval;
 mod perplexity;
 mod rdata;
+mod serve;
 mod store_bench;
 
 use anyhow::{bail, Context, Result};
@@ -53,6 +57,19 @@ fn main() -> Result<()> {
             .transpose()?
             .unwrap_or(default))
     };
+    if args.first().map(String::as_str) == Some("serve") {
+        return serve::run(serve::Args {
+            port: flag("--port")
+                .map(|p| p.parse())
+                .transpose()?
+                .unwrap_or(8430),
+            data_dir: flag("--data-dir").map(Into::into),
+            model: flag("--model")
+                .or_else(|| std::env::var("SINKCHAT_MODEL").ok())
+                .map(Into::into),
+            ui_dir: flag("--ui").map(Into::into),
+        });
+    }
     if args.first().map(String::as_str) == Some("fake-hub") {
         let root = flag("--root").context("fake-hub needs --root DIR")?;
         let port: u16 = flag("--port").map(|p| p.parse()).transpose()?.unwrap_or(0);

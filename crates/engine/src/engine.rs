@@ -144,6 +144,18 @@ impl std::fmt::Debug for History {
     }
 }
 
+/// What the model holds of a conversation now: its cache's figures and the first message it
+/// still sees (what the gauge and the memory line show when a chat is opened).
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+pub struct MemoryView {
+    pub stats: CacheStats,
+    pub first_visible_message: Option<i64>,
+}
+
+/// The live conversations' views, kept by the engine thread as it works, read by anyone at
+/// once (the thread may be busy writing a reply).
+type Views = Arc<std::sync::Mutex<HashMap<i64, MemoryView>>>;
+
 /// One reply to produce.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -218,6 +230,7 @@ pub struct ModelInfo {
 pub struct Engine {
     tx: mpsc::Sender<Command>,
     info: ModelInfo,
+    views: Views,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -332,6 +345,8 @@ impl Engine {
             kv_bytes_per_token: spec.kv_bytes_per_token(),
         };
         let (tx, rx) = mpsc::channel();
+        let views = Views::default();
+        let worker_views = views.clone();
         let thread = std::thread::Builder::new()
             .name("sinkchat-engine".into())
             .spawn(move || {
@@ -340,6 +355,7 @@ impl Engine {
                     tokenizer,
                     template,
                     conversations: HashMap::new(),
+                    views: worker_views,
                     model_id,
                     snapshot_dir: options.snapshot_dir,
                 };
@@ -349,6 +365,7 @@ impl Engine {
         Ok(Self {
             tx,
             info,
+            views,
             thread: Some(thread),
         })
     }
@@ -390,6 +407,12 @@ impl Engine {
             .map_err(|_| Error::EngineStopped)
     }
 
+    /// What the model holds of `conversation` now (`None`: nothing live; parked on disk or
+    /// never read). Answers at once, also while a reply is being written.
+    pub fn memory(&self, conversation: i64) -> Option<MemoryView> {
+        self.views.lock().expect("views").get(&conversation).cloned()
+    }
+
     /// Drops a conversation's cache and its snapshot (deleted conversation, edited history).
     pub fn forget(&self, conversation: i64) {
         let _ = self.tx.send(Command::Forget(conversation));
@@ -421,6 +444,7 @@ impl Drop for Engine {
 }
 
 struct Worker {
+    views: Views,
     model: Model,
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
@@ -439,7 +463,7 @@ impl Worker {
                     if let Err(e) = self.generate(&req, &cancel, &mut cb) {
                         tracing::error!(error = %e, "reply failed");
                         // A failed step may have left the cache half-written: rebuild next time.
-                        self.conversations.remove(&req.conversation);
+                        self.drop_live(req.conversation);
                         cb(EngineEvent::Error {
                             code: e.code().into(),
                             message: e.to_string(),
@@ -447,7 +471,7 @@ impl Worker {
                     }
                 }
                 Command::Forget(id) => {
-                    self.conversations.remove(&id);
+                    self.drop_live(id);
                     if let Some(p) = self.snapshot_path(id) {
                         let _ = std::fs::remove_file(p);
                     }
@@ -466,6 +490,12 @@ impl Worker {
         }
     }
 
+    /// Frees a conversation's live cache (its view goes with it).
+    fn drop_live(&mut self, id: i64) {
+        self.conversations.remove(&id);
+        self.views.lock().expect("views").remove(&id);
+    }
+
     fn snapshot_path(&self, conversation: i64) -> Option<PathBuf> {
         self.snapshot_dir
             .as_ref()
@@ -474,7 +504,9 @@ impl Worker {
 
     /// Writes a conversation's cache to disk and frees it. Returns whether it was written.
     fn park(&mut self, id: i64) -> bool {
+        // A parked chat keeps its view: its memory is on disk, whole, and comes back as it was.
         let (Some(c), Some(path)) = (self.conversations.remove(&id), self.snapshot_path(id)) else {
+            self.views.lock().expect("views").remove(&id);
             return false;
         };
         let meta = ConversationMeta {
@@ -499,6 +531,7 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(conversation = id, error = %e, "cache not parked");
+                self.views.lock().expect("views").remove(&id);
                 false
             }
         }
@@ -567,7 +600,7 @@ impl Worker {
         });
         let mut source = MemorySource::Live;
         if !keep {
-            self.conversations.remove(&req.conversation);
+            self.drop_live(req.conversation);
             if self.conversations.len() >= LIVE_CONVERSATIONS {
                 let oldest = self.conversations.iter().min_by_key(|(_, c)| c.last_used);
                 if let Some((&oldest, _)) = oldest {
@@ -733,7 +766,7 @@ impl Worker {
             for c in ids.chunks(chunk) {
                 if cancel.is_cancelled() {
                     // The turn is half-read: drop the cache rather than keep a torn turn.
-                    self.conversations.remove(&req.conversation);
+                    self.drop_live(req.conversation);
                     cb(EngineEvent::Done {
                         reason: StopReason::Cancelled,
                         tokens: 0,
@@ -757,9 +790,17 @@ impl Worker {
         let started = Instant::now();
         let mut reason = StopReason::MaxTokens;
         let pinned = conv.cache.config().sinks;
+        let views = self.views.clone();
         let emit_cache = |conv: &Conversation, cb: &mut Callback| {
             let stats = conv.cache.stats();
             let first = conv.segments.first_visible(stats.window_start, pinned);
+            views.lock().expect("views").insert(
+                req.conversation,
+                MemoryView {
+                    stats: stats.clone(),
+                    first_visible_message: first,
+                },
+            );
             cb(EngineEvent::Cache {
                 stats,
                 first_visible_message: first,

@@ -4,12 +4,14 @@ import type { Conversation } from "./Conversation.js";
 import type { DownloadEvent } from "./DownloadEvent.js";
 import type { ImportSummary } from "./ImportSummary.js";
 import type { InstalledModel } from "./InstalledModel.js";
+import type { MemoryView } from "./MemoryView.js";
 import type { Message } from "./Message.js";
 import type { ModelSummary } from "./ModelSummary.js";
 import type { ModelsOverview } from "./ModelsOverview.js";
 import type { ReplyEvent } from "./ReplyEvent.js";
 import type { SearchHit } from "./SearchHit.js";
 import type { Sent } from "./Sent.js";
+import type { ServerState } from "./ServerState.js";
 import type { Settings } from "./Settings.js";
 import type { Status } from "./Status.js";
 import { invoke, channel } from "../ipc.js";
@@ -26,10 +28,12 @@ export const commands = {
   regenerateReply: (conversationId: number, onEvent: (event: ReplyEvent) => void) => invoke<Sent>("regenerate_reply", { conversationId, onEvent: channel(onEvent) }),
   editAndResend: (conversationId: number, text: string, onEvent: (event: ReplyEvent) => void) => invoke<Sent>("edit_and_resend", { conversationId, text, onEvent: channel(onEvent) }),
   retrySave: (replyId: number) => invoke<boolean>("retry_save", { replyId }),
+  conversationMemory: (conversationId: number) => invoke<MemoryView | null>("conversation_memory", { conversationId }),
   stopReply: (conversationId: number) => invoke<boolean>("stop_reply", { conversationId }),
   leaveConversation: (conversationId: number) => invoke<void>("leave_conversation", { conversationId }),
   getSettings: () => invoke<Settings>("get_settings", {}),
   saveSettings: (settings: Settings) => invoke<Settings>("save_settings", { settings }),
+  apiServerState: () => invoke<ServerState>("api_server_state", {}),
   exportConversations: (conversationIds: number[] | null, format: string) => invoke<string>("export_conversations", { conversationIds, format }),
   importConversations: (text: string) => invoke<ImportSummary>("import_conversations", { text }),
   modelsOverview: () => invoke<ModelsOverview>("models_overview", {}),
