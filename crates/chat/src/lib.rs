@@ -192,17 +192,29 @@ impl ChatService {
             .spawn(move || {
                 tracing::info!(model = %path.display(), "loading model");
                 let started = Instant::now();
-                let result = sinkchat_hub::check_model(&path)
-                    .map_err(UiError::from)
-                    .and_then(|_| {
-                        Engine::start_with(
-                            &path,
-                            sinkchat_engine::device::best_device(),
-                            sinkchat_engine::EngineOptions {
-                                snapshot_dir: Some(svc.snapshot_dir()),
-                            },
-                        )
+                let load = || {
+                    sinkchat_hub::check_model(&path)
                         .map_err(UiError::from)
+                        .and_then(|_| {
+                            Engine::start_with(
+                                &path,
+                                sinkchat_engine::device::best_device(),
+                                sinkchat_engine::EngineOptions {
+                                    snapshot_dir: Some(svc.snapshot_dir()),
+                                },
+                            )
+                            .map_err(UiError::from)
+                        })
+                };
+                // Whatever goes wrong inside, the state ends Ready or Failed, never stuck on
+                // Loading.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+                    .unwrap_or_else(|_| {
+                        Err(UiError::new(
+                            "model_corrupt",
+                            "The model could not be loaded: reading it failed inside the \
+                             engine. The file may be damaged or crafted; pick another model.",
+                        ))
                     });
                 if result.is_ok() {
                     tracing::info!(secs = started.elapsed().as_secs_f32(), "model ready");

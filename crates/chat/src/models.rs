@@ -93,10 +93,15 @@ impl ChatService {
             }
         };
         let dir = self.models_dir();
-        let svc = self.clone();
-        let k2 = key.clone();
+        let running = Running {
+            svc: self.clone(),
+            key: key.clone(),
+        };
         let on_event = std::sync::Arc::new(on_event);
         tokio::spawn(async move {
+            // Goes when the task ends, however it ends (a panic inside included), so a
+            // download never stays "already downloading".
+            let _running = running;
             let ch = on_event.clone();
             let mut on_progress = move |p: Progress| ch(DownloadEvent::Progress { progress: p });
             let result = download::download(
@@ -108,7 +113,7 @@ impl ChatService {
                 &mut on_progress,
             )
             .await;
-            svc.0.downloads.lock().expect("downloads").remove(&k2);
+            drop(_running);
             on_event(match result {
                 Ok(outcome) => DownloadEvent::Finished { outcome },
                 Err(e) => DownloadEvent::Failed { error: e.into() },
@@ -226,6 +231,23 @@ impl ChatService {
         text: &str,
     ) -> UiResult<sinkchat_store::ImportSummary> {
         Ok(self.store().import(text).await?)
+    }
+}
+
+/// A download's entry among the running ones; removed when dropped.
+struct Running {
+    svc: ChatService,
+    key: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.svc
+            .0
+            .downloads
+            .lock()
+            .expect("downloads")
+            .remove(&self.key);
     }
 }
 

@@ -325,3 +325,44 @@ async fn a_chats_memory_is_shown_live_parked_and_gone() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(svc.memory(conv.id).is_none(), "a deleted chat's view went");
 }
+
+/// A crafted model file used to panic the loader thread (a division by zero in the GGUF
+/// reader), leaving the app "Loading" forever. Now it fails, in plain words, and the chats
+/// stay usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_model_file_fails_to_load_instead_of_loading_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    // GGUF v3, no tensors, one key: general.alignment = 0u32.
+    let key = b"general.alignment";
+    let mut gguf = b"GGUF".to_vec();
+    gguf.extend(3u32.to_le_bytes());
+    gguf.extend(0u64.to_le_bytes());
+    gguf.extend(1u64.to_le_bytes());
+    gguf.extend((key.len() as u64).to_le_bytes());
+    gguf.extend(key);
+    gguf.extend(4u32.to_le_bytes());
+    gguf.extend(0u32.to_le_bytes());
+    let model = dir.path().join("crafted.gguf");
+    std::fs::write(&model, gguf).unwrap();
+    let svc = ChatService::open(dir.path(), Some(model)).await.unwrap();
+    svc.load_model();
+    let state = tokio::time::timeout(Duration::from_secs(30), svc.wait_ready())
+        .await
+        .expect("the loader ended");
+    let ModelState::Failed { error } = state else {
+        panic!("the crafted file loaded: {state:?}")
+    };
+    assert!(error.message.contains("malformed"), "{}", error.message);
+    // The chats still work without a model: a send is refused with the loader's reason.
+    let conv = svc.create_conversation().await.unwrap();
+    let e = svc
+        .send(conv.id, "Hello", ReplyOptions::default(), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.message, error.message);
+    assert_eq!(
+        svc.store().message_count(conv.id).await.unwrap(),
+        0,
+        "nothing half-saved"
+    );
+}

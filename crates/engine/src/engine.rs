@@ -460,7 +460,20 @@ impl Worker {
                 Command::Generate(req, cancel, mut cb) => {
                     let _span =
                         tracing::info_span!("reply", conversation = req.conversation).entered();
-                    if let Err(e) = self.generate(&req, &cancel, &mut cb) {
+                    // A panic in a step ends that reply with an error, not the engine: the
+                    // thread lives on for every other chat.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.generate(&req, &cancel, &mut cb)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let what = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::Internal(what))
+                    });
+                    if let Err(e) = result {
                         tracing::error!(error = %e, "reply failed");
                         // A failed step may have left the cache half-written: rebuild next time.
                         self.drop_live(req.conversation);

@@ -36,6 +36,8 @@ pub enum Error {
     Snapshot(String),
     #[error("the conversation's earlier messages could not be read: {0}")]
     History(String),
+    #[error("the engine hit an internal error ({0}); this chat's memory will be rebuilt from its transcript")]
+    Internal(String),
     #[error("computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }
@@ -56,6 +58,7 @@ impl Error {
             Error::EngineStopped => "engine_stopped",
             Error::Snapshot(_) => "snapshot",
             Error::History(_) => "history_unavailable",
+            Error::Internal(_) => "internal",
             Error::Compute(_) => "compute",
         }
     }

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
 
+use crate::chat::ChatTemplate;
 use crate::model::read_gguf_header;
 use crate::spec::{Architecture, ModelSpec};
-use crate::chat::ChatTemplate;
 use crate::tokenizer::GgufTokenizer;
 use crate::{Error, Result};
 
@@ -117,17 +117,10 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
     let mut parameters = 0u64;
     let mut bytes_by_type: Vec<(GgmlDType, u64)> = Vec::new();
     let mut weight_bytes_cpu = 0u64;
-    for (name, info) in &ct.tensor_infos {
-        let elems = info.shape.elem_count() as u64;
-        let bs = info.ggml_dtype.block_size() as u64;
-        let bytes = elems / bs * info.ggml_dtype.type_size() as u64;
-        if ct.tensor_data_offset + info.offset + bytes > file_bytes {
-            return Err(Error::InvalidGguf {
-                path: path.to_path_buf(),
-                reason: format!("tensor {name} runs past the end of the file (truncated?)"),
-            });
-        }
-        parameters += elems;
+    // `read_gguf_header` checked every tensor's size and place in the file.
+    for info in ct.tensor_infos.values() {
+        let bytes = crate::model::tensor_bytes(info).unwrap_or(0);
+        parameters += info.shape.dims().iter().map(|&d| d as u64).product::<u64>();
         match bytes_by_type
             .iter_mut()
             .find(|(t, _)| *t == info.ggml_dtype)
@@ -216,7 +209,9 @@ pub fn check_header_prefix(bytes: &[u8]) -> Result<()> {
             reason: "it does not start like a GGUF file".into(),
         });
     }
-    let Some(version) = r.u32() else { return Ok(()) };
+    let Some(version) = r.u32() else {
+        return Ok(());
+    };
     if version < 2 {
         return Ok(()); // GGUF v1 counts are 32-bit; the full check after download handles it
     }
@@ -269,7 +264,10 @@ mod tests {
 
     #[test]
     fn header_prefix_refuses_what_the_engine_cannot_run() {
-        let ok = header(&[("general.architecture", "qwen3"), ("tokenizer.ggml.model", "llama")]);
+        let ok = header(&[
+            ("general.architecture", "qwen3"),
+            ("tokenizer.ggml.model", "llama"),
+        ]);
         check_header_prefix(&ok).unwrap();
         // Cut anywhere: nothing is concluded from a partial key.
         for n in 0..ok.len() {
@@ -278,7 +276,10 @@ mod tests {
             }
         }
         let e = check_header_prefix(&header(&[("general.architecture", "mamba")])).unwrap_err();
-        assert!(e.to_string().contains("'mamba'") && e.to_string().contains("not supported"), "{e}");
+        assert!(
+            e.to_string().contains("'mamba'") && e.to_string().contains("not supported"),
+            "{e}"
+        );
         let e = check_header_prefix(&header(&[
             ("general.architecture", "llama"),
             ("tokenizer.ggml.model", "t5"),

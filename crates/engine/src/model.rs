@@ -149,12 +149,63 @@ fn open_gguf(path: &Path) -> Result<(gguf_file::Content, BufReader<File>)> {
         path: path.to_path_buf(),
         source,
     })?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = BufReader::new(file);
-    let ct = gguf_file::Content::read(&mut reader).map_err(|e| Error::InvalidGguf {
+    let invalid = |reason: String| Error::InvalidGguf {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    // candle's reader divides by the file's `general.alignment`: a crafted 0 panics inside
+    // it. Any panic of the reader is a malformed file, not a crash.
+    let ct = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        gguf_file::Content::read(&mut reader)
+    }))
+    .map_err(|_| invalid("its header is malformed (the GGUF reader failed on it)".into()))?
+    .map_err(|e| invalid(e.to_string()))?;
+    check_tensor_index(&ct, file_len).map_err(invalid)?;
     Ok((ct, reader))
+}
+
+/// Largest size one tensor dimension may have (the widest real vocabularies are ~262K).
+const MAX_DIM: u64 = 1 << 24;
+
+/// Bytes tensor `info` takes in the file, with every product checked.
+pub(crate) fn tensor_bytes(info: &gguf_file::TensorInfo) -> Option<u64> {
+    let mut elems: u64 = 1;
+    for &d in info.shape.dims() {
+        if d as u64 > MAX_DIM {
+            return None;
+        }
+        elems = elems.checked_mul(d as u64)?;
+    }
+    let bs = info.ggml_dtype.block_size() as u64;
+    (elems / bs).checked_mul(info.ggml_dtype.type_size() as u64)
+}
+
+/// Every tensor of the index has sane dimensions and lies inside the file: checked before
+/// anything is sized from it, so a crafted or truncated file fails here, in plain words.
+fn check_tensor_index(ct: &gguf_file::Content, file_len: u64) -> std::result::Result<(), String> {
+    if ct.tensor_data_offset > file_len {
+        return Err("its tensor data starts past the end of the file".into());
+    }
+    for (name, info) in &ct.tensor_infos {
+        let Some(bytes) = tensor_bytes(info) else {
+            return Err(format!(
+                "tensor {name} declares impossible dimensions {:?}",
+                info.shape.dims()
+            ));
+        };
+        let end = ct
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|o| o.checked_add(bytes));
+        if end.is_none_or(|e| e > file_len) {
+            return Err(format!(
+                "tensor {name} runs past the end of the file (truncated?)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads only the header of a GGUF file: metadata and tensor index.
@@ -165,22 +216,10 @@ pub fn read_gguf_header(path: &Path) -> Result<gguf_file::Content> {
 impl Model {
     /// Loads a GGUF file onto `device`.
     pub fn load(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        // The header is read with every tensor checked to lie inside the file (see
+        // `open_gguf`): a truncated download fails with a plain message before any read.
         let (ct, mut reader) = open_gguf(path)?;
         let spec = ModelSpec::from_gguf(&ct)?;
-        let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        // Check that every tensor lies inside the file before reading any: a truncated
-        // download then fails with a plain message instead of a read error deep inside.
-        for (name, info) in &ct.tensor_infos {
-            let elems = info.shape.elem_count();
-            let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-            let end = ct.tensor_data_offset + info.offset + bytes as u64;
-            if end > file_len {
-                return Err(Error::InvalidGguf {
-                    path: path.to_path_buf(),
-                    reason: format!("tensor {name} runs past the end of the file (truncated?)"),
-                });
-            }
-        }
         let mut ld = Loader {
             ct: &ct,
             reader: &mut reader,
@@ -202,7 +241,8 @@ impl Model {
                 ld.optional_f32(&format!("{p}.attn_k.bias"))?,
                 ld.optional_f32(&format!("{p}.attn_v.bias"))?,
             );
-            if arch == crate::Architecture::Qwen2 && (bq.is_none() || bk.is_none() || bv.is_none()) {
+            if arch == crate::Architecture::Qwen2 && (bq.is_none() || bk.is_none() || bv.is_none())
+            {
                 return Err(Error::MissingTensor(format!("{p}.attn_q/k/v.bias")));
             }
             let (q_norm, k_norm) = if arch == crate::Architecture::Qwen3 {
@@ -298,7 +338,10 @@ impl Model {
         }
         let rope_scale = ct
             .metadata
-            .get(&format!("{}.rope.scaling.attn_factor", spec.architecture.gguf_name()))
+            .get(&format!(
+                "{}.rope.scaling.attn_factor",
+                spec.architecture.gguf_name()
+            ))
             .and_then(|v| v.to_f32().ok())
             .map(f64::from)
             .filter(|x| x.is_finite() && *x > 0.0)

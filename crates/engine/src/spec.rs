@@ -95,6 +95,12 @@ fn get_f64(md: &HashMap<String, Value>, key: &str) -> Option<f64> {
     })
 }
 
+/// Bounds on a model's shape, far above any real model (the largest open models have ~130
+/// layers, 128 heads and a width of 16K-25K).
+const MAX_LAYERS: usize = 1024;
+const MAX_HEADS: usize = 1024;
+const MAX_WIDTH: usize = 1 << 17;
+
 impl ModelSpec {
     /// Reads and validates the hyper-parameters of a GGUF file.
     pub fn from_gguf(ct: &Content) -> Result<Self> {
@@ -116,6 +122,17 @@ impl ModelSpec {
             return Err(Error::MissingMetadata(
                 "non-zero head, layer and embedding counts".into(),
             ));
+        }
+        // Bounds far above any real model, checked before anything is sized from them (a
+        // crafted file could otherwise ask for a vector of 2^40 layers).
+        if n_layer > MAX_LAYERS
+            || n_head > MAX_HEADS
+            || n_kv_head > n_head
+            || embedding_length > MAX_WIDTH
+        {
+            return Err(Error::UnsupportedArchitecture(format!(
+                "{a} with {n_layer} layers, {n_head} heads ({n_kv_head} for keys and values) and a width of {embedding_length} (SinkChat runs at most {MAX_LAYERS} layers, {MAX_HEADS} heads, a width of {MAX_WIDTH})"
+            )));
         }
         // Qwen3 (and others) give heads a width of their own (`key_length`); else the
         // embedding is split evenly between the heads.

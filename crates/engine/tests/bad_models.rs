@@ -154,3 +154,59 @@ fn broken_templates_and_vocabularies_are_explained() {
         assert!(e.contains(want), "{key}: {e}");
     }
 }
+
+/// Overwrites the dimensions of tensor `name` in a GGUF file's index with `dims` (as many as
+/// it has), as a crafted file would declare them.
+fn patch_dims(path: &std::path::Path, name: &str, dims: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut key = (name.len() as u64).to_le_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .expect("the tensor's index entry")
+        + key.len();
+    let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    for i in 0..n {
+        let o = at + 4 + 8 * i;
+        bytes[o..o + 8].copy_from_slice(&dims.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A crafted GGUF (any Hugging Face repository can serve one) gets a plain error from the
+/// header check, the inspector and the loader: never a panic, an abort or a huge allocation.
+#[test]
+fn hostile_headers_are_refused_without_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = d.path().join("ok.gguf");
+    write_tiny(&Tiny::llama(1), &ok, GgmlDType::F32);
+    let cases: Vec<(&str, Vec<(&str, Value)>)> = vec![
+        // A division by zero inside the GGUF reader.
+        ("alignment-zero", vec![("general.alignment", Value::U32(0))]),
+        // Counts used to size allocations before any tensor is looked at.
+        ("layers", vec![("llama.block_count", Value::U64(1 << 40))]),
+        ("heads", vec![("llama.attention.head_count", Value::U32(1 << 31)), ("llama.attention.head_count_kv", Value::U32(1 << 31))]),
+        ("width", vec![("llama.embedding_length", Value::U64(1 << 50))]),
+        ("key-length", vec![("llama.attention.key_length", Value::U64(1 << 40))]),
+    ];
+    for (label, set) in cases {
+        let bad = d.path().join(format!("{label}.gguf"));
+        rewrite(&ok, &bad, &set, &[]);
+        let inspected = std::panic::catch_unwind(|| sinkchat_engine::inspect(&bad));
+        let inspected = inspected.unwrap_or_else(|_| panic!("{label}: inspect panicked"));
+        assert!(inspected.is_err(), "{label}: inspect accepted it");
+        let loaded = std::panic::catch_unwind(|| load(&bad));
+        let e = loaded.unwrap_or_else(|_| panic!("{label}: load panicked"));
+        assert!(!e.to_string().is_empty(), "{label}");
+    }
+    // Tensor dimensions whose product overflows.
+    let bad = d.path().join("dims.gguf");
+    std::fs::copy(&ok, &bad).unwrap();
+    patch_dims(&bad, "token_embd.weight", 1 << 40);
+    let loaded = std::panic::catch_unwind(|| load(&bad));
+    let e = loaded.unwrap_or_else(|_| panic!("dims: load panicked"));
+    assert!(matches!(e, Error::InvalidGguf { .. } | Error::MissingTensor(_) | Error::UnsupportedArchitecture(_)), "{e}");
+    let inspected = std::panic::catch_unwind(|| sinkchat_engine::inspect(&bad));
+    assert!(inspected.expect("dims: inspect panicked").is_err());
+}
