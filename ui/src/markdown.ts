@@ -20,13 +20,40 @@ export type Block =
   | { t: "hr" }
   | { t: "table"; head: Inline[][]; rows: Inline[][][] };
 
-const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)\s*$/;
-const HEADING = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
-const HR = /^ {0,3}([-*_])(\s*\1){2,}\s*$/;
+// Every pattern runs in linear time on any line: no two neighbouring quantifiers can match the
+// same characters (trailing blanks are trimmed before a pattern sees the line; closing
+// hashes and table cells are taken apart in code). A reply or an imported chat of 100,000
+// characters built to make a pattern backtrack used to freeze the window.
+const FENCE_RE = /^ {0,3}(`{3,}|~{3,})[ \t]*([\w+#.-]*)$/;
+const HEADING_RE = /^ {0,3}(#{1,6})(?:[ \t]+(.*))?$/;
+const HR_RE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}$/;
+const FENCE = { exec: (l: string) => FENCE_RE.exec(l.trimEnd()), test: (l: string) => FENCE_RE.test(l.trimEnd()) };
+const HR = { test: (l: string) => HR_RE.test(l.trimEnd()) };
+const HEADING = {
+  /** [whole, hashes, text] with the closing hashes and blanks taken off the text. */
+  exec(l: string): [string, string, string] | null {
+    const m = HEADING_RE.exec(l.trimEnd());
+    if (!m) return null;
+    let text = m[2] ?? "";
+    let end = text.length;
+    while (end > 0 && text[end - 1] === "#") end--;
+    if (end > 0 && end < text.length) text = text.slice(0, end).trimEnd(); // "Title ##" → "Title"
+    return [m[0], m[1], text];
+  },
+  test: (l: string) => HEADING_RE.test(l.trimEnd()),
+};
 const BULLET = /^( {0,3})([-*+])\s+(.*)$/;
 const ORDERED = /^( {0,3})(\d{1,9})[.)]\s+(.*)$/;
 const QUOTE = /^ {0,3}>\s?(.*)$/;
-const TABLE_SEP = /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/;
+/** `| --- | :-: |`: cells of two or more dashes, with optional colons, between pipes. */
+const TABLE_SEP = {
+  test(l: string): boolean {
+    let s = l.trim();
+    if (s.startsWith("|")) s = s.slice(1);
+    if (s.endsWith("|")) s = s.slice(0, -1);
+    return s.split("|").every((c) => /^:?-{2,}:?$/.test(c.trim()));
+  },
+};
 
 /** Parses Markdown into blocks. Unclosed code fences run to the end (a reply mid-stream). */
 export function parseBlocks(src: string): Block[] {

@@ -70,3 +70,31 @@ test("inline parsing leaves ordinary punctuation alone", () => {
   assert.deepEqual(parseInline("2 * 3 = 6 and snake_case_name"), [{ t: "text", v: "2 * 3 = 6 and snake_case_name" }]);
   assert.deepEqual(parseInline("\\*not em\\*"), [{ t: "text", v: "*not em*" }]);
 });
+
+test("lines built to make a regex backtrack are parsed in linear time", () => {
+  // A reply (or an imported chat) of 100,000 characters: the message limit. Each used to cost
+  // quadratic time in the heading or table-separator pattern and froze the window.
+  const n = 100_000;
+  const cases = {
+    heading: "#" + " ".repeat(n) + "x",
+    headingHashes: "# a" + "#".repeat(n) + "x",
+    tableSep: "a | b\n|--" + " ".repeat(n) + "x",
+    tableSepDashes: "a | b\n|" + " --".repeat(n / 3) + "x",
+    fence: "```" + " ".repeat(n) + "!",
+    rule: "- - -" + " ".repeat(n) + "x",
+    inline: "*a".repeat(n / 2) + " [x](" + "(".repeat(1000) + " `" + "`a".repeat(1000),
+  };
+  for (const [name, src] of Object.entries(cases)) {
+    const t0 = performance.now();
+    const blocks = parseBlocks(src);
+    const ms = performance.now() - t0;
+    assert.ok(blocks.length > 0, name);
+    // Linear parsing takes a few ms; the quadratic patterns took minutes on these inputs.
+    assert.ok(ms < 2000, `${name}: ${ms.toFixed(0)} ms`);
+  }
+  // The fixed patterns still read what they did.
+  assert.deepEqual(parseBlocks("## Title ##").map((b) => [b.t, b.level]), [["h", 2]]);
+  assert.equal(parseBlocks("## Title ##")[0].c[0].v, "Title");
+  assert.equal(parseBlocks("a | b\n|:--|--:|\n1 | 2")[0].t, "table");
+  assert.equal(parseBlocks("a | b\n| - | - |")[0].t, "p", "one dash is not a separator");
+});
