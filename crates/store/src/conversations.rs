@@ -115,7 +115,8 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(Error::NoSuchConversation(id));
         }
-        Ok(())
+        // The old title leaves the titles' index and the WAL.
+        self.scrub(&["conversations_fts"]).await
     }
 
     /// Deletes a conversation and its messages for good: secure delete overwrites the freed
@@ -128,14 +129,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(Error::NoSuchConversation(id));
         }
-        // Rewrite the search indexes so no segment keeps the deleted words; secure_delete
-        // zeroes the pages they leave.
-        for t in ["messages_fts", "conversations_fts"] {
-            sqlx::query(&format!("INSERT INTO {t}({t}) VALUES('optimize')"))
-                .execute(&self.pool)
-                .await?;
-        }
-        self.checkpoint().await
+        self.scrub(&["messages_fts", "conversations_fts"]).await
     }
 
     /// Full-text search over titles and messages, best matches first.

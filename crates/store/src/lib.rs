@@ -162,12 +162,33 @@ impl Store {
     }
 
     /// Folds the WAL back into the main file and truncates it, so deleted text leaves every
-    /// file on disk.
+    /// file on disk. A checkpoint that a reader holds back (`busy`) is tried again, a few
+    /// times, until the log is empty.
     pub async fn checkpoint(&self) -> Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
+        for attempt in 0..20 {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tracing::debug!(attempt, "checkpoint held back by a reader; trying again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!("the WAL could not be truncated now; it will be at the next checkpoint");
         Ok(())
+    }
+
+    /// After text is taken away (a delete, an edit, a regenerate, a rename): the search
+    /// indexes are rewritten so no segment keeps the removed words (secure_delete zeroes the
+    /// pages they leave), and the WAL is folded in and truncated.
+    pub(crate) async fn scrub(&self, indexes: &[&str]) -> Result<()> {
+        for t in indexes {
+            sqlx::query(&format!("INSERT INTO {t}({t}) VALUES('optimize')"))
+                .execute(&self.pool)
+                .await?;
+        }
+        self.checkpoint().await
     }
 
     pub async fn close(&self) {

@@ -279,6 +279,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if r.rows_affected() > 0 {
+            self.scrub(&["messages_fts"]).await?;
+        }
         Ok(r.rows_affected())
     }
 

@@ -121,6 +121,72 @@ async fn deleted_text_is_gone_from_every_file() {
     assert_eq!(s.integrity_check().await.unwrap(), "ok");
 }
 
+/// The bytes of `marker` in the database, its WAL or its shared-memory file.
+fn on_disk(dir: &tempfile::TempDir, marker: &str) -> Vec<&'static str> {
+    ["chats.db", "chats.db-wal", "chats.db-shm"]
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(dir.path().join(f))
+                .is_ok_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// Text taken away by an edit, a regenerate (both truncate the transcript) or a rename leaves
+/// every file, as a delete's does: not only the table but the search index and the WAL.
+#[tokio::test]
+async fn edited_regenerated_and_renamed_away_text_is_gone_from_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let c = s.create_conversation("plans", "m", "", "{}").await.unwrap();
+    s.add_user_message(c.id, &MessageText::parse("an ordinary start").unwrap())
+        .await
+        .unwrap();
+    // A message the user edits away, and a reply regenerated away.
+    let secret = s
+        .add_user_message(
+            c.id,
+            &MessageText::parse("my pin is quokkazanzibar").unwrap(),
+        )
+        .await
+        .unwrap();
+    let reply = s.start_reply(c.id).await.unwrap();
+    s.finish_reply(
+        reply.id,
+        "noted: wombatkalamata",
+        MessageStatus::Complete,
+        None,
+        Some(4),
+    )
+    .await
+    .unwrap();
+    s.truncate_from(c.id, reply.id).await.unwrap(); // regenerate
+    assert!(
+        on_disk(&dir, "wombatkalamata").is_empty(),
+        "regenerated-away reply on disk: {:?}",
+        on_disk(&dir, "wombatkalamata")
+    );
+    s.truncate_from(c.id, secret.id).await.unwrap(); // edit
+    assert!(
+        on_disk(&dir, "quokkazanzibar").is_empty(),
+        "edited-away message on disk: {:?}",
+        on_disk(&dir, "quokkazanzibar")
+    );
+    // A title renamed away.
+    s.rename_conversation(c.id, "trip to okapiborneo")
+        .await
+        .unwrap();
+    s.rename_conversation(c.id, "a trip").await.unwrap();
+    assert!(
+        on_disk(&dir, "okapiborneo").is_empty(),
+        "renamed-away title on disk: {:?}",
+        on_disk(&dir, "okapiborneo")
+    );
+    assert!(s.search("quokkazanzibar", 10).await.unwrap().is_empty());
+    assert_eq!(s.search("ordinary", 10).await.unwrap().len(), 1);
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+}
+
 #[tokio::test]
 async fn list_is_newest_first_and_pages() {
     let dir = tempfile::tempdir().unwrap();
