@@ -13,6 +13,9 @@ use crate::api_server::ApiServer;
 
 type Svc<'a> = State<'a, ChatService>;
 
+/// How long a deleted chat can be brought back.
+const UNDO_WINDOW: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// A channel as the service's event callback.
 fn forward(ch: Channel<ReplyEvent>) -> impl FnMut(ReplyEvent) + Send + 'static {
     move |e| {
@@ -61,6 +64,19 @@ pub async fn rename_conversation(
 #[tauri::command]
 pub async fn delete_conversation(svc: Svc<'_>, conversation_id: i64) -> UiResult<()> {
     svc.delete(conversation_id).await
+}
+
+/// Deletes a chat after the undo window (6 s), or at exit, whichever comes first.
+#[tauri::command]
+pub async fn delete_conversation_later(svc: Svc<'_>, conversation_id: i64) -> UiResult<()> {
+    svc.delete_later(conversation_id, UNDO_WINDOW);
+    Ok(())
+}
+
+/// Takes back a pending delete; false when it was too late.
+#[tauri::command]
+pub async fn undo_delete(svc: Svc<'_>, conversation_id: i64) -> UiResult<bool> {
+    Ok(svc.undo_delete(conversation_id))
 }
 
 #[tauri::command]

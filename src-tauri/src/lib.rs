@@ -19,6 +19,8 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
         commands::get_messages,
         commands::rename_conversation,
         commands::delete_conversation,
+        commands::delete_conversation_later,
+        commands::undo_delete,
         commands::search,
         commands::send_message,
         commands::stop_reply,
@@ -58,6 +60,28 @@ pub fn init_state<R: tauri::Runtime>(
     Ok(())
 }
 
+/// Ctrl-C, or SIGTERM where there is one.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Runs the desktop app.
 pub fn run() {
     sinkchat_engine::tune_allocator();
@@ -93,6 +117,14 @@ pub fn run() {
                 tracing::error!(error = %e, "start-up failed");
                 e
             })?;
+            // SIGTERM / SIGINT (a logout, a service manager, `kill`) close the app as the
+            // window's close button does: pending deletes happen, caches are parked.
+            let closing = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("asked to stop; closing");
+                closing.exit(0);
+            });
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
                 let svc = handle.state::<ChatService>();

@@ -357,3 +357,23 @@ test("Settings: the local server goes on with the key shown, an OpenAI-style cli
     await assert.rejects(ask(key));
   });
 });
+
+test("a chat deleted right before quitting is gone at the next start, memory and all", { timeout: 300_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  const env = { SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model };
+  let id;
+  await withApp(env, async (d) => {
+    await ready(d);
+    await d.click("#new-chat");
+    await send(d, "Remember the word okapi.");
+    id = sql(join(data, "chats.db"), "SELECT id FROM conversations")[0].id;
+    await d.click("#conversation-list li:first-child .delete");
+    await d.waitFor("the chat to leave the list", async () => d.exec("return document.querySelectorAll('#conversation-list .open').length === 0"), 5_000);
+    // Quit at once, well inside the six-second undo window, as the close button does.
+    assert.ok(await d.closeWindow(), "the app ended after its window closed");
+  });
+  assert.deepEqual(sql(join(data, "chats.db"), "SELECT id FROM conversations"), [], "the deleted chat survived the quit");
+  assert.ok(!existsSync(join(data, "snapshots", `${id}.kv`)), "its memory was parked to disk");
+  const hits = sql(join(data, "chats.db"), "SELECT count(*) AS n FROM messages_fts WHERE messages_fts MATCH 'okapi'");
+  assert.equal(hits[0].n, 0);
+});

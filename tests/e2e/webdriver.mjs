@@ -65,6 +65,14 @@ export class Driver {
   async type(css, text) { await this.cmd("POST", `/element/${await this.find(css)}/value`, { text }); }
   async text(css) { return this.cmd("GET", `/element/${await this.find(css)}/text`); }
   async exec(script, args = []) { return this.cmd("POST", "/execute/sync", { script, args }); }
+  /** Asks the app to stop as a logout or a service manager does (SIGTERM: it closes as its
+   *  close button does, running its shutdown), and waits up to 20 s for it to end. */
+  async closeWindow() {
+    for (const pid of appPids(this.app, this.data)) process.kill(pid, "SIGTERM");
+    const deadline = Date.now() + 20_000;
+    while (this.data && appPids(this.app, this.data).length && Date.now() < deadline) await sleep(200);
+    return this.data ? appPids(this.app, this.data).length === 0 : true;
+  }
   async screenshot() { return Buffer.from(await this.cmd("GET", "/screenshot"), "base64"); }
 
   /** Polls `fn` until it returns a truthy value, or fails after `ms`. */

@@ -31,6 +31,8 @@ export const api = {
   retrySave: commands.retrySave,
   rename: commands.renameConversation,
   deleteConversation: commands.deleteConversation,
+  deleteLater: commands.deleteConversationLater,
+  undoDelete: commands.undoDelete,
   search: commands.search,
   leave: commands.leaveConversation,
   exportConversations: (ids: number[] | null, format: "json" | "markdown") => commands.exportConversations(ids, format),

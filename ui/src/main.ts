@@ -186,15 +186,17 @@ async function renameConversation(c: Conversation) {
   await refreshList();
 }
 
+/** The backend deletes the chat when the undo window ends, or when the app closes first; the
+ *  window only hides it meanwhile. */
 function deleteConversation(c: Conversation) {
-  const commit = async () => {
-    try { await api.deleteConversation(c.id); } catch (e) { showError(errorText(e)); }
-    await refreshList();
-  };
-  if (!pendingDeletes.schedule(c.id, commit)) return;
+  if (!pendingDeletes.schedule(c.id, () => refreshList())) return;
+  void api.deleteLater(c.id).catch((e) => { pendingDeletes.undo(c.id); showError(errorText(e)); void refreshList(); });
   if (current?.id === c.id) { current = null; messagesEl.replaceChildren(); }
   void refreshList();
-  showToast(t.deleted(c.title), () => { pendingDeletes.undo(c.id); void refreshList(); });
+  showToast(t.deleted(c.title), () => {
+    pendingDeletes.undo(c.id);
+    void api.undoDelete(c.id).then((back) => { if (!back) showError(t.undoTooLate); return refreshList(); });
+  });
 }
 
 async function openConversation(c: Conversation, focusMessage?: number | null) {
@@ -495,7 +497,7 @@ $<HTMLInputElement>("import-file").addEventListener("change", async (ev) => {
   } catch (e) { showError(errorText(e)); }
   (ev.target as HTMLInputElement).value = "";
 });
-window.addEventListener("beforeunload", () => { void pendingDeletes.flush(); });
+// Pending deletes need nothing at close: the backend carries them out before it exits.
 
 async function boot() {
   applyStrings();

@@ -27,6 +27,7 @@ export const t = {
   apiRunning: (url: string) => `On at ${url}. Chats that apps start appear in your history.`,
   apiOff: "Off.",
   apiFailed: (m: string) => `Not running: ${m}`,
+  undoTooLate: "Too late to undo: the chat was already deleted.",
   earlierMessages: "Show earlier messages",
   notSaved: (m: string) => `Not saved: ${m}. The text is kept here; SinkChat keeps trying.`,
   retrySave: "Save again",

@@ -126,6 +126,9 @@ struct Inner {
     unsaved: Mutex<HashMap<i64, Unsaved>>,
     /// Pages of history the engine has asked for (it asks only to rebuild a cache).
     history_reads: AtomicU64,
+    /// Deletes waiting out their undo window, by chat: the ticket that scheduled each.
+    pending_deletes: Mutex<HashMap<i64, u64>>,
+    next_ticket: AtomicU64,
 }
 
 impl ChatService {
@@ -152,6 +155,8 @@ impl ChatService {
             active_model: RwLock::new(path),
             unsaved: Mutex::new(HashMap::new()),
             history_reads: AtomicU64::new(0),
+            pending_deletes: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(0),
         })))
     }
 
@@ -296,6 +301,9 @@ impl ChatService {
     /// at once), the database is closed cleanly.
     pub async fn shutdown(&self) {
         self.stop_all();
+        // Deletes still in their undo window happen now, before any cache is parked: a chat
+        // the user deleted must not outlive the app, nor its memory be written to disk.
+        self.flush_deletes().await;
         if let Ok(engine) = self.engine() {
             let e = engine.clone();
             let n = tokio::task::spawn_blocking(move || e.park_all())
@@ -322,11 +330,71 @@ impl ChatService {
         &self,
         before: Option<(i64, i64)>,
     ) -> UiResult<Vec<Conversation>> {
-        Ok(self
+        let mut page = self
             .0
             .store
             .list_conversations(before, CONVERSATION_PAGE)
-            .await?)
+            .await?;
+        let pending = self.0.pending_deletes.lock().expect("pending deletes");
+        page.retain(|c| !pending.contains_key(&c.id));
+        Ok(page)
+    }
+
+    /// Deletes the chat after `after` unless [`ChatService::undo_delete`] comes first; it
+    /// leaves the list at once. A pending delete happens at [`ChatService::shutdown`] at the
+    /// latest, so quitting within the undo window never keeps a deleted chat.
+    pub fn delete_later(&self, conversation_id: i64, after: Duration) {
+        let ticket = self.0.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .pending_deletes
+            .lock()
+            .expect("pending deletes")
+            .insert(conversation_id, ticket);
+        self.stop(conversation_id);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let due = {
+                let mut p = svc.0.pending_deletes.lock().expect("pending deletes");
+                let due = p.get(&conversation_id) == Some(&ticket);
+                if due {
+                    p.remove(&conversation_id);
+                }
+                due
+            };
+            if due {
+                if let Err(e) = svc.delete(conversation_id).await {
+                    tracing::warn!(conversation = conversation_id, error = %e, "delete failed");
+                }
+            }
+        });
+    }
+
+    /// Takes back a pending delete; false if there was none (too late, or never asked).
+    pub fn undo_delete(&self, conversation_id: i64) -> bool {
+        self.0
+            .pending_deletes
+            .lock()
+            .expect("pending deletes")
+            .remove(&conversation_id)
+            .is_some()
+    }
+
+    /// Carries out every pending delete now.
+    pub async fn flush_deletes(&self) {
+        let ids: Vec<i64> = self
+            .0
+            .pending_deletes
+            .lock()
+            .expect("pending deletes")
+            .drain()
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            if let Err(e) = self.delete(id).await {
+                tracing::warn!(conversation = id, error = %e, "delete failed");
+            }
+        }
     }
 
     /// A new chat, with the system prompt of the settings and the model in use.

@@ -366,3 +366,56 @@ async fn a_crafted_model_file_fails_to_load_instead_of_loading_forever() {
         "nothing half-saved"
     );
 }
+
+/// A chat deleted within the undo window right before quitting is deleted at the quit (it used
+/// to survive, and its memory was even parked to `snapshots/`); one brought back stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_delete_happens_at_shutdown_and_an_undone_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 4).await;
+    let gone = svc.create_conversation().await.unwrap();
+    let kept = svc.create_conversation().await.unwrap();
+    for id in [gone.id, kept.id] {
+        let (cb, mut rx) = listener();
+        svc.send(id, "Hello!", ReplyOptions::default(), cb)
+            .await
+            .unwrap();
+        until_done(&mut rx).await;
+        idle(&svc, id).await;
+    }
+    svc.delete_later(gone.id, Duration::from_secs(600));
+    svc.delete_later(kept.id, Duration::from_secs(600));
+    assert!(svc.undo_delete(kept.id));
+    let listed: Vec<i64> = svc
+        .list_conversations(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [kept.id],
+        "a pending delete leaves the list at once"
+    );
+    svc.shutdown().await;
+    drop(svc);
+    let again = ChatService::open(dir.path(), Some(model_path()))
+        .await
+        .unwrap();
+    assert!(
+        again.conversation(gone.id).await.is_err(),
+        "the deleted chat survived the quit"
+    );
+    assert!(again.conversation(kept.id).await.is_ok());
+    assert!(
+        !dir.path()
+            .join(format!("snapshots/{}.kv", gone.id))
+            .exists(),
+        "its memory was parked"
+    );
+    assert!(dir
+        .path()
+        .join(format!("snapshots/{}.kv", kept.id))
+        .exists());
+}

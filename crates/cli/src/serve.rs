@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
         wait_for_stop().await;
         eprintln!("Stopping: replies stop, every chat's memory is saved.");
         server.stop().await;
-        svc.shutdown().await;
+        svc.shutdown().await; // pending deletes happen, caches are parked
         Ok(())
     })
 }

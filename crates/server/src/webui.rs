@@ -200,6 +200,11 @@ async fn dispatch(svc: &ChatService, command: &str, a: &Value) -> UiResult<Respo
         "get_messages" => answer(svc.messages(conv()?, arg(a, "beforeId")?).await),
         "rename_conversation" => answer(svc.rename(conv()?, &arg::<String>(a, "title")?).await),
         "delete_conversation" => answer(svc.delete(conv()?).await),
+        "delete_conversation_later" => {
+            svc.delete_later(conv()?, std::time::Duration::from_secs(6));
+            answer(Ok(()))
+        }
+        "undo_delete" => answer(Ok(svc.undo_delete(conv()?))),
         "search" => answer(svc.search(&arg::<String>(a, "query")?).await),
         "send_message" | "regenerate_reply" | "edit_and_resend" => {
             let (tx, rx) = unbounded_channel();

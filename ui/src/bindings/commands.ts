@@ -23,6 +23,8 @@ export const commands = {
   getMessages: (conversationId: number, beforeId: number | null) => invoke<Message[]>("get_messages", { conversationId, beforeId }),
   renameConversation: (conversationId: number, title: string) => invoke<void>("rename_conversation", { conversationId, title }),
   deleteConversation: (conversationId: number) => invoke<void>("delete_conversation", { conversationId }),
+  deleteConversationLater: (conversationId: number) => invoke<void>("delete_conversation_later", { conversationId }),
+  undoDelete: (conversationId: number) => invoke<boolean>("undo_delete", { conversationId }),
   search: (query: string) => invoke<SearchHit[]>("search", { query }),
   sendMessage: (conversationId: number, text: string, onEvent: (event: ReplyEvent) => void) => invoke<Sent>("send_message", { conversationId, text, onEvent: channel(onEvent) }),
   regenerateReply: (conversationId: number, onEvent: (event: ReplyEvent) => void) => invoke<Sent>("regenerate_reply", { conversationId, onEvent: channel(onEvent) }),
