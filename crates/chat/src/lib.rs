@@ -556,8 +556,23 @@ impl ChatService {
         Settings::load(&self.0.store).await
     }
 
-    /// Saves the settings after checking them; new replies use them at once.
+    /// Saves the settings after checking them; new replies use them at once. A cache that
+    /// would not fit in the memory free now (for the chats the engine keeps ready) is refused
+    /// with the figures.
     pub async fn save_settings(&self, settings: Settings) -> UiResult<Settings> {
+        settings.validate()?;
+        if let Ok(engine) = self.engine() {
+            engine
+                .check_cache_memory(
+                    settings.cache.capacity(),
+                    sinkchat_engine::engine::LIVE_CONVERSATIONS,
+                )
+                .map_err(|m| {
+                    let mut m = m;
+                    m[..1].make_ascii_uppercase();
+                    UiError::new("invalid_settings", m + ".")
+                })?;
+        }
         settings.save(&self.0.store).await?;
         Ok(settings)
     }

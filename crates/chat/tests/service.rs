@@ -419,3 +419,52 @@ async fn a_pending_delete_happens_at_shutdown_and_an_undone_one_does_not() {
         .join(format!("snapshots/{}.kv", kept.id))
         .exists());
 }
+
+/// The cache is bounded by memory, not only by slots: settings whose caches would not fit in
+/// the memory free now are refused with the figures (they were accepted up to 16.7M slots,
+/// hundreds of GB, and the allocation would have ended the process), a window that overflows
+/// is refused instead of panicking, and a system prompt too long to pin scrolls like text
+/// instead of growing the cache past the size chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 4).await;
+    let mut s = svc.settings().await;
+    s.cache.window = 10_000_000; // 10M slots of SmolLM2: 460 GB
+    let e = svc.save_settings(s.clone()).await.unwrap_err();
+    assert_eq!(e.code, "invalid_settings");
+    assert!(
+        e.message.contains("GB") && e.message.contains("free"),
+        "{}",
+        e.message
+    );
+    s.cache.window = usize::MAX;
+    let e = svc.save_settings(s.clone()).await.unwrap_err();
+    assert_eq!(e.code, "invalid_cache_config", "{}", e.message);
+    assert_eq!(
+        svc.settings().await.cache.window,
+        2044,
+        "nothing refused was saved"
+    );
+
+    s.cache.window = 64;
+    s.pin_system_prompt = true;
+    svc.save_settings(s.clone()).await.unwrap();
+    let long_prompt = "You are a careful assistant who answers briefly. ".repeat(40);
+    let conv = svc
+        .create_conversation_with("long prompt", &long_prompt)
+        .await
+        .unwrap();
+    let (cb, mut rx) = listener();
+    svc.send(conv.id, "Hello!", ReplyOptions::default(), cb)
+        .await
+        .unwrap();
+    until_done(&mut rx).await;
+    idle(&svc, conv.id).await;
+    let m = svc.memory(conv.id).expect("a live cache");
+    assert!(
+        m.stats.capacity <= 4 + 64,
+        "the cache grew to {} slots",
+        m.stats.capacity
+    );
+}

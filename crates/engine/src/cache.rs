@@ -62,8 +62,14 @@ impl CacheConfig {
                 self.window, self.evict_step
             )));
         }
-        if self.sinks + self.window > 1 << 24 {
-            return Err(Error::InvalidCacheConfig("the cache is too large".into()));
+        if self
+            .sinks
+            .checked_add(self.window)
+            .is_none_or(|n| n > 1 << 24)
+        {
+            return Err(Error::InvalidCacheConfig(
+                "the cache is too large (at most 16,777,216 tokens)".into(),
+            ));
         }
         Ok(())
     }

@@ -4,6 +4,54 @@ use candle_core::Device;
 
 /// The best device this build can use. CUDA and Metal are cargo features; without them, or
 /// when no GPU answers, this is the CPU.
+/// Memory the system can give now without swapping (Linux's `MemAvailable`), in bytes;
+/// `None` where it is not known.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes as people read them: "1.5 GB".
+pub fn human_bytes(b: u64) -> String {
+    const G: f64 = 1e9;
+    const M: f64 = 1e6;
+    let b = b as f64;
+    if b >= G {
+        format!("{:.1} GB", b / G)
+    } else {
+        format!("{:.0} MB", (b / M).max(1.0))
+    }
+}
+
+/// Whether `caches` caches of `bytes_each` fit in the memory free now (three quarters of it,
+/// so the model, the app and the system keep room). `Err` says why not, with the figures.
+pub fn check_cache_memory(
+    bytes_each: u64,
+    caches: u64,
+    device: &Device,
+) -> std::result::Result<(), String> {
+    // GPU memory is not known here; the allocator reports a failure there in plain words.
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let Some(free) = available_memory() else {
+        return Ok(());
+    };
+    let total = bytes_each.saturating_mul(caches);
+    if total > free / 4 * 3 {
+        return Err(format!(
+            "the model's memory of a chat would take {} ({} for the {caches} chats kept ready), \
+             and this computer has {} free; choose a smaller window",
+            human_bytes(bytes_each),
+            human_bytes(total),
+            human_bytes(free)
+        ));
+    }
+    Ok(())
+}
+
 pub fn best_device() -> Device {
     #[cfg(feature = "cuda")]
     if let Ok(d) = Device::new_cuda(0) {

@@ -231,6 +231,7 @@ pub struct Engine {
     tx: mpsc::Sender<Command>,
     info: ModelInfo,
     views: Views,
+    device: Device,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -317,7 +318,7 @@ pub struct EngineOptions {
 
 /// How many conversations keep a live cache; the least recently used beyond it is dropped and
 /// rebuilt from its transcript when it comes back.
-const LIVE_CONVERSATIONS: usize = 4;
+pub const LIVE_CONVERSATIONS: usize = 4;
 
 impl Engine {
     /// Loads `model_path` on `device` and starts the engine thread, with no snapshots.
@@ -345,6 +346,7 @@ impl Engine {
             kv_bytes_per_token: spec.kv_bytes_per_token(),
         };
         let (tx, rx) = mpsc::channel();
+        let engine_device = device.clone();
         let views = Views::default();
         let worker_views = views.clone();
         let thread = std::thread::Builder::new()
@@ -366,6 +368,7 @@ impl Engine {
             tx,
             info,
             views,
+            device: engine_device,
             thread: Some(thread),
         })
     }
@@ -405,6 +408,13 @@ impl Engine {
                 Box::new(on_event),
             ))
             .map_err(|_| Error::EngineStopped)
+    }
+
+    /// Whether `caches` caches of `capacity` tokens of this model fit in the memory free now;
+    /// `Err` says why not, with the figures.
+    pub fn check_cache_memory(&self, capacity: usize, caches: usize) -> std::result::Result<(), String> {
+        let bytes = (self.info.kv_bytes_per_token as u64).saturating_mul(capacity as u64);
+        crate::device::check_cache_memory(bytes, caches as u64, &self.device)
     }
 
     /// What the model holds of `conversation` now (`None`: nothing live; parked on disk or
@@ -656,7 +666,18 @@ impl Worker {
                 opening.insert(0, bos);
             }
         }
-        let sinks = if req.pin_system_prompt {
+        // The opening (system prompt) is pinned with the sinks when it takes at most half the
+        // window; a longer one is read like any text and scrolls away in time, so a huge prompt
+        // can never make the pinned part outgrow the memory chosen in Settings.
+        let pin = req.pin_system_prompt && opening.len() <= req.cache.window / 2;
+        if req.pin_system_prompt && !pin {
+            tracing::warn!(
+                tokens = opening.len(),
+                window = req.cache.window,
+                "system prompt too long to pin; it will scroll like other text"
+            );
+        }
+        let sinks = if pin {
             req.cache.sinks.max(opening.len())
         } else {
             req.cache.sinks
@@ -666,6 +687,12 @@ impl Worker {
             window: req.cache.window.max(sinks),
             evict_step: req.cache.evict_step,
         };
+        // Held against the memory free now, before anything is allocated: an allocation that
+        // fails would end the process.
+        let bytes = (self.model.spec().kv_bytes_per_token() as u64)
+            .saturating_mul(config.capacity() as u64);
+        crate::device::check_cache_memory(bytes, 1, self.model.device())
+            .map_err(Error::InvalidCacheConfig)?;
         let cache = SinkCache::new(self.model.spec(), config, self.model.device())?;
         // Rebuild from the transcript's tail: the turns that fit in three quarters of the
         // window, so the new turn and the reply still have room. They are read newest first,
