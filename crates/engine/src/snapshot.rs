@@ -104,7 +104,13 @@ pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value
 /// place; the temporary file is removed if anything fails. (The models folder's download
 /// manifests use it too.)
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A name of its own for each write (process and sequence number): two writers of one
+    // path (two app instances, a park racing a shutdown) never write into each other's file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -165,4 +171,35 @@ pub fn load(
         .collect();
     let cache = SinkCache::from_parts(spec, &header.cache, layers, device)?;
     Ok((cache, header.meta))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Writers of one path at the same time each succeed, and the file is always one of their
+    /// writes, whole (with one shared temporary name they renamed each other's half-written
+    /// files, or failed).
+    #[test]
+    fn concurrent_writers_of_one_path_never_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("7.kv");
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let bytes = vec![t; 256 * 1024];
+                    for _ in 0..100 {
+                        super::write_atomic(&path, &bytes).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a writer failed");
+        }
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 256 * 1024);
+        assert!(got.iter().all(|&b| b == got[0]), "two writes mixed");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files were left behind");
+    }
 }
