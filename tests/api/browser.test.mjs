@@ -88,6 +88,11 @@ test("a second message continues the chat in its live memory, and stop works", a
 test("the page's commands answer only this computer's own pages", async () => {
   const post = (headers, body = "{}") => fetch(`${server.url}/api/app_status`, { method: "POST", headers, body });
   assert.equal((await post({ "content-type": "application/json" })).status, 200);
+  // The page carries the window's content security policy.
+  const page = await fetch(`${server.url}/`);
+  const csp = page.headers.get("content-security-policy") ?? "";
+  for (const d of ["object-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'", "script-src 'self'"]) assert.ok(csp.includes(d), `${d} in ${csp}`);
+  assert.equal(page.headers.get("x-content-type-options"), "nosniff");
   // Another web page (a cross-site form or fetch) cannot drive it.
   let r = await post({ "content-type": "application/json", origin: "https://evil.example" });
   assert.equal(r.status, 403);

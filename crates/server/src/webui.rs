@@ -27,11 +27,36 @@ use sinkchat_engine::EngineEvent;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tower_http::services::ServeDir;
 
+/// What the page may do, as in the window (`tauri.conf.json`): its own scripts and styles,
+/// its own server, nothing embedded, no forms elsewhere, never framed by another page.
+pub const CSP: &str =
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+     script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
 pub fn routes(svc: ChatService, ui_dir: PathBuf) -> Router {
     Router::new()
         .route("/api/{command}", post(command))
         .with_state(svc)
         .fallback_service(ServeDir::new(ui_dir))
+        .layer(axum::middleware::map_response(secure_headers))
+}
+
+async fn secure_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
