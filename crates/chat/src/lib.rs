@@ -622,13 +622,27 @@ impl ChatService {
                 .rename_conversation(conversation_id, &title_from(text.as_str()))
                 .await;
         }
-        let reply_id = self
-            .reply_to(slot, &engine, &conv, &user, opts, false, on_event)
-            .await?;
-        Ok(Sent {
-            user_message: user,
-            reply_id,
-        })
+        self.reply_to(slot, &engine, &conv, user, opts, false, on_event)
+            .await
+    }
+
+    /// What a regenerate and an edit start with: the engine, the chat reserved, and its last
+    /// user message, found from the end (whatever the transcript's length, only what follows
+    /// it is replaced).
+    async fn begin_redo(
+        &self,
+        conversation_id: i64,
+    ) -> UiResult<(Arc<Engine>, Reservation, Conversation, Message)> {
+        let engine = self.engine()?;
+        let slot = self.reserve(conversation_id)?;
+        let conv = self.0.store.conversation(conversation_id).await?;
+        let last_user = self
+            .0
+            .store
+            .last_user_message(conversation_id)
+            .await?
+            .ok_or_else(nothing_to_redo)?;
+        Ok((engine, slot, conv, last_user))
     }
 
     /// Writes the last reply again: the old reply goes, a new one streams.
@@ -637,36 +651,14 @@ impl ChatService {
         conversation_id: i64,
         on_event: impl FnMut(ReplyEvent) + Send + 'static,
     ) -> UiResult<Sent> {
-        let engine = self.engine()?;
-        let slot = self.reserve(conversation_id)?;
-        let conv = self.0.store.conversation(conversation_id).await?;
-        // The last user message, found from the end: whatever the transcript's length, only
-        // what came after it goes.
-        let user = self
-            .0
-            .store
-            .last_user_message(conversation_id)
-            .await?
-            .ok_or_else(nothing_to_redo)?;
+        let (engine, slot, conv, user) = self.begin_redo(conversation_id).await?;
         self.0
             .store
             .truncate_from(conversation_id, user.id + 1)
             .await?;
-        let reply_id = self
-            .reply_to(
-                slot,
-                &engine,
-                &conv,
-                &user,
-                ReplyOptions::default(),
-                true,
-                on_event,
-            )
-            .await?;
-        Ok(Sent {
-            user_message: user,
-            reply_id,
-        })
+        let opts = ReplyOptions::default();
+        self.reply_to(slot, &engine, &conv, user, opts, true, on_event)
+            .await
     }
 
     /// Replaces the last user message (and the reply to it) with `text` and answers it.
@@ -677,36 +669,16 @@ impl ChatService {
         on_event: impl FnMut(ReplyEvent) + Send + 'static,
     ) -> UiResult<Sent> {
         let text = MessageText::parse(text)?;
-        let engine = self.engine()?;
-        let slot = self.reserve(conversation_id)?;
-        let conv = self.0.store.conversation(conversation_id).await?;
-        let old = self
-            .0
-            .store
-            .last_user_message(conversation_id)
-            .await?
-            .ok_or_else(nothing_to_redo)?;
+        let (engine, slot, conv, old) = self.begin_redo(conversation_id).await?;
         self.0.store.truncate_from(conversation_id, old.id).await?;
         let user = self
             .0
             .store
             .add_user_message(conversation_id, &text)
             .await?;
-        let reply_id = self
-            .reply_to(
-                slot,
-                &engine,
-                &conv,
-                &user,
-                ReplyOptions::default(),
-                false,
-                on_event,
-            )
-            .await?;
-        Ok(Sent {
-            user_message: user,
-            reply_id,
-        })
+        let opts = ReplyOptions::default();
+        self.reply_to(slot, &engine, &conv, user, opts, false, on_event)
+            .await
     }
 
     /// The transcript before message `user`, as the engine reads it: the id of the message
@@ -747,11 +719,11 @@ impl ChatService {
         slot: Reservation,
         engine: &Engine,
         conv: &Conversation,
-        user: &Message,
+        user: Message,
         opts: ReplyOptions,
         fresh_seed: bool,
         on_event: impl FnMut(ReplyEvent) + Send + 'static,
-    ) -> UiResult<i64> {
+    ) -> UiResult<Sent> {
         let conversation_id = conv.id;
         let settings = Settings::load(&self.0.store).await;
         let history = self.history_before(conversation_id, user.id).await?;
@@ -796,7 +768,10 @@ impl ChatService {
             self.clone()
                 .save_as_it_streams(slot, reply.id, rx, on_event),
         );
-        Ok(reply.id)
+        Ok(Sent {
+            user_message: user,
+            reply_id: reply.id,
+        })
     }
 
     /// Forwards a reply's events and saves its text every [`SAVE_EVERY`] and at its end. A
