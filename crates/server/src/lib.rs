@@ -10,6 +10,10 @@
 //!   the files of `ui/dist`, and `POST /api/{command}` carrying the same commands as the
 //!   window's IPC, with a reply's events streamed back as server-sent events ([`webui`]).
 
+// A refusal here is a whole HTTP response, made once on a cold path and returned at once;
+// boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod openai;
 pub mod webui;
 
