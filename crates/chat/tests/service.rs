@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, SaveEvent};
+use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, SaveEvent, Sent};
 use sinkchat_engine::{EngineEvent, MemorySource, StopReason};
 use sinkchat_store::{MessageStatus, Role};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -87,6 +87,23 @@ async fn idle(svc: &ChatService, id: i64) {
     panic!("conversation {id} stayed busy");
 }
 
+/// Waits for a reply to end and for the service to finish saving it; returns its events.
+async fn finish(svc: &ChatService, id: i64, rx: &mut Events) -> Vec<ReplyEvent> {
+    let events = until_done(rx).await;
+    idle(svc, id).await;
+    events
+}
+
+/// Sends `text` with the settings' options and waits until the reply is saved.
+async fn ask(svc: &ChatService, id: i64, text: &str) -> (Sent, Vec<ReplyEvent>) {
+    let (cb, mut rx) = listener();
+    let sent = svc
+        .send(id, text, ReplyOptions::default(), cb)
+        .await
+        .unwrap();
+    (sent, finish(svc, id, &mut rx).await)
+}
+
 /// Bug: two sends to one chat at the same moment both started a reply (the idle check and
 /// the reply's registration were several awaits apart); the first could no longer be
 /// stopped, and when it ended the chat looked idle while the second still streamed.
@@ -156,20 +173,13 @@ async fn regenerate_and_edit_past_100_000_messages_lose_nothing() {
     let svc = service(dir.path(), 6).await;
     let conv = svc.create_conversation().await.unwrap();
     bulk_messages(&svc, conv.id, 100_010).await;
-    let (cb, mut rx) = listener();
-    let sent = svc
-        .send(conv.id, "The newest question.", ReplyOptions::default(), cb)
-        .await
-        .unwrap();
-    until_done(&mut rx).await;
-    idle(&svc, conv.id).await;
+    let (sent, _) = ask(&svc, conv.id, "The newest question.").await;
     let count = svc.store().message_count(conv.id).await.unwrap();
     assert_eq!(count, 100_012);
 
     let (cb, mut rx) = listener();
     let again = svc.regenerate(conv.id, cb).await.unwrap();
-    until_done(&mut rx).await;
-    idle(&svc, conv.id).await;
+    finish(&svc, conv.id, &mut rx).await;
     assert_eq!(
         again.user_message.id, sent.user_message.id,
         "regenerate answered another message"
@@ -181,8 +191,7 @@ async fn regenerate_and_edit_past_100_000_messages_lose_nothing() {
         .edit_and_resend(conv.id, "The newest question, edited.", cb)
         .await
         .unwrap();
-    until_done(&mut rx).await;
-    idle(&svc, conv.id).await;
+    finish(&svc, conv.id, &mut rx).await;
     assert_eq!(svc.store().message_count(conv.id).await.unwrap(), count);
     let tail = svc.messages(conv.id, None).await.unwrap();
     let n = tail.len();
@@ -258,12 +267,7 @@ async fn history_is_read_only_when_the_cache_must_be_rebuilt() {
     let mut memory = Vec::new();
     let mut reads = Vec::new();
     for q in ["Hello!", "Name a colour.", "Name a fruit."] {
-        let (cb, mut rx) = listener();
-        svc.send(conv.id, q, ReplyOptions::default(), cb)
-            .await
-            .unwrap();
-        let events = until_done(&mut rx).await;
-        idle(&svc, conv.id).await;
+        let (_, events) = ask(&svc, conv.id, q).await;
         memory.extend(events.iter().find_map(|e| match e {
             ReplyEvent::Engine(EngineEvent::Memory { source }) => Some(*source),
             _ => None,
@@ -289,8 +293,7 @@ async fn history_is_read_only_when_the_cache_must_be_rebuilt() {
     svc.edit_and_resend(conv.id, "Name a tree.", cb)
         .await
         .unwrap();
-    until_done(&mut rx).await;
-    idle(&svc, conv.id).await;
+    finish(&svc, conv.id, &mut rx).await;
     assert!(svc.history_reads() > reads[2]);
 }
 
@@ -302,13 +305,7 @@ async fn a_chats_memory_is_shown_live_parked_and_gone() {
     let svc = service(dir.path(), 6).await;
     let conv = svc.create_conversation().await.unwrap();
     assert!(svc.memory(conv.id).is_none(), "a new chat holds nothing");
-    let (cb, mut rx) = listener();
-    let sent = svc
-        .send(conv.id, "Hello!", ReplyOptions::default(), cb)
-        .await
-        .unwrap();
-    until_done(&mut rx).await;
-    idle(&svc, conv.id).await;
+    let (sent, _) = ask(&svc, conv.id, "Hello!").await;
     let live = svc.memory(conv.id).expect("a live chat has a view");
     assert!(live.stats.tokens_seen > 0);
     assert_eq!(live.first_visible_message, Some(sent.user_message.id));
@@ -376,12 +373,7 @@ async fn a_pending_delete_happens_at_shutdown_and_an_undone_one_does_not() {
     let gone = svc.create_conversation().await.unwrap();
     let kept = svc.create_conversation().await.unwrap();
     for id in [gone.id, kept.id] {
-        let (cb, mut rx) = listener();
-        svc.send(id, "Hello!", ReplyOptions::default(), cb)
-            .await
-            .unwrap();
-        until_done(&mut rx).await;
-        idle(&svc, id).await;
+        ask(&svc, id, "Hello!").await;
     }
     svc.delete_later(gone.id, Duration::from_secs(600));
     svc.delete_later(kept.id, Duration::from_secs(600));
@@ -455,12 +447,7 @@ async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
         .create_conversation_with("long prompt", &long_prompt)
         .await
         .unwrap();
-    let (cb, mut rx) = listener();
-    svc.send(conv.id, "Hello!", ReplyOptions::default(), cb)
-        .await
-        .unwrap();
-    until_done(&mut rx).await;
-    idle(&svc, conv.id).await;
+    ask(&svc, conv.id, "Hello!").await;
     let m = svc.memory(conv.id).expect("a live cache");
     assert!(
         m.stats.capacity <= 4 + 64,

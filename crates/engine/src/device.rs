@@ -25,13 +25,16 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-/// Whether `caches` caches of `bytes_each` fit in the memory free now (three quarters of it,
-/// so the model, the app and the system keep room). `Err` says why not, with the figures.
+/// Whether `caches` caches of `capacity` tokens, at `kv_bytes_per_token` each, fit in the
+/// memory free now (three quarters of it, so the model, the app and the system keep room).
+/// `Err` says why not, with the figures.
 pub fn check_cache_memory(
-    bytes_each: u64,
+    kv_bytes_per_token: usize,
+    capacity: usize,
     caches: u64,
     device: &Device,
 ) -> std::result::Result<(), String> {
+    let bytes_each = (kv_bytes_per_token as u64).saturating_mul(capacity as u64);
     // GPU memory is not known here; the allocator reports a failure there in plain words.
     if !device.is_cpu() {
         return Ok(());

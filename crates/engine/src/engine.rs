@@ -194,7 +194,7 @@ impl Cancel {
     pub fn same_as(&self, other: &Cancel) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-    pub fn is_cancelled(&self) -> bool {
+    fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
@@ -413,8 +413,12 @@ impl Engine {
     /// Whether `caches` caches of `capacity` tokens of this model fit in the memory free now;
     /// `Err` says why not, with the figures.
     pub fn check_cache_memory(&self, capacity: usize, caches: usize) -> std::result::Result<(), String> {
-        let bytes = (self.info.kv_bytes_per_token as u64).saturating_mul(capacity as u64);
-        crate::device::check_cache_memory(bytes, caches as u64, &self.device)
+        crate::device::check_cache_memory(
+            self.info.kv_bytes_per_token,
+            capacity,
+            caches as u64,
+            &self.device,
+        )
     }
 
     /// What the model holds of `conversation` now (`None`: nothing live; parked on disk or
@@ -689,10 +693,13 @@ impl Worker {
         };
         // Held against the memory free now, before anything is allocated: an allocation that
         // fails would end the process.
-        let bytes = (self.model.spec().kv_bytes_per_token() as u64)
-            .saturating_mul(config.capacity() as u64);
-        crate::device::check_cache_memory(bytes, 1, self.model.device())
-            .map_err(Error::InvalidCacheConfig)?;
+        crate::device::check_cache_memory(
+            self.model.spec().kv_bytes_per_token(),
+            config.capacity(),
+            1,
+            self.model.device(),
+        )
+        .map_err(Error::InvalidCacheConfig)?;
         let cache = SinkCache::new(self.model.spec(), config, self.model.device())?;
         // Rebuild from the transcript's tail: the turns that fit in three quarters of the
         // window, so the new turn and the reply still have room. They are read newest first,

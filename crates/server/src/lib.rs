@@ -55,11 +55,6 @@ impl Server {
         }
         let _ = (&mut self.task).await;
     }
-
-    /// Waits until the server ends (it ends only when stopped).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
 }
 
 /// Binds 127.0.0.1 (never another interface: the server speaks for the user's chats) and

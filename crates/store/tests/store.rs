@@ -108,14 +108,8 @@ async fn deleted_text_is_gone_from_every_file() {
         .unwrap();
     }
     s.delete_conversation(c.id).await.unwrap();
-    let files = ["chats.db", "chats.db-wal", "chats.db-shm"];
-    for f in files {
-        let p = dir.path().join(f);
-        if let Ok(bytes) = std::fs::read(&p) {
-            let found = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
-            assert!(!found, "deleted text still in {f}");
-        }
-    }
+    let left = on_disk(&dir, marker);
+    assert!(left.is_empty(), "deleted text still in {left:?}");
     assert!(s.search(marker, 10).await.unwrap().is_empty());
     assert_eq!(s.messages(keep.id, 0, 10).await.unwrap().len(), 1);
     assert_eq!(s.integrity_check().await.unwrap(), "ok");
