@@ -731,6 +731,7 @@ impl ChatService {
         let sampling = opts.sampling.unwrap_or_else(|| settings.sampling.clone());
         let req = GenerateRequest {
             conversation: conversation_id,
+            cache_key: conv.cache_key.clone(),
             system_prompt: conv.system_prompt.clone(),
             history,
             user_text: user.content.clone(),

@@ -160,6 +160,9 @@ type Views = Arc<std::sync::Mutex<HashMap<i64, MemoryView>>>;
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     pub conversation: i64,
+    /// The conversation's random key (the store makes one per chat): a snapshot is restored
+    /// only into the chat whose key it carries, never into a later chat with a reused id.
+    pub cache_key: String,
     pub system_prompt: String,
     /// Earlier turns, read only when this conversation has no live cache.
     pub history: History,
@@ -282,6 +285,7 @@ mod segment_tests {
 
 struct Conversation {
     cache: SinkCache,
+    key: String,
     system_prompt: String,
     pin: bool,
     /// The cache settings the caller asked for (the cache may pin more for the opening).
@@ -301,6 +305,10 @@ struct Conversation {
 /// What a snapshot keeps of a conversation besides its cache.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ConversationMeta {
+    /// The conversation's key ([`GenerateRequest::cache_key`]); absent in older snapshots,
+    /// which are then refused once and rebuilt.
+    #[serde(default)]
+    key: String,
     system_prompt: String,
     pin: bool,
     requested: CacheConfig,
@@ -537,6 +545,7 @@ impl Worker {
             return false;
         };
         let meta = ConversationMeta {
+            key: c.key,
             system_prompt: c.system_prompt,
             pin: c.pin,
             requested: c.requested,
@@ -592,6 +601,10 @@ impl Worker {
         };
         let meta: ConversationMeta = serde_json::from_value(meta).ok()?;
         let last_in_transcript = req.history.last_message();
+        if meta.key != req.cache_key {
+            tracing::warn!(conversation = req.conversation, "snapshot of another chat refused");
+            return None;
+        }
         if meta.system_prompt != req.system_prompt
             || meta.pin != req.pin_system_prompt
             || meta.requested != req.cache
@@ -602,6 +615,7 @@ impl Worker {
         }
         Some(Conversation {
             cache,
+            key: meta.key,
             system_prompt: meta.system_prompt,
             pin: meta.pin,
             requested: meta.requested,
@@ -620,7 +634,8 @@ impl Worker {
         // after a regenerate or an edit the transcript's tail differs and the cache is rebuilt.
         let last_in_transcript = req.history.last_message();
         let keep = self.conversations.get(&req.conversation).is_some_and(|c| {
-            c.system_prompt == req.system_prompt
+            c.key == req.cache_key
+                && c.system_prompt == req.system_prompt
                 && c.pin == req.pin_system_prompt
                 && c.requested == req.cache
                 && c.last_message == last_in_transcript
@@ -746,6 +761,7 @@ impl Worker {
             req.conversation,
             Conversation {
                 cache,
+                key: req.cache_key.clone(),
                 system_prompt: req.system_prompt.clone(),
                 pin: req.pin_system_prompt,
                 requested: req.cache,

@@ -15,6 +15,7 @@ use sinkchat_engine::{
 fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest {
     GenerateRequest {
         conversation,
+        cache_key: format!("key-{conversation}"),
         system_prompt: "You are a helpful assistant.".into(),
         history: Default::default(),
         user_text: text.into(),

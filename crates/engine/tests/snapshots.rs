@@ -17,6 +17,7 @@ use sinkchat_engine::{
 fn request(conv: i64, text: &str, history: Vec<Turn>, ids: (i64, i64)) -> GenerateRequest {
     GenerateRequest {
         conversation: conv,
+        cache_key: format!("key-{conv}"),
         system_prompt: "You are a helpful assistant.".into(),
         history: history.into(),
         user_text: text.into(),
@@ -191,6 +192,24 @@ fn damaged_stale_or_foreign_snapshots_are_rebuilt() {
         message_id: 9,
     });
     rebuilt(&engine, moved);
+
+    // Another chat's: a later chat with the same id and message ids (an id reused after a
+    // delete whose snapshot stayed behind) has another key, and must not answer from it.
+    let history = two_turns(&engine, 10);
+    engine.park_all();
+    assert!(snaps.join("10.kv").exists());
+    let r = run(
+        &engine,
+        GenerateRequest {
+            cache_key: "a-new-chat".into(),
+            ..request(10, "And a fruit?", history, (5, 6))
+        },
+    );
+    assert_eq!(
+        r.source,
+        MemorySource::Rebuilt,
+        "another chat's memory restored"
+    );
     drop(engine);
 
     // Another model (same weights under another name: another identity).

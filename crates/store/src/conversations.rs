@@ -14,6 +14,11 @@ pub struct Conversation {
     pub settings: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// A random key made with the conversation, written into its cache snapshot and checked on
+    /// restore, so a snapshot never crosses into another chat. Not sent to the window.
+    #[serde(skip)]
+    #[ts(skip)]
+    pub cache_key: String,
 }
 
 /// One search result: a message (or a title) with a highlighted snippet.
@@ -35,10 +40,12 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Conversation {
         settings: r.get("settings"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+        cache_key: r.get("cache_key"),
     }
 }
 
-const COLUMNS: &str = "id, title, model, system_prompt, settings, created_at, updated_at";
+const COLUMNS: &str =
+    "id, title, model, system_prompt, settings, created_at, updated_at, cache_key";
 
 /// Turns what a person typed into an FTS5 query of quoted terms, so `AND`, quotes, `*` or
 /// SQL-looking text are searched as words, never parsed.

@@ -365,3 +365,103 @@ async fn truncate_from_drops_a_message_and_what_follows_only_in_its_conversation
     assert!(s.search("zebra", 10).await.unwrap().is_empty());
     assert_eq!(s.integrity_check().await.unwrap(), "ok");
 }
+
+/// Deleting the newest chat must not hand its ids (chat and messages) to the next one: a cache
+/// snapshot or an open window that still knows the old ids would otherwise reach a new chat.
+#[tokio::test]
+async fn ids_of_deleted_chats_and_messages_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let t = |x: &str| MessageText::parse(x).unwrap();
+    let old = s.create_conversation("old", "m", "", "{}").await.unwrap();
+    let m = s
+        .add_user_message(old.id, &t("my PIN is 4711"))
+        .await
+        .unwrap();
+    s.delete_conversation(old.id).await.unwrap();
+    drop(s);
+    let s = open(&dir).await;
+    let new = s.create_conversation("new", "m", "", "{}").await.unwrap();
+    let m2 = s.add_user_message(new.id, &t("hello")).await.unwrap();
+    assert!(new.id > old.id, "chat id {} reused", new.id);
+    assert!(m2.id > m.id, "message id {} reused", m2.id);
+    assert_ne!(new.cache_key, old.cache_key);
+    assert_eq!(new.cache_key.len(), 32, "128 random bits in hex");
+    assert!(new.cache_key.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        s.conversation(new.id).await.unwrap().cache_key,
+        new.cache_key
+    );
+}
+
+/// A database made before the AUTOINCREMENT migration keeps every chat, message and search
+/// entry through it, cascades deletes as before, and never reuses an id afterwards.
+#[tokio::test]
+async fn a_database_from_the_first_release_upgrades_whole() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chats.db");
+    {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let mut first = sqlx::migrate!("../../migrations");
+        first.migrations = first.migrations[..1].to_vec().into();
+        first.run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO conversations(id, title, created_at, updated_at) VALUES (1, 'Kept chat', 1, 1)",
+            "INSERT INTO conversations(id, title, created_at, updated_at) VALUES (2, 'Gone chat', 2, 2)",
+            "INSERT INTO messages(id, conversation_id, role, content, created_at, updated_at) \
+             VALUES (10, 1, 'user', 'the walrus sings', 1, 1)",
+            "INSERT INTO messages(id, conversation_id, role, content, created_at, updated_at) \
+             VALUES (11, 2, 'user', 'newest words', 2, 2)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let s = Store::open(&path).await.unwrap();
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+    let kept = s.conversation(1).await.unwrap();
+    assert_eq!(kept.title, "Kept chat");
+    assert_eq!(kept.cache_key.len(), 32);
+    assert_eq!(
+        s.messages(1, 0, 10).await.unwrap()[0].content,
+        "the walrus sings"
+    );
+    let hits = s.search("walrus", 10).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].message_id, Some(10));
+    assert_eq!(
+        s.search("Kept", 10).await.unwrap().len(),
+        1,
+        "titles still searchable"
+    );
+    // Foreign keys are back on: deleting a chat still takes its messages.
+    s.delete_conversation(2).await.unwrap();
+    let orphans: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = 2")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert_eq!(orphans, 0);
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    let c = s.create_conversation("after", "m", "", "{}").await.unwrap();
+    let m = s
+        .add_user_message(c.id, &MessageText::parse("x").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        c.id > 2 && m.id > 11,
+        "ids {} / {} reused after the upgrade",
+        c.id,
+        m.id
+    );
+}

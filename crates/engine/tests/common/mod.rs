@@ -288,8 +288,12 @@ pub fn write_tiny_with(t: &Tiny, path: &Path, dtype: GgmlDType, extra: Vec<(Stri
 /// The `tokenizer.*` keys of a GGUF file (one of llama.cpp's `ggml-vocab-*.gguf`), and its
 /// number of tokens, to put a real vocabulary on a tiny model.
 pub fn vocab_keys(vocab: &Path) -> (Vec<(String, Value)>, usize) {
-    let mut f = std::fs::File::open(vocab)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `scripts/setup.sh test-deps`)", vocab.display()));
+    let mut f = std::fs::File::open(vocab).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run `scripts/setup.sh test-deps`)",
+            vocab.display()
+        )
+    });
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let n = match ct.metadata.get("tokenizer.ggml.tokens") {
         Some(Value::Array(v)) => v.len(),
