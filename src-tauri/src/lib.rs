@@ -7,7 +7,7 @@ pub mod models;
 
 use std::path::PathBuf;
 
-use sinkchat_chat::ChatService;
+use sinkchat_chat::{instance, ChatService};
 use tauri::Manager;
 
 /// Builds the app for any runtime (the real webview, or `tauri::test`'s mock).
@@ -111,14 +111,52 @@ pub fn run() {
         .and_then(|i| args.get(i + 1))
         .and_then(|p| p.parse::<u16>().ok());
     let data_dir = sinkchat_hub::data_dir();
+    // One SinkChat per data folder: a second launch raises the first window and leaves,
+    // having touched nothing (see sinkchat_chat::instance).
+    let mut instance = match instance::claim(&data_dir) {
+        Ok(instance::Claim::First(i)) => i,
+        Ok(instance::Claim::Running { answer }) => {
+            eprintln!(
+                "{}",
+                instance::already_running_message(&data_dir, answer.as_deref())
+            );
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!(
+                "SinkChat could not use its data folder {}: {e}",
+                data_dir.display()
+            );
+            std::process::exit(1);
+        }
+    };
     let result = builder::<tauri::Wry>()
         .setup(move |app| {
             init_state(app.handle(), data_dir.clone()).map_err(|e| {
                 tracing::error!(error = %e, "start-up failed");
                 e
             })?;
-            // SIGTERM / SIGINT (a logout, a service manager, `kill`) close the app as the
-            // window's close button does: pending deletes happen, caches are parked.
+            let front = app.handle().clone();
+            let knocks = instance.answer_knocks(&data_dir, move || {
+                tracing::info!("a second launch asked for this window");
+                match front.get_webview_window("main") {
+                    Some(w) => {
+                        let _ = w.unminimize();
+                        let _ = w.show();
+                        match w.set_focus() {
+                            Ok(()) => "its window was brought to the front".into(),
+                            Err(e) => format!("its window could not be raised: {e}"),
+                        }
+                    }
+                    None => "it has no window open".into(),
+                }
+            });
+            if let Err(e) = knocks {
+                tracing::warn!(error = %e, "a second launch will not be able to raise this window");
+            }
+            app.manage(instance); // held (and the folder with it) until the process ends
+                                  // SIGTERM / SIGINT (a logout, a service manager, `kill`) close the app as the
+                                  // window's close button does: pending deletes happen, caches are parked.
             let closing = app.handle().clone();
             tauri::async_runtime::spawn(async move {
                 wait_for_signal().await;

@@ -5,7 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, existsSync, readdirSync, readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Driver } from "./webdriver.mjs";
@@ -376,4 +377,49 @@ test("a chat deleted right before quitting is gone at the next start, memory and
   assert.ok(!existsSync(join(data, "snapshots", `${id}.kv`)), "its memory was parked to disk");
   const hits = sql(join(data, "chats.db"), "SELECT count(*) AS n FROM messages_fts WHERE messages_fts MATCH 'okapi'");
   assert.equal(hits[0].n, 0);
+});
+
+/** Every file under `dir` with its size and SHA-256, to compare a folder before and after. */
+function folderPrint(dir) {
+  const out = {};
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) out[p.slice(dir.length)] = createHash("sha256").update(readFileSync(p)).digest("hex");
+      else out[p.slice(dir.length)] = e.isSocket() ? "socket" : "other";
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+test("a second launch on the same data folder raises the first window and changes nothing on disk", { timeout: 300_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  const env = { SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model };
+  await withApp(env, async (d) => {
+    await ready(d);
+    await d.click("#new-chat");
+    await send(d, "Say hello.");
+    await new Promise((r) => setTimeout(r, 2000)); // the title and last saves settle
+    const before = folderPrint(data);
+    assert.ok(Object.keys(before).some((f) => f.endsWith("chats.db")), JSON.stringify(before));
+    const second = spawn(app, [], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let said = "";
+    second.stdout.on("data", (b) => { said += b; });
+    second.stderr.on("data", (b) => { said += b; });
+    const code = await Promise.race([
+      new Promise((r) => second.once("exit", r)),
+      new Promise((r) => setTimeout(() => { second.kill("SIGKILL"); r("still running after 30 s"); }, 30_000)),
+    ]);
+    assert.equal(code, 0, said);
+    assert.match(said, /already open on .*its window was brought to the front/s);
+    assert.deepEqual(folderPrint(data), before, "the second launch changed the data folder");
+    // The first window is still the one in charge, and still answers.
+    const seen = await d.exec("return document.querySelectorAll('.message.assistant').length");
+    await send(d, "Say goodbye.");
+    assert.equal(await d.exec("return document.querySelectorAll('.message.assistant').length"), seen + 1);
+    const statuses = sql(join(data, "chats.db"), "SELECT status FROM messages WHERE role = 'assistant'").map((r) => r.status);
+    assert.deepEqual(statuses, ["complete", "complete"], "a reply was marked interrupted");
+  });
 });

@@ -9,6 +9,7 @@
 //! up loses nothing.
 
 pub mod error;
+pub mod instance;
 pub mod models;
 pub mod settings;
 

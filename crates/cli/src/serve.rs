@@ -42,6 +42,16 @@ fn ui_dir(given: Option<PathBuf>) -> Result<PathBuf> {
 pub fn run(args: Args) -> Result<()> {
     let ui = ui_dir(args.ui_dir)?;
     let data_dir = args.data_dir.unwrap_or_else(sinkchat_hub::data_dir);
+    // One SinkChat per data folder (the window or another `serve` may hold it).
+    let _instance = match sinkchat_chat::instance::claim(&data_dir)
+        .with_context(|| format!("using the data folder {}", data_dir.display()))?
+    {
+        sinkchat_chat::instance::Claim::First(i) => i,
+        sinkchat_chat::instance::Claim::Running { answer } => anyhow::bail!(
+            "{}",
+            sinkchat_chat::instance::already_running_message(&data_dir, answer.as_deref())
+        ),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let svc = ChatService::open(&data_dir, args.model)
