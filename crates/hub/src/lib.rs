@@ -53,6 +53,8 @@ pub enum Error {
     Unsupported(String),
     #[error("{0} is not a GGUF model file (SinkChat runs GGUF models, as made for llama.cpp)")]
     NotGguf(PathBuf),
+    #[error("{0} is not a file (it is a folder, a device or a pipe): pick a .gguf model file")]
+    NotAFile(PathBuf),
     #[error("“{0}” is not a plain file name inside the models folder")]
     OutsideModels(String),
 }
@@ -87,6 +89,7 @@ impl Error {
             Error::NameTaken(_) => "name_taken",
             Error::Unsupported(_) => "model_unsupported",
             Error::NotGguf(_) => "not_gguf",
+            Error::NotAFile(_) => "not_a_file",
         }
     }
 }

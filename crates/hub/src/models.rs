@@ -87,6 +87,12 @@ pub fn delete(models_dir: &Path, file: &str) -> Result<u64> {
 
 /// What the engine makes of a GGUF file anywhere on disk, before importing it.
 pub fn inspect(path: &Path) -> Result<ModelSummary> {
+    // A folder, a device or a pipe is refused before it is opened: opening a FIFO blocks until
+    // someone writes to it, which would hold a worker thread forever.
+    let meta = std::fs::metadata(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+    if !meta.is_file() {
+        return Err(Error::NotAFile(path.to_path_buf()));
+    }
     let mut head = [0u8; 4];
     let mut f = std::fs::File::open(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
     use std::io::Read;

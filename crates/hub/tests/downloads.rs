@@ -458,7 +458,9 @@ async fn bad_references_get_plain_errors_and_leave_nothing() {
     // A GGUF of an architecture the engine does not run is refused from its header's first
     // bytes, long before the end of the file.
     let gpt2 = ModelRef::parse("ggml-org/vocabs", "ggml-vocab-gpt-2.gguf").unwrap();
-    let total = std::fs::metadata(vocab("ggml-vocab-gpt-2.gguf")).unwrap().len();
+    let total = std::fs::metadata(vocab("ggml-vocab-gpt-2.gguf"))
+        .unwrap()
+        .len();
     hub.set_faults(Faults {
         throttle_bytes_per_s: Some(2 << 20),
         ..Default::default()
@@ -466,9 +468,15 @@ async fn bad_references_get_plain_errors_and_leave_nothing() {
     let (out, log) = fetch(&hub, models_dir.path(), &gpt2).await;
     hub.set_faults(Faults::default());
     let e = out.unwrap_err();
-    assert!(e.to_string().contains("'gpt2'") && e.to_string().contains("not supported"), "{e}");
+    assert!(
+        e.to_string().contains("'gpt2'") && e.to_string().contains("not supported"),
+        "{e}"
+    );
     let most = log.iter().map(|p| p.downloaded).max().unwrap_or(0);
-    assert!(total > 1 << 20 && most < 1 << 20, "read {most} of {total} bytes before refusing");
+    assert!(
+        total > 1 << 20 && most < 1 << 20,
+        "read {most} of {total} bytes before refusing"
+    );
     assert_clean(models_dir.path());
     // Names that are not plain GGUF file names never reach the network.
     for (repo, file) in [
@@ -525,4 +533,32 @@ fn import_accepts_a_model_the_engine_runs_and_refuses_one_it_cannot() {
         models::delete(models_dir.path(), FILE).unwrap_err().code(),
         "model_missing"
     );
+}
+
+/// Importing a named pipe (or a folder) is refused at once with a plain error: opening a FIFO
+/// for reading blocks until someone writes to it, which held a worker forever.
+#[cfg(unix)]
+#[test]
+fn importing_a_pipe_or_a_folder_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.gguf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let models_dir = dir.path().join("models");
+    for src in [fifo, dir.path().to_path_buf()] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = models_dir.clone();
+        let s = src.clone();
+        std::thread::spawn(move || drop(tx.send(models::import(&m, &s))));
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("importing {} blocked", src.display()));
+        let e = got.expect_err("not a model file");
+        assert!(matches!(e, Error::NotAFile(_)), "{e}");
+        assert!(e.to_string().contains("is not a file"), "{e}");
+    }
+    assert!(!models_dir.exists() || std::fs::read_dir(&models_dir).unwrap().next().is_none());
 }
