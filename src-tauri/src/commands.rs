@@ -185,3 +185,18 @@ pub async fn import_conversations(
 ) -> UiResult<sinkchat_store::ImportSummary> {
     svc.import_conversations(&text).await
 }
+
+/// Imports an export file the backend reads itself (the path comes from the system's file
+/// picker), so a large file never crosses the IPC as one string.
+#[tauri::command]
+pub async fn import_conversations_file(
+    svc: Svc<'_>,
+    path: String,
+) -> UiResult<sinkchat_store::ImportSummary> {
+    svc.import_conversations_file(&path).await
+}
+
+#[tauri::command]
+pub async fn delete_exports(svc: Svc<'_>) -> UiResult<usize> {
+    svc.delete_exports().await
+}

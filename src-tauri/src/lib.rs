@@ -12,37 +12,42 @@ use tauri::Manager;
 
 /// Builds the app for any runtime (the real webview, or `tauri::test`'s mock).
 pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
-    tauri::Builder::<R>::new().invoke_handler(tauri::generate_handler![
-        commands::app_status,
-        commands::list_conversations,
-        commands::create_conversation,
-        commands::get_messages,
-        commands::rename_conversation,
-        commands::delete_conversation,
-        commands::delete_conversation_later,
-        commands::undo_delete,
-        commands::search,
-        commands::send_message,
-        commands::stop_reply,
-        commands::conversation_memory,
-        commands::retry_save,
-        commands::leave_conversation,
-        commands::export_conversations,
-        commands::import_conversations,
-        commands::regenerate_reply,
-        commands::edit_and_resend,
-        commands::get_settings,
-        commands::save_settings,
-        commands::api_server_state,
-        models::models_overview,
-        models::start_download,
-        models::pause_download,
-        models::cancel_download,
-        models::inspect_model_file,
-        models::import_model,
-        models::delete_model,
-        models::use_model,
-    ])
+    tauri::Builder::<R>::new()
+        .plugin(tauri_plugin_dialog::init())
+        .plugin(tauri_plugin_opener::init())
+        .invoke_handler(tauri::generate_handler![
+            commands::app_status,
+            commands::list_conversations,
+            commands::create_conversation,
+            commands::get_messages,
+            commands::rename_conversation,
+            commands::delete_conversation,
+            commands::delete_conversation_later,
+            commands::undo_delete,
+            commands::search,
+            commands::send_message,
+            commands::stop_reply,
+            commands::conversation_memory,
+            commands::retry_save,
+            commands::leave_conversation,
+            commands::export_conversations,
+            commands::import_conversations,
+            commands::import_conversations_file,
+            commands::delete_exports,
+            commands::regenerate_reply,
+            commands::edit_and_resend,
+            commands::get_settings,
+            commands::save_settings,
+            commands::api_server_state,
+            models::models_overview,
+            models::start_download,
+            models::pause_download,
+            models::cancel_download,
+            models::inspect_model_file,
+            models::import_model,
+            models::delete_model,
+            models::use_model,
+        ])
 }
 
 /// Opens the conversation service on `data_dir` and starts loading the model on its own

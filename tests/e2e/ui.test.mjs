@@ -187,11 +187,17 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
 
 test("HTML in a reply is shown as text and never runs; markdown renders", { timeout: 120_000 }, async () => {
   const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
-  const evil = "Here is **bold** and code:\n\n```js\nlet x = 1;\n```\n\n<script>window.__pwned = 1</script>\n\n<img src=x onerror=\"window.__pwned = 2\">";
+  const evil = "See [the site](https://example.com/docs). Here is **bold** and code:\n\n```js\nlet x = 1;\n```\n\n<script>window.__pwned = 1</script>\n\n<img src=x onerror=\"window.__pwned = 2\">";
   const file = { format: "sinkchat-export", version: 1, exported_at: 0, conversations: [{ title: "Imported", created_at: 1, updated_at: 1,
     messages: [{ role: "user", content: "show me html", created_at: 1 }, { role: "assistant", content: evil, created_at: 2 }] }] };
   await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model }, async (d) => {
-    await d.exec("return window.__TAURI__.core.invoke('import_conversations', { text: arguments[0] })", [JSON.stringify(file)]);
+    // The window imports by path (the backend reads the file); the browser door's text upload
+    // is not granted to it.
+    const refused = await d.exec("return window.__TAURI__.core.invoke('import_conversations', { text: arguments[0] }).then(() => 'allowed', (e) => String(e))", [JSON.stringify(file)]);
+    assert.match(refused, /not allowed/i);
+    const path = join(data, "evil-export.json");
+    writeFileSync(path, JSON.stringify(file));
+    await d.exec("return window.__TAURI__.core.invoke('import_conversations_file', { path: arguments[0] })", [path]);
     await d.exec("location.reload()");
     await d.waitFor("the reloaded window", async () => d.exec("return document.body.dataset.booted === '1' && document.querySelectorAll('#conversation-list .open').length === 1"), 30_000);
     await d.click("#conversation-list .open");
@@ -202,6 +208,12 @@ test("HTML in a reply is shown as text and never runs; markdown renders", { time
     assert.match(await d.text(".message.assistant .body"), /<script>window.__pwned = 1<\/script>/);
     assert.equal(await d.text(".message.assistant strong"), "bold");
     assert.equal(await d.exec("return document.querySelector('.message.assistant .code-block code').textContent"), "let x = 1;");
+    // A link goes to the system's browser (the opener plugin), never into the app's window.
+    const here = await d.exec("return location.href");
+    await d.click(".message.assistant a[href='https://example.com/docs']");
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await d.exec("return location.href"), here, "the window navigated to the link");
+    assert.equal(await d.exec("return document.body.dataset.booted"), "1");
   });
 });
 

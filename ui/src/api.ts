@@ -37,6 +37,8 @@ export const api = {
   leave: commands.leaveConversation,
   exportConversations: (ids: number[] | null, format: "json" | "markdown") => commands.exportConversations(ids, format),
   importConversations: commands.importConversations,
+  importConversationsFile: commands.importConversationsFile,
+  deleteExports: commands.deleteExports,
   stop: commands.stopReply,
   memory: commands.conversationMemory,
   send: commands.sendMessage,

@@ -19,6 +19,26 @@ class HttpChannel<T> {
   constructor(readonly on: (m: T) => void) {}
 }
 
+/** Whether the page runs in SinkChat's window (Tauri) rather than a browser. */
+export const inWindow = () => tauri() !== undefined;
+
+/** The system's file picker (the dialog plugin): the chosen file's path, or null. */
+export async function pickFile(name: string, extensions: string[]): Promise<string | null> {
+  const t = tauri();
+  if (!t) return null;
+  const got = await t.core.invoke<string | string[] | null>("plugin:dialog|open", {
+    options: { multiple: false, directory: false, filters: [{ name, extensions }] },
+  });
+  return Array.isArray(got) ? (got[0] ?? null) : got;
+}
+
+/** Opens a link in the system's browser (the opener plugin; http, https and mailto only). */
+export async function openExternal(url: string): Promise<void> {
+  const t = tauri();
+  if (t) await t.core.invoke("plugin:opener|open_url", { url });
+  else window.open(url, "_blank", "noopener,noreferrer");
+}
+
 export function channel<T>(on: (m: T) => void) {
   const t = tauri();
   if (!t) return new HttpChannel(on);

@@ -10,6 +10,7 @@ import { t } from "./strings.js";
 import { $, el, button, applyStrings, showBanner, showToast, copyText } from "./dom.js";
 import { initModels, showModels } from "./models.js";
 import { initSettings, showSettings, applyTheme } from "./settings.js";
+import { inWindow, openExternal, pickFile } from "./ipc.js";
 
 const input = $<HTMLTextAreaElement>("message-input");
 const sendButton = $<HTMLButtonElement>("send-button");
@@ -486,6 +487,26 @@ $("export-chat").addEventListener("click", async () => {
 });
 $("export-all").addEventListener("click", async () => {
   try { showToast(t.savedTo(await api.exportConversations(null, "json"))); } catch (e) { showError(errorText(e)); }
+});
+// In the window the system's file picker gives a path and the backend reads the file (a big
+// export never crosses the IPC as one string); in a browser the file input uploads its text.
+$("import-label").addEventListener("click", async (ev) => {
+  if (!inWindow()) return;
+  ev.preventDefault();
+  try {
+    const path = await pickFile(t.exportFiles, ["json"]);
+    if (!path) return;
+    const r = await api.importConversationsFile(path);
+    showToast(t.imported(r.conversations, r.messages));
+    await refreshList();
+  } catch (e) { showError(errorText(e)); }
+});
+// Links in replies open in the system's browser, never inside the app's window.
+$("messages").addEventListener("click", (ev) => {
+  const a = (ev.target as Element).closest?.("a[href]");
+  if (!a) return;
+  ev.preventDefault();
+  openExternal(a.getAttribute("href")!).catch((e) => showError(errorText(e)));
 });
 $<HTMLInputElement>("import-file").addEventListener("change", async (ev) => {
   const f = (ev.target as HTMLInputElement).files?.[0];

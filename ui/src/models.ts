@@ -7,6 +7,7 @@ import type { InstalledModel } from "./bindings/InstalledModel.js";
 import { $, el, button, showBanner, showToast } from "./dom.js";
 import { bytes, count, duration } from "./format.js";
 import { t } from "./strings.js";
+import { inWindow, pickFile } from "./ipc.js";
 
 /** Live state of downloads started in this session, by key. */
 const live = new Map<string, { progress?: Progress; repo: string; file: string }>();
@@ -23,6 +24,16 @@ export function initModels(opts: { onModelSwitch: () => void }) {
     void startDownload($<HTMLInputElement>("custom-repo").value, $<HTMLInputElement>("custom-file").value);
   });
   $("inspect-button").addEventListener("click", () => void inspect());
+  // In the window, the system's file picker fills the path (typing one still works).
+  $("browse-model").hidden = !inWindow();
+  $("browse-model").addEventListener("click", async () => {
+    try {
+      const path = await pickFile(t.modelFiles, ["gguf"]);
+      if (!path) return;
+      $<HTMLInputElement>("import-path").value = path;
+      await inspect();
+    } catch (e) { showError(errorText(e)); }
+  });
   $("import-form").addEventListener("submit", (e) => { e.preventDefault(); void importFile(); });
   $("import-path").addEventListener("input", () => { $<HTMLButtonElement>("import-button").disabled = true; $("import-verdict").textContent = ""; });
 }

@@ -24,6 +24,9 @@ export function initSettings() {
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); void save(); });
   for (const id of ["set-sinks", "set-window"]) $(id).addEventListener("input", showCacheMemory);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => r.addEventListener("change", () => applyTheme(r.value)));
+  $("delete-exports").addEventListener("click", async () => {
+    try { showToast(t.exportsDeleted(await api.deleteExports())); } catch (e) { showBanner("settings-error", errorText(e)); }
+  });
 }
 
 export async function showSettings() {

@@ -225,12 +225,83 @@ impl ChatService {
         Ok(path.display().to_string())
     }
 
+    /// Removes every file SinkChat exported (the `exports` folder of the data folder): an
+    /// export is a plain copy of chats, and deleting a chat does not reach copies. Returns how
+    /// many files went. Files written elsewhere by the person are not touched.
+    pub async fn delete_exports(&self) -> UiResult<usize> {
+        let dir = self.data_dir().join("exports");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(UiError::new(
+                    "delete_failed",
+                    format!(
+                        "The exports folder {} could not be read: {e}",
+                        dir.display()
+                    ),
+                ))
+            }
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                std::fs::remove_file(&path).map_err(|err| {
+                    UiError::new(
+                        "delete_failed",
+                        format!("{} could not be deleted: {err}", path.display()),
+                    )
+                })?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Adds the conversations of an export file's text.
     pub async fn import_conversations(
         &self,
         text: &str,
     ) -> UiResult<sinkchat_store::ImportSummary> {
         Ok(self.store().import(text).await?)
+    }
+
+    /// Adds the conversations of an export file, read here rather than sent whole through
+    /// the window's IPC. A folder, a pipe or a file over the size limit is refused before
+    /// anything is read.
+    pub async fn import_conversations_file(
+        &self,
+        path: &str,
+    ) -> UiResult<sinkchat_store::ImportSummary> {
+        let path = std::path::PathBuf::from(path);
+        let refuse = |why: String| {
+            UiError::new(
+                "invalid_import",
+                format!("This file can't be imported: {why}"),
+            )
+        };
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| refuse(format!("{} could not be read ({e})", path.display())))?;
+        if !meta.is_file() {
+            return Err(refuse(format!("{} is not a file", path.display())));
+        }
+        let max = sinkchat_store::MAX_IMPORT_BYTES;
+        if meta.len() > max {
+            return Err(refuse(format!(
+                "it is {} MB; the largest export SinkChat imports at once is {} MB. Split it \
+                 and import the parts",
+                meta.len() >> 20,
+                max >> 20
+            )));
+        }
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| refuse(format!("{} could not be read ({e})", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| refuse("it is not a SinkChat export (not UTF-8 text)".into()))?;
+        self.import_conversations(&text).await
     }
 }
 

@@ -455,3 +455,95 @@ async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
         m.stats.capacity
     );
 }
+
+/// Importing reads the file in the backend: a folder, a pipe (which would block the reader),
+/// a file over the size limit (a sparse one: no disk used) and a file that is not text are
+/// refused in plain words before anything is added; a real export is imported.
+#[tokio::test]
+async fn import_reads_the_file_itself_and_refuses_what_is_not_an_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = ChatService::open(&dir.path().join("data"), None)
+        .await
+        .unwrap();
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(sinkchat_store::MAX_IMPORT_BYTES + 1)
+        .unwrap();
+    let binary = dir.path().join("binary.json");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let mut cases = vec![
+        (huge, "MB"),
+        (binary, "not UTF-8"),
+        (dir.path().to_path_buf(), "is not a file"),
+        (dir.path().join("missing.json"), "could not be read"),
+    ];
+    #[cfg(unix)]
+    {
+        let fifo = dir.path().join("pipe.json");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        cases.push((fifo, "is not a file"));
+    }
+    for (path, why) in cases {
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            svc.import_conversations_file(&path.to_string_lossy()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("importing {} blocked", path.display()));
+        let e = got.expect_err("refused");
+        assert_eq!(e.code, "invalid_import");
+        assert!(e.message.contains(why), "{}: {}", path.display(), e.message);
+    }
+    assert!(svc.list_conversations(None).await.unwrap().is_empty());
+
+    // A real export of a real chat comes back whole.
+    let c = svc
+        .store()
+        .create_conversation("Trip", "m", "", "{}")
+        .await
+        .unwrap();
+    svc.store()
+        .add_user_message(
+            c.id,
+            &sinkchat_store::MessageText::parse("Where is the station?").unwrap(),
+        )
+        .await
+        .unwrap();
+    let file = dir.path().join("export.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&svc.store().export(None).await.unwrap()).unwrap(),
+    )
+    .unwrap();
+    let got = svc
+        .import_conversations_file(&file.to_string_lossy())
+        .await
+        .unwrap();
+    assert_eq!((got.conversations, got.messages), (1, 1));
+}
+
+/// "Delete exported files" removes every export SinkChat wrote, and only those.
+#[tokio::test]
+async fn delete_exports_removes_every_export_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = ChatService::open(dir.path(), None).await.unwrap();
+    svc.store()
+        .create_conversation("Secret plans", "m", "", "{}")
+        .await
+        .unwrap();
+    let a = svc.export_conversations(None, "json").await.unwrap();
+    let b = svc.export_conversations(None, "markdown").await.unwrap();
+    assert!(std::fs::read_to_string(&a)
+        .unwrap()
+        .contains("Secret plans"));
+    assert!(std::path::Path::new(&b).exists());
+    assert_eq!(svc.delete_exports().await.unwrap(), 2);
+    assert!(!std::path::Path::new(&a).exists() && !std::path::Path::new(&b).exists());
+    assert!(svc.store().path().exists(), "the chats themselves stay");
+    assert_eq!(svc.delete_exports().await.unwrap(), 0);
+}

@@ -62,6 +62,29 @@ pub struct ImportSummary {
 
 /// Longest reply accepted by an import, in characters.
 const MAX_REPLY_CHARS: usize = 1_000_000;
+/// Largest export file an import reads (about a million average messages).
+pub const MAX_IMPORT_BYTES: u64 = 512 << 20;
+/// Most conversations in one import.
+pub const MAX_IMPORT_CONVERSATIONS: usize = 100_000;
+/// Most messages in one import.
+pub const MAX_IMPORT_MESSAGES: usize = 2_000_000;
+/// Longest system prompt an import keeps, as in Settings.
+pub const MAX_SYSTEM_PROMPT_CHARS: usize = 8_000;
+/// Longest title an import keeps (longer ones are cut, as titles are only for the sidebar).
+const MAX_TITLE_CHARS: usize = 200;
+/// Longest per-conversation settings object, as JSON.
+const MAX_SETTINGS_BYTES: usize = 64 << 10;
+/// Rows written per transaction at most: between batches other writers (a reply streaming to
+/// disk) get the database, so an import of a million messages never holds it for more than a
+/// moment.
+const IMPORT_BATCH: usize = 500;
+/// A batch also ends after this long, and the import then rests for [`IMPORT_REST`]. The rest
+/// matters: a writer that found the database busy sleeps in SQLite's busy handler (up to
+/// 100 ms between tries) and would, without it, almost never catch the moment between two
+/// batches (a test saw a streaming save fail after its 5 s timeout). Resting about a third of
+/// the time gives it dozens of chances a second, for about 40% more import time.
+const IMPORT_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(25);
+const IMPORT_REST: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidImport(msg.into())
@@ -140,8 +163,16 @@ impl Store {
     }
 
     /// Adds the conversations of an export file (as new conversations; nothing is replaced).
-    /// Checks everything first and writes in one transaction: all or nothing.
+    /// Checks everything first (sizes, counts, the text rules of typing); then writes in
+    /// batches of [`IMPORT_BATCH`] rows, letting other writers in between, and if a batch
+    /// fails removes what the import had added: all or nothing once it ends.
     pub async fn import(&self, json: &str) -> Result<ImportSummary> {
+        if json.len() as u64 > MAX_IMPORT_BYTES {
+            return Err(bad(format!(
+                "the file is larger than {} MB; split the export and import the parts",
+                MAX_IMPORT_BYTES >> 20
+            )));
+        }
         let file: ExportFile = serde_json::from_str(json)
             .map_err(|e| bad(format!("the file is not a SinkChat export ({e})")))?;
         if file.format != EXPORT_FORMAT {
@@ -156,9 +187,30 @@ impl Store {
                 file.version
             )));
         }
+        if file.conversations.len() > MAX_IMPORT_CONVERSATIONS {
+            return Err(bad(format!(
+                "the file holds {} conversations; one import takes at most {MAX_IMPORT_CONVERSATIONS}",
+                file.conversations.len()
+            )));
+        }
+        let total: usize = file.conversations.iter().map(|c| c.messages.len()).sum();
+        if total > MAX_IMPORT_MESSAGES {
+            return Err(bad(format!(
+                "the file holds {total} messages; one import takes at most {MAX_IMPORT_MESSAGES}"
+            )));
+        }
         for (ci, c) in file.conversations.iter().enumerate() {
             if c.title.contains('\0') || c.system_prompt.contains('\0') {
                 return Err(bad(format!("conversation {} has a NUL character", ci + 1)));
+            }
+            if c.system_prompt.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
+                return Err(bad(format!(
+                    "conversation {}: its system prompt is longer than {MAX_SYSTEM_PROMPT_CHARS} characters",
+                    ci + 1
+                )));
+            }
+            if c.settings.to_string().len() > MAX_SETTINGS_BYTES {
+                return Err(bad(format!("conversation {}: its settings are too large", ci + 1)));
             }
             for (mi, m) in c.messages.iter().enumerate() {
                 let at = || {
@@ -192,14 +244,42 @@ impl Store {
                 }
             }
         }
-        let mut tx = self.pool().begin().await?;
+        let mut added: Vec<i64> = Vec::new();
+        let written = self.import_batches(&file, &mut added).await;
+        match written {
+            Ok(messages) => Ok(ImportSummary {
+                conversations: file.conversations.len(),
+                messages,
+            }),
+            Err(e) => {
+                // Take back what went in before the failure (cascades to the messages).
+                for chunk in added.chunks(IMPORT_BATCH) {
+                    let mut tx = self.pool().begin().await?;
+                    for id in chunk {
+                        sqlx::query("DELETE FROM conversations WHERE id = ?")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn import_batches(&self, file: &ExportFile, added: &mut Vec<i64>) -> Result<usize> {
         let mut messages = 0;
+        let mut tx = self.pool().begin().await?;
+        let mut rows = 0;
+        let mut batch_started = std::time::Instant::now();
         for c in &file.conversations {
+            let title: String = c.title.chars().take(MAX_TITLE_CHARS).collect();
             let id: i64 = sqlx::query(
                 "INSERT INTO conversations(title, model, system_prompt, settings, created_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             )
-            .bind(if c.title.trim().is_empty() { "Imported chat" } else { &c.title })
+            .bind(if title.trim().is_empty() { "Imported chat" } else { &title })
             .bind(&c.model)
             .bind(&c.system_prompt)
             .bind(c.settings.to_string())
@@ -208,6 +288,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .get(0);
+            added.push(id);
+            rows += 1;
             for m in &c.messages {
                 // A reply that was mid-stream in the exporting app stays marked as cut off.
                 let status = match m.status.as_str() {
@@ -229,13 +311,18 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 messages += 1;
+                rows += 1;
+                if rows >= IMPORT_BATCH || batch_started.elapsed() >= IMPORT_BATCH_TIME {
+                    tx.commit().await?;
+                    rows = 0;
+                    tokio::time::sleep(IMPORT_REST).await;
+                    tx = self.pool().begin().await?;
+                    batch_started = std::time::Instant::now();
+                }
             }
         }
         tx.commit().await?;
-        Ok(ImportSummary {
-            conversations: file.conversations.len(),
-            messages,
-        })
+        Ok(messages)
     }
 }
 

@@ -14,7 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use conversations::{Conversation, SearchHit};
-pub use export::{to_markdown, ExportConversation, ExportFile, ExportMessage, ImportSummary};
+pub use export::{
+    to_markdown, ExportConversation, ExportFile, ExportMessage, ImportSummary, MAX_IMPORT_BYTES,
+};
 pub use messages::{Message, MessageStatus, Role};
 pub use text::{MessageText, MAX_MESSAGE_CHARS};
 

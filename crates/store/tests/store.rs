@@ -465,3 +465,117 @@ async fn a_database_from_the_first_release_upgrades_whole() {
         m.id
     );
 }
+
+fn export_json(conversations: Vec<serde_json::Value>) -> String {
+    serde_json::json!({
+        "format": "sinkchat-export", "version": 1, "exported_at": 0,
+        "conversations": conversations,
+    })
+    .to_string()
+}
+
+fn chat_json(title: &str, system_prompt: &str, n: usize) -> serde_json::Value {
+    let messages: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "role": if i % 2 == 0 { "user" } else { "assistant" },
+                "content": format!("message number {i}"),
+                "status": "complete", "created_at": i,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "title": title, "model": "m", "system_prompt": system_prompt, "settings": {},
+        "created_at": 0, "updated_at": 0, "messages": messages,
+    })
+}
+
+/// A big import writes in batches: a reply streaming to disk at the same time gets its save
+/// in while the import is still running (one transaction made it wait for the whole import,
+/// or fail after the five-second busy timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_import_lets_a_streaming_save_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let c = s.create_conversation("live", "m", "", "{}").await.unwrap();
+    let r = s.start_reply(c.id).await.unwrap();
+    let json = export_json(vec![chat_json("big", "", 60_000)]);
+    let importer = {
+        let s = s.clone();
+        tokio::spawn(async move { s.import(&json).await })
+    };
+    // Wait for the import's first rows to be visible (committed), then save the reply.
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id != ?")
+            .bind(c.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        if n > 0 || importer.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    s.save_reply_text(r.id, "still streaming").await.unwrap();
+    assert!(
+        !importer.is_finished(),
+        "the reply's save waited for the whole import"
+    );
+    let summary = importer.await.unwrap().unwrap();
+    assert_eq!(summary.messages, 60_000);
+    assert_eq!(s.messages(c.id, 0, 10).await.unwrap()[0].content, "still streaming");
+}
+
+/// Imports follow the rules of typing: a system prompt longer than Settings allows is refused
+/// with the reason and adds nothing; an overlong title is cut; a batch that fails late takes
+/// back every conversation the import had already added.
+#[tokio::test]
+async fn imports_are_limited_and_a_late_failure_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let count = |s: &Store| {
+        let s = s.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM conversations")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            n
+        }
+    };
+    let long_prompt = "p".repeat(8_001);
+    let e = s
+        .import(&export_json(vec![chat_json("a", "", 2), chat_json("b", &long_prompt, 2)]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("system prompt is longer than 8000"), "{e}");
+    assert_eq!(count(&s).await, 0);
+
+    let got = s
+        .import(&export_json(vec![chat_json(&"t".repeat(5_000), "", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(got.conversations, 1);
+    let listed = s.list_conversations(None, 10).await.unwrap();
+    assert_eq!(listed[0].title.chars().count(), 200);
+
+    // The database refuses one message deep in the third batch.
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN new.content = 'message number 800' \
+         BEGIN SELECT RAISE(ABORT, 'disk trouble'); END",
+    )
+    .execute(s.pool())
+    .await
+    .unwrap();
+    let e = s
+        .import(&export_json(vec![chat_json("x", "", 400), chat_json("y", "", 1_000)]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("disk trouble"), "{e}");
+    assert_eq!(count(&s).await, 1, "a failed import left conversations behind");
+    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(orphans, 2);
+}

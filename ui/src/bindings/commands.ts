@@ -38,6 +38,8 @@ export const commands = {
   apiServerState: () => invoke<ServerState>("api_server_state", {}),
   exportConversations: (conversationIds: number[] | null, format: string) => invoke<string>("export_conversations", { conversationIds, format }),
   importConversations: (text: string) => invoke<ImportSummary>("import_conversations", { text }),
+  importConversationsFile: (path: string) => invoke<ImportSummary>("import_conversations_file", { path }),
+  deleteExports: () => invoke<number>("delete_exports", {}),
   modelsOverview: () => invoke<ModelsOverview>("models_overview", {}),
   startDownload: (repo: string, file: string, onEvent: (event: DownloadEvent) => void) => invoke<string>("start_download", { repo, file, onEvent: channel(onEvent) }),
   pauseDownload: (key: string) => invoke<boolean>("pause_download", { key }),
