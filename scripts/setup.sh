@@ -121,6 +121,8 @@ case "$mode" in
     install_app_deps
     install_test_deps
     export SINKCHAT_DATA_DIR="$ROOT/.data"
+    # The fuzz targets (GGUF reader, snapshot reader, import reader, markdown) get 60 s each.
+    export SINKCHAT_FUZZ_SECS="${SINKCHAT_FUZZ_SECS:-60}"
     say "building (one workspace, one target folder)"
     cargo build --workspace --all-targets
     say "Rust tests"

@@ -188,6 +188,15 @@ fn check_tensor_index(ct: &gguf_file::Content, file_len: u64) -> std::result::Re
     // (A file with no tensors, a vocabulary-only GGUF, may end before its aligned data start:
     // only tensors are checked against the file's end.)
     for (name, info) in &ct.tensor_infos {
+        // An empty tensor is no weight; candle would also view its empty buffer (whose
+        // pointer is only byte-aligned) as f32 or quant blocks, which is undefined behaviour
+        // (found by tests/fuzz.rs: the process aborted).
+        if info.shape.dims().contains(&0) {
+            return Err(format!(
+                "tensor {name} has an empty dimension {:?}",
+                info.shape.dims()
+            ));
+        }
         let Some(bytes) = tensor_bytes(info) else {
             return Err(format!(
                 "tensor {name} declares impossible dimensions {:?}",

@@ -159,7 +159,8 @@ pub fn load(
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
         .collect();
-    if spec.n_layer == 0 || !floats.len().is_multiple_of(2 * spec.n_layer) {
+    // No data at all is refused here too: a zero chunk size panics below (tests/fuzz.rs).
+    if spec.n_layer == 0 || floats.is_empty() || !floats.len().is_multiple_of(2 * spec.n_layer) {
         return Err(snap_err("its data does not fit the model"));
     }
     let per = floats.len() / (2 * spec.n_layer);

@@ -210,7 +210,10 @@ impl Store {
                 )));
             }
             if c.settings.to_string().len() > MAX_SETTINGS_BYTES {
-                return Err(bad(format!("conversation {}: its settings are too large", ci + 1)));
+                return Err(bad(format!(
+                    "conversation {}: its settings are too large",
+                    ci + 1
+                )));
             }
             for (mi, m) in c.messages.iter().enumerate() {
                 let at = || {

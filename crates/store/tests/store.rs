@@ -523,7 +523,10 @@ async fn a_big_import_lets_a_streaming_save_through() {
     );
     let summary = importer.await.unwrap().unwrap();
     assert_eq!(summary.messages, 60_000);
-    assert_eq!(s.messages(c.id, 0, 10).await.unwrap()[0].content, "still streaming");
+    assert_eq!(
+        s.messages(c.id, 0, 10).await.unwrap()[0].content,
+        "still streaming"
+    );
 }
 
 /// Imports follow the rules of typing: a system prompt longer than Settings allows is refused
@@ -545,10 +548,16 @@ async fn imports_are_limited_and_a_late_failure_adds_nothing() {
     };
     let long_prompt = "p".repeat(8_001);
     let e = s
-        .import(&export_json(vec![chat_json("a", "", 2), chat_json("b", &long_prompt, 2)]))
+        .import(&export_json(vec![
+            chat_json("a", "", 2),
+            chat_json("b", &long_prompt, 2),
+        ]))
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("system prompt is longer than 8000"), "{e}");
+    assert!(
+        e.to_string().contains("system prompt is longer than 8000"),
+        "{e}"
+    );
     assert_eq!(count(&s).await, 0);
 
     let got = s
@@ -568,11 +577,18 @@ async fn imports_are_limited_and_a_late_failure_adds_nothing() {
     .await
     .unwrap();
     let e = s
-        .import(&export_json(vec![chat_json("x", "", 400), chat_json("y", "", 1_000)]))
+        .import(&export_json(vec![
+            chat_json("x", "", 400),
+            chat_json("y", "", 1_000),
+        ]))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("disk trouble"), "{e}");
-    assert_eq!(count(&s).await, 1, "a failed import left conversations behind");
+    assert_eq!(
+        count(&s).await,
+        1,
+        "a failed import left conversations behind"
+    );
     let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
         .fetch_one(s.pool())
         .await
