@@ -2,8 +2,6 @@
 
 use candle_core::Device;
 
-/// The best device this build can use. CUDA and Metal are cargo features; without them, or
-/// when no GPU answers, this is the CPU.
 /// Memory the system can give now without swapping (Linux's `MemAvailable`), in bytes;
 /// `None` where it is not known.
 pub fn available_memory() -> Option<u64> {
@@ -11,6 +9,22 @@ pub fn available_memory() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Memory free now on `device`: the system's for the CPU, the GPU's own for CUDA (asked of
+/// the driver, after the model's weights are on it).
+pub fn free_memory(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => available_memory(),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64),
+        _ => None,
+    }
 }
 
 /// Bytes as people read them: "1.5 GB".
@@ -26,7 +40,7 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 /// Whether `caches` caches of `capacity` tokens, at `kv_bytes_per_token` each, fit in the
-/// memory free now (three quarters of it, so the model, the app and the system keep room).
+/// memory free now on `device` (RAM, or the GPU's memory) (three quarters of it, so the model, the app and the system keep room).
 /// `Err` says why not, with the figures.
 pub fn check_cache_memory(
     kv_bytes_per_token: usize,
@@ -35,11 +49,9 @@ pub fn check_cache_memory(
     device: &Device,
 ) -> std::result::Result<(), String> {
     let bytes_each = (kv_bytes_per_token as u64).saturating_mul(capacity as u64);
-    // GPU memory is not known here; the allocator reports a failure there in plain words.
-    if !device.is_cpu() {
-        return Ok(());
-    }
-    let Some(free) = available_memory() else {
+    // Where the free memory is not known (Metal, a driver that does not say), the allocator
+    // reports a failure in plain words instead.
+    let Some(free) = free_memory(device) else {
         return Ok(());
     };
     let total = bytes_each.saturating_mul(caches);
@@ -55,6 +67,8 @@ pub fn check_cache_memory(
     Ok(())
 }
 
+/// The best device this build can use. CUDA and Metal are cargo features; without them, or
+/// when no GPU answers, this is the CPU.
 pub fn best_device() -> Device {
     #[cfg(feature = "cuda")]
     if let Ok(d) = Device::new_cuda(0) {
