@@ -22,6 +22,7 @@ const COMMANDS: &[&str] = &[
     "import_conversations",
     "import_conversations_file",
     "delete_exports",
+    "snapshot_usage",
     "regenerate_reply",
     "edit_and_resend",
     "get_settings",

@@ -200,3 +200,9 @@ pub async fn import_conversations_file(
 pub async fn delete_exports(svc: Svc<'_>) -> UiResult<usize> {
     svc.delete_exports().await
 }
+
+/// What the parked memories of chats take on disk (Settings shows it beside the budget).
+#[tauri::command]
+pub async fn snapshot_usage(svc: Svc<'_>) -> UiResult<sinkchat_engine::engine::SnapshotUsage> {
+    Ok(svc.snapshot_usage().await)
+}

@@ -34,6 +34,7 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
             commands::import_conversations,
             commands::import_conversations_file,
             commands::delete_exports,
+            commands::snapshot_usage,
             commands::regenerate_reply,
             commands::edit_and_resend,
             commands::get_settings,

@@ -33,6 +33,7 @@ fn generate(dir: &Path) {
         sinkchat_chat::models::DownloadEvent,
         sinkchat_engine::EngineEvent,
         sinkchat_engine::MemoryView,
+        sinkchat_engine::engine::SnapshotUsage,
         sinkchat_engine::ModelSummary,
         sinkchat_store::Conversation,
         sinkchat_store::Message,

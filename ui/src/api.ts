@@ -39,6 +39,7 @@ export const api = {
   importConversations: commands.importConversations,
   importConversationsFile: commands.importConversationsFile,
   deleteExports: commands.deleteExports,
+  snapshotUsage: commands.snapshotUsage,
   stop: commands.stopReply,
   memory: commands.conversationMemory,
   send: commands.sendMessage,

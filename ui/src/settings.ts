@@ -44,13 +44,21 @@ export async function showSettings() {
   $<HTMLInputElement>("set-max-tokens").value = String(s.sampling.max_tokens);
   $<HTMLInputElement>("set-sinks").value = String(s.cache.sinks);
   $<HTMLInputElement>("set-window").value = String(s.cache.window);
+  $<HTMLInputElement>("set-snapshot-budget").value = String(s.snapshot_budget_mb);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => { r.checked = r.value === s.theme; });
   $("data-folder").textContent = t.dataFolder(status.data_dir);
   $<HTMLInputElement>("set-api-server").checked = s.api_server;
   $<HTMLInputElement>("set-api-port").value = String(s.api_port);
   $<HTMLInputElement>("set-api-key").value = s.api_token;
   showCacheMemory();
-  await showServerState();
+  await Promise.all([showServerState(), showSnapshotUsage()]);
+}
+
+async function showSnapshotUsage() {
+  try {
+    const u = await api.snapshotUsage();
+    $("snapshot-usage").textContent = t.snapshotUsage(bytes(u.bytes), u.files);
+  } catch (e) { $("snapshot-usage").textContent = errorText(e); }
 }
 
 async function showServerState() {
@@ -70,6 +78,7 @@ async function save() {
     sampling: { ...loaded.sampling, temperature: num("set-temperature"), top_p: num("set-top-p"), top_k: num("set-top-k"),
       repeat_penalty: num("set-repeat"), seed: num("set-seed"), max_tokens: num("set-max-tokens") },
     cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window") },
+    snapshot_budget_mb: num("set-snapshot-budget"),
     theme,
     api_server: $<HTMLInputElement>("set-api-server").checked,
     api_port: num("set-api-port"),
@@ -79,6 +88,6 @@ async function save() {
     applyTheme(loaded.theme);
     showBanner("settings-error", null);
     showToast(t.saved);
-    await showServerState();
+    await Promise.all([showServerState(), showSnapshotUsage()]);
   } catch (e) { showBanner("settings-error", errorText(e)); }
 }

@@ -118,6 +118,9 @@ export const t = {
   topP: "Top-p", topK: "Top-k", repeatPenalty: "Repeat penalty", seed: "Seed (same seed, same text)", maxTokens: "Longest reply (tokens)",
   sinks: "Attention sinks (first tokens kept for good)",
   window: "Window (recent tokens remembered)",
+  snapshotBudget: "Disk for saved chat memories (MB)",
+  snapshotUsage: (size: string, files: number) =>
+    `Saved now: ${size} for ${files} chat(s). When the limit is reached, the chats left longest ago lose their saved memory first; they rebuild it from their transcript when opened (nothing is lost). 0 keeps none.`,
   cacheMemory: (size: string) => `The model's memory of each chat takes ${size}.`,
   theme: "Theme", themeSystem: "Same as the system", themeLight: "Light", themeDark: "Dark",
   dataFolder: (p: string) => `Your chats and models are kept in ${p}`,

@@ -130,6 +130,8 @@ struct Inner {
     /// Deletes waiting out their undo window, by chat: the ticket that scheduled each.
     pending_deletes: Mutex<HashMap<i64, u64>>,
     next_ticket: AtomicU64,
+    /// The snapshots' disk budget in bytes (Settings), for engines started later.
+    snapshot_budget: AtomicU64,
 }
 
 impl ChatService {
@@ -158,6 +160,7 @@ impl ChatService {
             history_reads: AtomicU64::new(0),
             pending_deletes: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(0),
+            snapshot_budget: AtomicU64::new(settings.snapshot_budget_bytes()),
         })))
     }
 
@@ -207,6 +210,9 @@ impl ChatService {
                                 sinkchat_engine::device::best_device(),
                                 sinkchat_engine::EngineOptions {
                                     snapshot_dir: Some(svc.snapshot_dir()),
+                                    snapshot_budget: Some(
+                                        svc.0.snapshot_budget.load(Ordering::Relaxed),
+                                    ),
                                 },
                             )
                             .map_err(UiError::from)
@@ -575,7 +581,27 @@ impl ChatService {
                 })?;
         }
         settings.save(&self.0.store).await?;
+        let budget = settings.snapshot_budget_bytes();
+        self.0.snapshot_budget.store(budget, Ordering::Relaxed);
+        if let Ok(engine) = self.engine() {
+            engine.set_snapshot_budget(Some(budget));
+        }
+        // A smaller budget takes effect now, not at the next park.
+        let dir = self.snapshot_dir();
+        tokio::task::spawn_blocking(move || {
+            sinkchat_engine::engine::enforce_snapshot_budget(&dir, budget)
+        })
+        .await
+        .ok();
         Ok(settings)
+    }
+
+    /// What the parked memories of chats take on disk now (shown in Settings).
+    pub async fn snapshot_usage(&self) -> sinkchat_engine::engine::SnapshotUsage {
+        let dir = self.snapshot_dir();
+        tokio::task::spawn_blocking(move || sinkchat_engine::engine::snapshot_usage(&dir))
+            .await
+            .unwrap_or_default()
     }
 
     // ----- replies ---------------------------------------------------------------------

@@ -28,7 +28,15 @@ pub struct Settings {
     pub api_port: u16,
     /// What clients send as `Authorization: Bearer …`; made on first start, shown in Settings.
     pub api_token: String,
+    /// Most disk the parked memories of chats (cache snapshots) may take, in MB; the least
+    /// recently left go first (those chats rebuild from their transcript when opened). 0 keeps
+    /// none.
+    pub snapshot_budget_mb: u64,
 }
+
+/// The snapshots' disk budget unless the user picks another: 2 GB, about twenty full caches
+/// of the default model.
+pub const DEFAULT_SNAPSHOT_BUDGET_MB: u64 = 2048;
 
 /// The port the local server listens on unless the user picks another.
 pub const DEFAULT_API_PORT: u16 = 8431;
@@ -52,11 +60,17 @@ impl Default for Settings {
             api_server: false,
             api_port: DEFAULT_API_PORT,
             api_token: String::new(),
+            snapshot_budget_mb: DEFAULT_SNAPSHOT_BUDGET_MB,
         }
     }
 }
 
 impl Settings {
+    /// The snapshots' disk budget in bytes.
+    pub fn snapshot_budget_bytes(&self) -> u64 {
+        self.snapshot_budget_mb << 20
+    }
+
     /// Checks every field; the error names the first thing wrong, in plain words.
     pub fn validate(&self) -> UiResult<()> {
         self.cache.validate().map_err(UiError::from)?;
@@ -83,6 +97,12 @@ impl Settings {
             return Err(UiError::new(
                 "invalid_settings",
                 "The server's access key must be at least 16 characters.",
+            ));
+        }
+        if self.snapshot_budget_mb > 1 << 24 {
+            return Err(UiError::new(
+                "invalid_settings",
+                "The disk budget for chat memories must be at most 16,777,216 MB (16 TB).",
             ));
         }
         if !self.active_model.is_empty() {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -234,6 +234,7 @@ pub struct Engine {
     tx: mpsc::Sender<Command>,
     info: ModelInfo,
     views: Views,
+    snapshot_budget: Arc<AtomicU64>,
     device: Device,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -322,6 +323,62 @@ struct ConversationMeta {
 pub struct EngineOptions {
     /// Where caches are parked; `None` drops them instead.
     pub snapshot_dir: Option<PathBuf>,
+    /// Most bytes the snapshots may take together (`None`: no limit). After each park the
+    /// least recently parked go first; their chats rebuild from the transcript when opened.
+    /// Changed later with [`Engine::set_snapshot_budget`].
+    pub snapshot_budget: Option<u64>,
+}
+
+/// What the snapshots folder holds: files and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
+pub struct SnapshotUsage {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The snapshots in `dir` (`*.kv`), oldest parked first, with their sizes.
+fn snapshot_files(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "kv"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            m.is_file()
+                .then(|| (e.path(), m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+        })
+        .collect();
+    out.sort_by_key(|(p, _, t)| (*t, p.clone()));
+    out
+}
+
+/// What the snapshots in `dir` take.
+pub fn snapshot_usage(dir: &Path) -> SnapshotUsage {
+    let files = snapshot_files(dir);
+    SnapshotUsage {
+        files: files.len() as u64,
+        bytes: files.iter().map(|(_, b, _)| b).sum(),
+    }
+}
+
+/// Removes the least recently parked snapshots in `dir` until they take at most `budget`
+/// bytes. Returns how many went.
+pub fn enforce_snapshot_budget(dir: &Path, budget: u64) -> usize {
+    let files = snapshot_files(dir);
+    let mut total: u64 = files.iter().map(|(_, b, _)| b).sum();
+    let mut removed = 0;
+    for (path, bytes, _) in files {
+        if total <= budget {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= bytes;
+            removed += 1;
+            tracing::info!(snapshot = %path.display(), bytes, "snapshot removed: over the disk budget");
+        }
+    }
+    removed
 }
 
 /// How many conversations keep a live cache; the least recently used beyond it is dropped and
@@ -357,6 +414,8 @@ impl Engine {
         let engine_device = device.clone();
         let views = Views::default();
         let worker_views = views.clone();
+        let snapshot_budget = Arc::new(AtomicU64::new(options.snapshot_budget.unwrap_or(u64::MAX)));
+        let worker_budget = snapshot_budget.clone();
         let thread = std::thread::Builder::new()
             .name("sinkchat-engine".into())
             .spawn(move || {
@@ -368,6 +427,7 @@ impl Engine {
                     views: worker_views,
                     model_id,
                     snapshot_dir: options.snapshot_dir,
+                    snapshot_budget: worker_budget,
                 };
                 w.run(rx)
             })
@@ -376,6 +436,7 @@ impl Engine {
             tx,
             info,
             views,
+            snapshot_budget,
             device: engine_device,
             thread: Some(thread),
         })
@@ -429,6 +490,12 @@ impl Engine {
         )
     }
 
+    /// Sets the snapshots' disk budget (`None`: no limit); applied at the next park.
+    pub fn set_snapshot_budget(&self, bytes: Option<u64>) {
+        self.snapshot_budget
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// What the model holds of `conversation` now (`None`: nothing live; parked on disk or
     /// never read). Answers at once, also while a reply is being written.
     pub fn memory(&self, conversation: i64) -> Option<MemoryView> {
@@ -473,6 +540,7 @@ struct Worker {
     conversations: HashMap<i64, Conversation>,
     model_id: String,
     snapshot_dir: Option<PathBuf>,
+    snapshot_budget: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -563,6 +631,15 @@ impl Worker {
                     ms = started.elapsed().as_millis() as u64,
                     "cache parked"
                 );
+                let budget = self.snapshot_budget.load(Ordering::Relaxed);
+                if let Some(dir) = &self.snapshot_dir {
+                    enforce_snapshot_budget(dir, budget);
+                }
+                if !path.exists() {
+                    // Over the budget on its own: the chat rebuilds from its transcript.
+                    self.views.lock().expect("views").remove(&id);
+                    return false;
+                }
                 true
             }
             Err(e) => {

@@ -345,6 +345,7 @@ fn fuzz_snapshot_reader() {
         Device::Cpu,
         EngineOptions {
             snapshot_dir: Some(snaps.clone()),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -71,6 +71,7 @@ fn start(model: &Path, dir: &Path) -> Engine {
         Device::Cpu,
         EngineOptions {
             snapshot_dir: Some(dir.to_path_buf()),
+            ..Default::default()
         },
     )
     .unwrap()
@@ -226,5 +227,65 @@ fn damaged_stale_or_foreign_snapshots_are_rebuilt() {
     // Not a snapshot at all.
     std::fs::write(snaps.join("9.kv"), b"hello").unwrap();
     let r = run(&engine, request(9, "Hi", vec![], (1, 2)));
+    assert_eq!(r.source, MemorySource::Rebuilt);
+}
+
+/// Snapshots stay within their disk budget: after each park the least recently parked go
+/// first, and those chats rebuild from their transcript; the newest come back exactly. A
+/// budget smaller than one snapshot keeps none. (Before the budget, every chat left with a
+/// full cache kept its snapshot forever.)
+#[test]
+fn snapshots_stay_within_their_disk_budget_least_recently_parked_first() {
+    let model = common::smollm_path();
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let engine = start(&model, &snaps);
+    let mut histories = Vec::new();
+    for conv in 1..=3 {
+        histories.push(two_turns(&engine, conv));
+        engine.park_all();
+        std::thread::sleep(Duration::from_millis(20)); // distinct park times
+    }
+    let one = std::fs::metadata(snaps.join("3.kv")).unwrap().len();
+    let usage = sinkchat_engine::engine::snapshot_usage(&snaps);
+    assert_eq!(usage.files, 3);
+    // Room for two and a half: the fourth park removes the two oldest (chats 1 and 2).
+    engine.set_snapshot_budget(Some(usage.bytes + one / 2 - one));
+    histories.push(two_turns(&engine, 4));
+    engine.park_all();
+    let usage = sinkchat_engine::engine::snapshot_usage(&snaps);
+    assert!(
+        !snaps.join("1.kv").exists() && !snaps.join("2.kv").exists(),
+        "oldest kept"
+    );
+    assert!(snaps.join("3.kv").exists() && snaps.join("4.kv").exists());
+    assert!(usage.bytes <= 3 * one, "{usage:?}");
+    let r = run(
+        &engine,
+        request(1, "And a fruit?", histories[0].clone(), (5, 6)),
+    );
+    assert_eq!(
+        r.source,
+        MemorySource::Rebuilt,
+        "chat 1 rebuilds from its transcript"
+    );
+    let r = run(
+        &engine,
+        request(4, "And a fruit?", histories[3].clone(), (5, 6)),
+    );
+    assert_eq!(
+        r.source,
+        MemorySource::Snapshot,
+        "the newest comes back whole"
+    );
+
+    // Smaller than one snapshot: none kept, and the chat still answers (rebuilt).
+    engine.set_snapshot_budget(Some(one / 2));
+    engine.park_all();
+    assert_eq!(sinkchat_engine::engine::snapshot_usage(&snaps).bytes, 0);
+    let r = run(
+        &engine,
+        request(3, "And a fruit?", histories[2].clone(), (5, 6)),
+    );
     assert_eq!(r.source, MemorySource::Rebuilt);
 }

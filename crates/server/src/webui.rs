@@ -259,6 +259,8 @@ async fn dispatch(svc: &ChatService, command: &str, a: &Value) -> UiResult<Respo
             answer(Ok(()))
         }
         "get_settings" => answer(Ok(svc.settings().await)),
+        "snapshot_usage" => answer(Ok(svc.snapshot_usage().await)),
+        "delete_exports" => answer(svc.delete_exports().await),
         "save_settings" => answer(svc.save_settings(arg(a, "settings")?).await),
         "export_conversations" => {
             let ids: Option<Vec<i64>> = arg(a, "conversationIds")?;

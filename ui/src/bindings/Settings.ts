@@ -26,4 +26,10 @@ api_server: boolean, api_port: number,
 /**
  * What clients send as `Authorization: Bearer …`; made on first start, shown in Settings.
  */
-api_token: string, };
+api_token: string, 
+/**
+ * Most disk the parked memories of chats (cache snapshots) may take, in MB; the least
+ * recently left go first (those chats rebuild from their transcript when opened). 0 keeps
+ * none.
+ */
+snapshot_budget_mb: number, };

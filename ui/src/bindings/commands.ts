@@ -13,6 +13,7 @@ import type { SearchHit } from "./SearchHit.js";
 import type { Sent } from "./Sent.js";
 import type { ServerState } from "./ServerState.js";
 import type { Settings } from "./Settings.js";
+import type { SnapshotUsage } from "./SnapshotUsage.js";
 import type { Status } from "./Status.js";
 import { invoke, channel } from "../ipc.js";
 
@@ -40,6 +41,7 @@ export const commands = {
   importConversations: (text: string) => invoke<ImportSummary>("import_conversations", { text }),
   importConversationsFile: (path: string) => invoke<ImportSummary>("import_conversations_file", { path }),
   deleteExports: () => invoke<number>("delete_exports", {}),
+  snapshotUsage: () => invoke<SnapshotUsage>("snapshot_usage", {}),
   modelsOverview: () => invoke<ModelsOverview>("models_overview", {}),
   startDownload: (repo: string, file: string, onEvent: (event: DownloadEvent) => void) => invoke<string>("start_download", { repo, file, onEvent: channel(onEvent) }),
   pauseDownload: (key: string) => invoke<boolean>("pause_download", { key }),
