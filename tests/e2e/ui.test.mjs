@@ -421,22 +421,32 @@ test("a second launch on the same data folder raises the first window and change
     await new Promise((r) => setTimeout(r, 2000)); // the title and last saves settle
     const before = folderPrint(data);
     assert.ok(Object.keys(before).some((f) => f.endsWith("chats.db")), JSON.stringify(before));
-    const second = spawn(app, [], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let said = "";
-    second.stdout.on("data", (b) => { said += b; });
-    second.stderr.on("data", (b) => { said += b; });
-    const code = await Promise.race([
-      new Promise((r) => second.once("exit", r)),
-      new Promise((r) => setTimeout(() => { second.kill("SIGKILL"); r("still running after 30 s"); }, 30_000)),
-    ]);
+    const launchSecond = async () => {
+      const second = spawn(app, [], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+      let said = "";
+      second.stdout.on("data", (b) => { said += b; });
+      second.stderr.on("data", (b) => { said += b; });
+      const code = await Promise.race([
+        new Promise((r) => second.once("exit", r)),
+        new Promise((r) => setTimeout(() => { second.kill("SIGKILL"); r("still running after 30 s"); }, 30_000)),
+      ]);
+      return { code, said };
+    };
+    const { code, said } = await launchSecond();
     assert.equal(code, 0, said);
     assert.match(said, /already open on .*its window was brought to the front/s);
     assert.deepEqual(folderPrint(data), before, "the second launch changed the data folder");
-    // The first window is still the one in charge, and still answers.
-    const seen = await d.exec("return document.querySelectorAll('.message.assistant').length");
-    await send(d, "Say goodbye.");
-    assert.equal(await d.exec("return document.querySelectorAll('.message.assistant').length"), seen + 1);
-    const statuses = sql(join(data, "chats.db"), "SELECT status FROM messages WHERE role = 'assistant'").map((r) => r.status);
+    // While a reply streams: a second launch must not mark it interrupted (opening the store
+    // marks streaming replies as cut off by a crash, which is what a second instance did).
+    await markSeen(d);
+    await d.exec("document.getElementById('message-input').value = arguments[0];", ["Tell me a long story about a lighthouse keeper."]);
+    await d.click("#send-button");
+    await d.waitFor("the reply to stream", async () => d.exec("return !!document.querySelector('.message.assistant.streaming')"), 30_000);
+    const during = await launchSecond();
+    assert.equal(during.code, 0, during.said);
+    await replyDone(d);
+    const statuses = sql(join(data, "chats.db"), "SELECT status FROM messages WHERE role = 'assistant' ORDER BY id").map((r) => r.status);
     assert.deepEqual(statuses, ["complete", "complete"], "a reply was marked interrupted");
+    assert.equal(await d.exec("return document.querySelectorAll('.message.assistant.interrupted, .message.assistant .interrupted').length"), 0);
   });
 });

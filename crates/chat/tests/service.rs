@@ -547,3 +547,57 @@ async fn delete_exports_removes_every_export_and_nothing_else() {
     assert!(svc.store().path().exists(), "the chats themselves stay");
     assert_eq!(svc.delete_exports().await.unwrap(), 0);
 }
+
+/// Forensics: a secret typed, answered, then edited away (and a title renamed away) leaves no
+/// trace in any file of the data folder after the app closes: the database, its WAL and
+/// shared memory, and the parked cache snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_away_text_is_in_no_file_of_the_data_folder() {
+    const SECRET: &str = "zebra-4711";
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 6).await;
+    let conv = svc.create_conversation().await.unwrap();
+    ask(
+        &svc,
+        conv.id,
+        &format!("My locker code is {SECRET}. Remember it."),
+    )
+    .await;
+    svc.rename(conv.id, &format!("Locker {SECRET}"))
+        .await
+        .unwrap();
+    svc.rename(conv.id, "Locker").await.unwrap();
+    let (cb, mut rx) = listener();
+    svc.edit_and_resend(conv.id, "My locker code is private.", cb)
+        .await
+        .unwrap();
+    finish(&svc, conv.id, &mut rx).await;
+    svc.shutdown().await;
+    drop(svc);
+    assert!(
+        dir.path()
+            .join(format!("snapshots/{}.kv", conv.id))
+            .exists(),
+        "the edited chat's memory was parked (the check below covers it)"
+    );
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("chats.db")));
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{} still holds the edited-away text",
+            f.display()
+        );
+    }
+}
