@@ -1,28 +1,7 @@
-//! `sinkchat`: command-line tools over the engine: benchmarks and a terminal chat.
-//!
-//! ```text
-//! sinkchat bench decode [--model F] [--prompt-tokens 512] [--gen 128] [--device cpu|gpu]
-//!                       [--llamacpp PATH/llama-bench] [--out docs/bench/decode.json]
-//! sinkchat bench kernels [--prompt-tokens 512] [--out docs/bench/kernels.json]
-//! sinkchat eval kernels [--model F] [--side sinkchat|candle] [--book emma|--text FILE]
-//!                       [--tokens 8192] [--out F.json]
-//! sinkchat bench flat   [--model F] [--depths 2000,20000,200000] [--device cpu|gpu]
-//!                       [--out docs/bench/flat.json]
-//! sinkchat bench store  [--conversations 10000] [--messages 1000000] [--db-dir target/bench-store]
-//!                       [--out docs/bench/store.json]
-//! sinkchat eval requant [--book emma | --text FILE] [--tokens 8192]
-//! sinkchat eval perplexity [--book emma | --text FILE] [--tokens N] [--mode streaming]
-//!                          [--sinks 4] [--window 1024] [--stride 512] [--chunk 256]
-//!                          [--out-dir target/perplexity]
-//! sinkchat eval report [--dir target/perplexity] [--book emma] [--tokens 65536]
-//!                      [--ablation-tokens 16384] [--out docs/bench/perplexity.json]
-//!                      [--plot docs/perplexity.svg]
-//! sinkchat serve [--port 8430] [--data-dir DIR] [--model FILE] [--ui DIR]
-//!                                           SinkChat with no window: the web UI for a browser
-//!                                           and the OpenAI-compatible API, on 127.0.0.1
-//! sinkchat fake-hub --root DIR [--port 0]   serve DIR with the Hugging Face hub's routes on
-//!                                           loopback (HF_ENDPOINT for tests and offline demos)
-//! ```
+//! `sinkchat`: SinkChat on the command line: the app with no window (`serve`), a hub for tests
+//! (`fake-hub`), benchmarks (`bench`) and evaluations (`eval`). `sinkchat --help` and
+//! `sinkchat <command> --help` list every command and flag; an unknown flag is an error.
+//! (clap, where the first version parsed flags by hand and ignored unknown ones.)
 
 mod bench;
 mod corpus;
@@ -32,9 +11,226 @@ mod rdata;
 mod serve;
 mod store_bench;
 
-use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// SinkChat on the command line: the app with no window, benchmarks and evaluations.
+#[derive(Parser)]
+#[command(name = "sinkchat", version, about, long_about = None, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// SinkChat with no window: the web UI for a browser and the OpenAI-compatible API, on
+    /// 127.0.0.1
+    Serve {
+        /// Port on 127.0.0.1
+        #[arg(long, default_value_t = 8430)]
+        port: u16,
+        /// Data folder (chats, models, settings); default: SINKCHAT_DATA_DIR or the user's
+        /// data folder
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Model file to run; default: SINKCHAT_MODEL, else the model chosen in the app
+        #[arg(long, value_name = "FILE", env = "SINKCHAT_MODEL")]
+        model: Option<PathBuf>,
+        /// Folder of the built web UI (the one holding index.html)
+        #[arg(long, value_name = "DIR")]
+        ui: Option<PathBuf>,
+    },
+    /// Serve a folder with the Hugging Face hub's routes on loopback (HF_ENDPOINT, for tests
+    /// and offline demos)
+    FakeHub {
+        /// Folder laid out as OWNER/REPO/FILE
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// Port (0: any free one; the endpoint is printed on the first line)
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Speed benchmarks (results as JSON, see docs/BENCHMARKS.md)
+    #[command(subcommand)]
+    Bench(Bench),
+    /// Quality evaluations: perplexity, kernels against candle's
+    #[command(subcommand)]
+    Eval(Eval),
+}
+
+#[derive(clap::Args)]
+struct ModelArg {
+    /// Model file; default: the model chosen in the app (or SinkChat's default model)
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+}
+
+impl ModelArg {
+    /// The model, checked to be there and whole.
+    fn checked(&self) -> Result<PathBuf> {
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| sinkchat_hub::active_model_path(&sinkchat_hub::data_dir()));
+        sinkchat_hub::check_model(&model).context("checking the model")?;
+        Ok(model)
+    }
+}
+
+#[derive(clap::Args)]
+struct TextArg {
+    /// One of the Austen novels of r-cran-janeaustenr (emma, persuasion, ...)
+    #[arg(long, default_value = "emma", conflicts_with = "text")]
+    book: String,
+    /// A UTF-8 text file instead of a novel
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Prompt and decode speed, optionally beside llama-bench
+    Decode {
+        #[command(flatten)]
+        model: ModelArg,
+        #[arg(long, default_value_t = 512)]
+        prompt_tokens: usize,
+        /// Tokens to generate
+        #[arg(long, default_value_t = 128)]
+        gen: usize,
+        /// llama.cpp's llama-bench, to measure the same file beside it
+        #[arg(long, value_name = "PATH")]
+        llamacpp: Option<PathBuf>,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+        /// cpu or gpu
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Each weight format's matmul alone, ours against candle's, in GMAC/s
+    Kernels {
+        #[arg(long, default_value_t = 512)]
+        prompt_tokens: usize,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+    /// Cost per token as one conversation grows
+    Flat {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Comma-separated depths in tokens
+        #[arg(long, default_value = "2000,20000,200000", value_delimiter = ',')]
+        depths: Vec<usize>,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+        /// cpu or gpu
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// The transcript store at scale: first page, search, reopening a chat
+    Store {
+        #[command(flatten)]
+        model: ModelArg,
+        #[arg(long, default_value_t = 10_000)]
+        conversations: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, value_name = "DIR", default_value = "target/bench-store")]
+        db_dir: PathBuf,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Eval {
+    /// Perplexity with the weights as stored against requantized to Q8_0
+    Requant {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        text: TextArg,
+        #[arg(long, default_value_t = 8192)]
+        tokens: usize,
+    },
+    /// Perplexity through our kernels or candle's
+    Kernels {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        text: TextArg,
+        #[arg(long, default_value_t = 8192)]
+        tokens: usize,
+        /// sinkchat or candle
+        #[arg(long, default_value = "sinkchat")]
+        side: String,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+    /// Perplexity over a long text in one of four modes
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        text: TextArg,
+        /// Tokens to score (default: the whole text)
+        #[arg(long)]
+        tokens: Option<usize>,
+        /// dense, window, recompute or streaming
+        #[arg(long, default_value = "streaming")]
+        mode: String,
+        #[arg(long, default_value_t = 4)]
+        sinks: usize,
+        #[arg(long, default_value_t = 1024)]
+        window: usize,
+        #[arg(long, default_value_t = 512)]
+        stride: usize,
+        /// Tokens fed per forward pass
+        #[arg(long, default_value_t = 256)]
+        chunk: usize,
+        #[arg(long, value_name = "DIR", default_value = "target/perplexity")]
+        out_dir: PathBuf,
+    },
+    /// Gathers perplexity runs into one report and a plot
+    Report {
+        #[arg(long, value_name = "DIR", default_value = "target/perplexity")]
+        dir: PathBuf,
+        #[arg(long, default_value = "emma")]
+        book: String,
+        #[arg(long, default_value_t = 65536)]
+        tokens: usize,
+        #[arg(long, default_value_t = 16384)]
+        ablation_tokens: usize,
+        #[arg(long, default_value_t = 4)]
+        sinks: usize,
+        #[arg(long, default_value_t = 1024)]
+        window: usize,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
+}
+
+/// The text to score: a file, or a novel from r-cran-janeaustenr.
+fn read_text(t: &TextArg) -> Result<(String, String)> {
+    match &t.text {
+        Some(f) => Ok((
+            f.display().to_string(),
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        )),
+        None => Ok((
+            t.book.clone(),
+            rdata::read_text(&corpus::janeaustenr_base(), &t.book)?,
+        )),
+    }
+}
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
     sinkchat_engine::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -42,150 +238,121 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let model = flag("--model")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| sinkchat_hub::active_model_path(&sinkchat_hub::data_dir()));
-    let num = |name: &str, default: usize| -> Result<usize> {
-        Ok(flag(name)
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(default))
-    };
-    if args.first().map(String::as_str) == Some("serve") {
-        return serve::run(serve::Args {
-            port: flag("--port")
-                .map(|p| p.parse())
-                .transpose()?
-                .unwrap_or(8430),
-            data_dir: flag("--data-dir").map(Into::into),
-            model: flag("--model")
-                .or_else(|| std::env::var("SINKCHAT_MODEL").ok())
-                .map(Into::into),
-            ui_dir: flag("--ui").map(Into::into),
-        });
-    }
-    if args.first().map(String::as_str) == Some("fake-hub") {
-        let root = flag("--root").context("fake-hub needs --root DIR")?;
-        let port: u16 = flag("--port").map(|p| p.parse()).transpose()?.unwrap_or(0);
-        let rt = tokio::runtime::Runtime::new()?;
-        return rt.block_on(async move {
-            let hub =
-                sinkchat_hub::fakehub::FakeHub::start(std::path::Path::new(&root), port).await?;
-            // The first line of output is the endpoint, for whoever started us.
-            println!("{}", hub.endpoint());
-            use std::io::Write;
-            std::io::stdout().flush()?;
-            std::future::pending::<()>().await;
-            Ok(())
-        });
-    }
-    let report = matches!(args.get(1).map(String::as_str), Some("report" | "kernels"));
-    if !report {
-        sinkchat_hub::check_model(&model).context("checking the model")?;
-    }
-    match (
-        args.first().map(String::as_str),
-        args.get(1).map(String::as_str),
-    ) {
-        (Some("bench"), Some("decode")) => bench::decode(
-            &model,
-            flag("--prompt-tokens")
-                .map(|v| v.parse())
-                .transpose()?
-                .unwrap_or(512),
-            flag("--gen").map(|v| v.parse()).transpose()?.unwrap_or(128),
-            flag("--llamacpp").map(std::path::PathBuf::from),
-            flag("--out").map(std::path::PathBuf::from),
-            bench::device(flag("--device").as_deref())?,
-        ),
-        (Some("bench"), Some("kernels")) => bench::kernels(
-            flag("--prompt-tokens")
-                .map(|v| v.parse())
-                .transpose()?
-                .unwrap_or(512),
-            flag("--out").map(std::path::PathBuf::from),
-        ),
-        (Some("bench"), Some("flat")) => {
-            let depths = flag("--depths").unwrap_or_else(|| "2000,20000,200000".into());
-            let depths: Vec<usize> = depths
-                .split(',')
-                .map(|d| d.parse())
-                .collect::<Result<_, _>>()?;
-            bench::flat(
-                &model,
-                &depths,
-                flag("--out").map(std::path::PathBuf::from),
-                bench::device(flag("--device").as_deref())?,
-            )
-        }
-        (Some("bench"), Some("store")) => store_bench::run(
-            &model,
-            flag("--conversations").map(|v| v.parse()).transpose()?.unwrap_or(10_000),
-            flag("--messages").map(|v| v.parse()).transpose()?.unwrap_or(1_000_000),
-            flag("--db-dir").unwrap_or_else(|| "target/bench-store".into()).into(),
-            flag("--out").map(std::path::PathBuf::from),
-        ),
-        (Some("eval"), Some(which @ ("requant" | "kernels"))) => {
-            let (label, body) = match flag("--text") {
-                Some(f) => (
-                    f.clone(),
-                    std::fs::read_to_string(&f).with_context(|| format!("reading {f}"))?,
-                ),
-                None => {
-                    let book = flag("--book").unwrap_or_else(|| "emma".into());
-                    let base = corpus::janeaustenr_base();
-                    (book.clone(), rdata::read_text(&base, &book)?)
-                }
-            };
-            let tokens = flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(8192);
-            if which == "kernels" {
-                let out = flag("--out").map(std::path::PathBuf::from);
-                let side = flag("--side").unwrap_or_else(|| "sinkchat".into());
-                eval::kernels(&model, &label, &body, tokens, &side, out)
-            } else {
-                eval::requant(&model, &label, &body, tokens)
-            }
-        }
-        (Some("eval"), Some("perplexity")) => {
-            let mode = perplexity::parse_mode(
-                &flag("--mode").unwrap_or_else(|| "streaming".into()),
-                num("--sinks", 4)?,
-                num("--window", 1024)?,
-                num("--stride", 512)?,
-            )?;
-            let text = match flag("--text") {
-                Some(f) => perplexity::TextSource::File(f.into()),
-                None => perplexity::TextSource::Book(flag("--book").unwrap_or_else(|| "emma".into())),
-            };
-            perplexity::run(perplexity::RunArgs {
-                model,
-                text,
-                tokens: flag("--tokens").map(|v| v.parse()).transpose()?,
-                mode,
-                chunk: num("--chunk", 256)?,
-                out_dir: flag("--out-dir").unwrap_or_else(|| "target/perplexity".into()).into(),
+    match cli.command {
+        Command::Serve {
+            port,
+            data_dir,
+            model,
+            ui,
+        } => serve::run(serve::Args {
+            port,
+            data_dir,
+            model,
+            ui_dir: ui,
+        }),
+        Command::FakeHub { root, port } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let hub = sinkchat_hub::fakehub::FakeHub::start(&root, port).await?;
+                // The first line of output is the endpoint, for whoever started us.
+                println!("{}", hub.endpoint());
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                std::future::pending::<()>().await;
+                Ok(())
             })
         }
-        (Some("eval"), Some("report")) => {
-            perplexity::report(perplexity::ReportArgs {
-                dir: flag("--dir").unwrap_or_else(|| "target/perplexity".into()).into(),
-                text: flag("--book").unwrap_or_else(|| "emma".into()),
-                tokens: num("--tokens", 65536)?,
-                ablation_tokens: num("--ablation-tokens", 16384)?,
-                sinks: num("--sinks", 4)?,
-                window: num("--window", 1024)?,
-                out: flag("--out").map(Into::into),
-                plot: flag("--plot").map(Into::into),
-            })
-        }
-        _ => bail!(
-            "usage: sinkchat bench decode|flat [--model FILE] [--device cpu|gpu] [--out FILE.json]\n       sinkchat eval requant --text FILE [--tokens N]\n       sinkchat eval perplexity [--book emma|--text FILE] [--mode dense|window|recompute|streaming] [--sinks S] [--window W] [--tokens N]\n       sinkchat eval report [--dir D] [--out FILE.json] [--plot FILE.svg]"
+        Command::Bench(Bench::Decode {
+            model,
+            prompt_tokens,
+            gen,
+            llamacpp,
+            out,
+            device,
+        }) => bench::decode(
+            &model.checked()?,
+            prompt_tokens,
+            gen,
+            llamacpp,
+            out,
+            bench::device(Some(&device))?,
         ),
+        Command::Bench(Bench::Kernels { prompt_tokens, out }) => bench::kernels(prompt_tokens, out),
+        Command::Bench(Bench::Flat {
+            model,
+            depths,
+            out,
+            device,
+        }) => bench::flat(
+            &model.checked()?,
+            &depths,
+            out,
+            bench::device(Some(&device))?,
+        ),
+        Command::Bench(Bench::Store {
+            model,
+            conversations,
+            messages,
+            db_dir,
+            out,
+        }) => store_bench::run(&model.checked()?, conversations, messages, db_dir, out),
+        Command::Eval(Eval::Requant {
+            model,
+            text,
+            tokens,
+        }) => {
+            let (label, body) = read_text(&text)?;
+            eval::requant(&model.checked()?, &label, &body, tokens)
+        }
+        Command::Eval(Eval::Kernels {
+            model,
+            text,
+            tokens,
+            side,
+            out,
+        }) => {
+            let (label, body) = read_text(&text)?;
+            eval::kernels(&model.checked()?, &label, &body, tokens, &side, out)
+        }
+        Command::Eval(Eval::Perplexity {
+            model,
+            text,
+            tokens,
+            mode,
+            sinks,
+            window,
+            stride,
+            chunk,
+            out_dir,
+        }) => perplexity::run(perplexity::RunArgs {
+            model: model.checked()?,
+            text: match text.text {
+                Some(f) => perplexity::TextSource::File(f),
+                None => perplexity::TextSource::Book(text.book),
+            },
+            tokens,
+            mode: perplexity::parse_mode(&mode, sinks, window, stride)?,
+            chunk,
+            out_dir,
+        }),
+        Command::Eval(Eval::Report {
+            dir,
+            book,
+            tokens,
+            ablation_tokens,
+            sinks,
+            window,
+            out,
+            plot,
+        }) => perplexity::report(perplexity::ReportArgs {
+            dir,
+            text: book,
+            tokens,
+            ablation_tokens,
+            sinks,
+            window,
+            out,
+            plot,
+        }),
     }
 }
