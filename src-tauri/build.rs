@@ -23,6 +23,7 @@ const COMMANDS: &[&str] = &[
     "import_conversations_file",
     "delete_exports",
     "snapshot_usage",
+    "diagnostics",
     "regenerate_reply",
     "edit_and_resend",
     "get_settings",

@@ -206,3 +206,9 @@ pub async fn delete_exports(svc: Svc<'_>) -> UiResult<usize> {
 pub async fn snapshot_usage(svc: Svc<'_>) -> UiResult<sinkchat_engine::engine::SnapshotUsage> {
     Ok(svc.snapshot_usage().await)
 }
+
+/// A plain-text report for a bug report (Settings, *Copy diagnostics*): never chat text.
+#[tauri::command]
+pub async fn diagnostics(svc: Svc<'_>) -> UiResult<String> {
+    Ok(svc.diagnostics().await)
+}

@@ -35,6 +35,7 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
             commands::import_conversations_file,
             commands::delete_exports,
             commands::snapshot_usage,
+            commands::diagnostics,
             commands::regenerate_reply,
             commands::edit_and_resend,
             commands::get_settings,
@@ -91,13 +92,6 @@ async fn wait_for_signal() {
 /// Runs the desktop app.
 pub fn run() {
     sinkchat_engine::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     #[cfg(target_os = "linux")]
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
         eprintln!(
@@ -136,6 +130,8 @@ pub fn run() {
             std::process::exit(1);
         }
     };
+    // Logging starts once the folder is ours: standard error and logs/ in the data folder.
+    sinkchat_chat::logging::init(Some(&data_dir), "info,sqlx=warn");
     let result = builder::<tauri::Wry>()
         .setup(move |app| {
             init_state(app.handle(), data_dir.clone()).map_err(|e| {

@@ -346,6 +346,12 @@ test("Settings: the local server goes on with the key shown, an OpenAI-style cli
     await ready(d);
     await d.click("[data-view=settings]");
     await d.waitFor("settings", async () => d.exec("return document.getElementById('api-state').textContent.length > 0"), 10_000);
+    // Copy diagnostics: a report with the log's last lines (the clipboard itself is the
+    // desktop's; the page records what it copied).
+    await d.click("#copy-diagnostics");
+    await d.waitFor("diagnostics", async () => Number(await d.exec("return document.body.dataset.diagnostics || 0")) > 200, 10_000);
+    assert.match(await d.text("#toast-text"), /Diagnostics copied/);
+    assert.ok(readdirSync(join(data, "logs")).some((f) => f.startsWith("sinkchat")), "no log file in the data folder");
     assert.match(await d.exec("return document.getElementById('api-state').textContent"), /Off/);
     const key = await d.exec("return document.getElementById('set-api-key').value");
     assert.match(key, /^sk-sinkchat-[0-9a-f]{32}$/);
@@ -402,7 +408,7 @@ function folderPrint(dir) {
   const walk = (d) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
+      if (e.isDirectory()) { if (e.name !== "logs") walk(p); } // the first instance logs the knock
       else if (e.isFile()) out[p.slice(dir.length)] = createHash("sha256").update(readFileSync(p)).digest("hex");
       else out[p.slice(dir.length)] = e.isSocket() ? "socket" : "other";
     }

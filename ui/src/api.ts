@@ -40,6 +40,7 @@ export const api = {
   importConversationsFile: commands.importConversationsFile,
   deleteExports: commands.deleteExports,
   snapshotUsage: commands.snapshotUsage,
+  diagnostics: commands.diagnostics,
   stop: commands.stopReply,
   memory: commands.conversationMemory,
   send: commands.sendMessage,

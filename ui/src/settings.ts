@@ -2,7 +2,7 @@
 // theme, data folder.
 
 import { api, errorText, type Settings } from "./api.js";
-import { $, showBanner, showToast } from "./dom.js";
+import { $, showBanner, showToast, copyText } from "./dom.js";
 import { bytes } from "./format.js";
 import { t } from "./strings.js";
 
@@ -24,6 +24,14 @@ export function initSettings() {
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); void save(); });
   for (const id of ["set-sinks", "set-window"]) $(id).addEventListener("input", showCacheMemory);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => r.addEventListener("change", () => applyTheme(r.value)));
+  $("copy-diagnostics").addEventListener("click", async () => {
+    try {
+      const text = await api.diagnostics();
+      await copyText(text);
+      document.body.dataset.diagnostics = String(text.length); // for tests: what was copied
+      showToast(t.diagnosticsCopied);
+    } catch (e) { showBanner("settings-error", errorText(e)); }
+  });
   $("delete-exports").addEventListener("click", async () => {
     try { showToast(t.exportsDeleted(await api.deleteExports())); } catch (e) { showBanner("settings-error", errorText(e)); }
   });

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod instance;
+pub mod logging;
 pub mod models;
 pub mod settings;
 

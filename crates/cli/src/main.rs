@@ -232,12 +232,10 @@ fn read_text(t: &TextArg) -> Result<(String, String)> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     sinkchat_engine::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` logs to its data folder as the app does, once it holds the folder (see serve.rs).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        sinkchat_chat::logging::init(None, "warn");
+    }
     match cli.command {
         Command::Serve {
             port,

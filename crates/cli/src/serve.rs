@@ -52,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             sinkchat_chat::instance::already_running_message(&data_dir, answer.as_deref())
         ),
     };
+    sinkchat_chat::logging::init(Some(&data_dir), "warn");
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let svc = ChatService::open(&data_dir, args.model)

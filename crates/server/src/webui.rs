@@ -260,6 +260,7 @@ async fn dispatch(svc: &ChatService, command: &str, a: &Value) -> UiResult<Respo
         }
         "get_settings" => answer(Ok(svc.settings().await)),
         "snapshot_usage" => answer(Ok(svc.snapshot_usage().await)),
+        "diagnostics" => answer(Ok(svc.diagnostics().await)),
         "delete_exports" => answer(svc.delete_exports().await),
         "save_settings" => answer(svc.save_settings(arg(a, "settings")?).await),
         "export_conversations" => {

@@ -255,6 +255,15 @@ impl Store {
     }
 
     /// How many messages the conversation holds.
+    /// Chats and messages stored, for diagnostics.
+    pub async fn counts(&self) -> Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn message_count(&self, conversation: i64) -> Result<i64> {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ?")

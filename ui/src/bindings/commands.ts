@@ -42,6 +42,7 @@ export const commands = {
   importConversationsFile: (path: string) => invoke<ImportSummary>("import_conversations_file", { path }),
   deleteExports: () => invoke<number>("delete_exports", {}),
   snapshotUsage: () => invoke<SnapshotUsage>("snapshot_usage", {}),
+  diagnostics: () => invoke<string>("diagnostics", {}),
   modelsOverview: () => invoke<ModelsOverview>("models_overview", {}),
   startDownload: (repo: string, file: string, onEvent: (event: DownloadEvent) => void) => invoke<string>("start_download", { repo, file, onEvent: channel(onEvent) }),
   pauseDownload: (key: string) => invoke<boolean>("pause_download", { key }),
