@@ -97,7 +97,7 @@ function render() {
   $("models-free").textContent = o.free_bytes != null ? t.freeSpace(bytes(o.free_bytes)) : "";
   $("installed-models").replaceChildren(...o.installed.map((m) => {
     const li = el("li", { cls: "card", attrs: { "data-file": m.file } });
-    li.append(el("strong", { text: m.summary?.name || m.file }), el("span", { cls: "file", text: m.file }), el("span", { cls: "sub", text: summaryLine(m) }));
+    li.append(el("strong", { text: m.name || m.file }), el("span", { cls: "file", text: m.file }), el("span", { cls: "sub", text: summaryLine(m) }));
     const actions = el("div", { cls: "actions" });
     if (m.file === o.active && modelReady) actions.append(el("span", { cls: "badge", text: t.inUse }));
     else {

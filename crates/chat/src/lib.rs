@@ -275,7 +275,11 @@ impl ChatService {
     fn set_engine(&self, result: Result<Engine, UiError>) {
         match result {
             Ok(e) => {
-                let info = e.info().clone();
+                let mut info = e.info().clone();
+                // The name people know it by, not the GGUF's `general.name`.
+                if let Some(file) = self.active_model_path().file_name() {
+                    info.name = sinkchat_hub::models::display_name(&file.to_string_lossy());
+                }
                 *self.0.engine.write().expect("engine lock") = Some(Arc::new(e));
                 *self.0.model_state.write().expect("state lock") = ModelState::Ready { info };
             }

@@ -601,3 +601,22 @@ async fn edited_away_text_is_in_no_file_of_the_data_folder() {
         );
     }
 }
+
+/// The model is named as people know it (the catalog's title), not by the GGUF's
+/// `general.name` ("Smollm2 135M 8k Lc100K Mix1 Ep2").
+#[tokio::test]
+async fn the_model_has_its_human_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 4).await;
+    let ModelState::Ready { info } = svc.wait_ready().await else {
+        panic!("the model did not load")
+    };
+    let default = sinkchat_hub::CATALOG.iter().find(|c| c.default).unwrap();
+    assert_eq!(info.name, default.title);
+    let models = svc.models_overview().await.unwrap();
+    assert_eq!(
+        models.installed.len(),
+        0,
+        "the test model lives outside the models folder"
+    );
+}

@@ -10,11 +10,66 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
 pub struct InstalledModel {
     pub file: String,
+    /// What people call it: the catalog's title when the file is one of the catalog's, else
+    /// the file name cleaned of its quantization tag and separators (see [`display_name`]).
+    pub name: String,
     pub path: PathBuf,
     pub bytes: u64,
     /// What the engine makes of it; `None` with `problem` set when it can't run it.
     pub summary: Option<ModelSummary>,
     pub problem: Option<String>,
+}
+
+/// A name for people: the catalog's title for a catalog file, else the file name without
+/// `.gguf` and its quantization tag, words separated by spaces, lower-case words capitalised
+/// ("Llama-3.2-3B-Instruct-Q6_K.gguf" reads "Llama 3.2 3B Instruct"). The GGUF's own
+/// `general.name` is often a training run's name ("Smollm2 135M 8k Lc100K Mix1 Ep2").
+pub fn display_name(file: &str) -> String {
+    if let Some(c) = crate::catalog::CATALOG.iter().find(|c| c.file == file) {
+        return c.title.to_string();
+    }
+    let stem = file
+        .strip_suffix(".gguf")
+        .or_else(|| file.strip_suffix(".GGUF"))
+        .unwrap_or(file);
+    let is_sep = |c: char| matches!(c, '.' | '-' | '_' | ' ');
+    // The quantization tag: the first separator after which the rest is one (Q4_K_M, IQ3_XS,
+    // Q8_0, F16, BF16...).
+    let is_quant = |rest: &str| {
+        let r = rest.to_ascii_lowercase();
+        if matches!(r.as_str(), "f16" | "f32" | "bf16" | "fp16" | "fp32") {
+            return true;
+        }
+        let body = r.strip_prefix("iq").or_else(|| r.strip_prefix('q'));
+        body.is_some_and(|b| {
+            b.starts_with(|c: char| c.is_ascii_digit())
+                && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    let cut = stem
+        .char_indices()
+        .filter(|&(i, c)| is_sep(c) && i > 0)
+        .map(|(i, _)| i)
+        .find(|&i| is_quant(&stem[i + 1..]))
+        .unwrap_or(stem.len());
+    let words: Vec<String> = stem[..cut]
+        .split(['-', '_', ' '])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut cs = w.chars();
+            match cs.next() {
+                Some(f) if w.chars().all(|c| !c.is_uppercase()) => {
+                    f.to_uppercase().chain(cs).collect()
+                }
+                _ => w.to_string(),
+            }
+        })
+        .collect();
+    if words.is_empty() {
+        file.to_string()
+    } else {
+        words.join(" ")
+    }
 }
 
 /// A model file name: a plain `.gguf` name, no folders, nothing hidden.
@@ -43,11 +98,13 @@ pub fn describe(path: &Path) -> Result<InstalledModel> {
         Ok(s) => (Some(s), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(InstalledModel {
-        file: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: display_name(&file),
+        file,
         path: path.to_path_buf(),
         bytes,
         summary,
@@ -163,4 +220,33 @@ pub fn import(models_dir: &Path, src: &Path) -> Result<InstalledModel> {
     std::fs::rename(&part, &dest).map_err(|e| Error::Io(dest.clone(), e))?;
     crate::sync_dir(models_dir);
     describe(&dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_name;
+
+    #[test]
+    fn model_names_read_as_people_say_them() {
+        let default = crate::catalog::CATALOG.iter().find(|c| c.default).unwrap();
+        assert_eq!(display_name(default.file), default.title);
+        for (file, want) in [
+            ("Llama-3.2-3B-Instruct-Q6_K.gguf", "Llama 3.2 3B Instruct"),
+            (
+                "openhermes-2.5-mistral-7b.Q4_K_M.gguf",
+                "Openhermes 2.5 Mistral 7b",
+            ),
+            (
+                "Phi-3-mini-4k-instruct.Q5_K_S.gguf",
+                "Phi 3 Mini 4k Instruct",
+            ),
+            ("mistral-7b-v0.1.IQ3_XS.gguf", "Mistral 7b V0.1"),
+            ("tinyllama_f16.gguf", "Tinyllama"),
+            ("SmolLM2-360M-Instruct.BF16.gguf", "SmolLM2 360M Instruct"),
+            ("my-model.gguf", "My Model"),
+            ("q4.gguf", "Q4"),
+        ] {
+            assert_eq!(display_name(file), want, "{file}");
+        }
+    }
 }

@@ -4,7 +4,12 @@ import type { ModelSummary } from "./ModelSummary.js";
 /**
  * One model file in the models folder.
  */
-export type InstalledModel = { file: string, path: string, bytes: number, 
+export type InstalledModel = { file: string, 
+/**
+ * What people call it: the catalog's title when the file is one of the catalog's, else
+ * the file name cleaned of its quantization tag and separators (see [`display_name`]).
+ */
+name: string, path: string, bytes: number, 
 /**
  * What the engine makes of it; `None` with `problem` set when it can't run it.
  */
