@@ -3,6 +3,7 @@
 #   scripts/setup.sh run    install everything, then start the app on the default model
 #   scripts/setup.sh test   install everything, then build once and run every test
 #   scripts/setup.sh deps   install everything the app needs (no tests)
+#   scripts/setup.sh package   build the installable .deb (target/release/bundle/deb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -92,7 +93,26 @@ install_test_deps() {
   fetch_novels
 }
 
+# The installable package: a .deb made by the Tauri bundler (the npm Tauri CLI), carrying the
+# default model among its resources so the installed app works offline from its first start.
+# $1: release (what people install) or debug (CI: reuses the test build instead of a second,
+# optimised one, which would not fit CI's time on two cores).
+build_package() {
+  local profile=${1:-release} flags=()
+  [ "$profile" = debug ] && flags=(--debug)
+  say "building the .deb package ($profile)"
+  (cd src-tauri && ../ui/node_modules/.bin/tauri build "${flags[@]}" --bundles deb --config \
+    '{"bundle":{"active":true,"resources":{"../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf":"models/SmolLM2-135M-Instruct.Q4_1.gguf"}}}')
+  ls "$ROOT"/target/"$profile"/bundle/deb/*.deb
+}
+
 case "$mode" in
+  package)
+    install_app_deps
+    fetch_model "$ROOT/.data/models"
+    build_package "${SINKCHAT_PACKAGE_PROFILE:-release}"
+    echo "Install it with: sudo apt install ./target/${SINKCHAT_PACKAGE_PROFILE:-release}/bundle/deb/<file>.deb"
+    ;;
   deps)
     install_app_deps
     fetch_model "${SINKCHAT_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/SinkChat}/models"
@@ -138,9 +158,14 @@ case "$mode" in
     say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"
     # A time limit, so that a hung window fails the run instead of eating the CI budget.
     (cd tests/e2e && timeout 2400 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs ui.test.mjs crash.test.mjs)
+    say "the package: build the .deb, install it with dpkg, chat with the installed app"
+    build_package debug
+    as_root dpkg -i "$ROOT"/target/debug/bundle/deb/*.deb >/dev/null
+    (cd tests/e2e && SINKCHAT_APP=/usr/bin/sinkchat-app timeout 600 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 package.test.mjs)
+    as_root dpkg -r sink-chat >/dev/null
     ;;
   *)
-    echo "usage: scripts/setup.sh run|test|deps|test-deps" >&2
+    echo "usage: scripts/setup.sh run|test|deps|test-deps|package" >&2
     exit 64
     ;;
 esac

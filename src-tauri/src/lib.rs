@@ -58,7 +58,9 @@ pub fn init_state<R: tauri::Runtime>(
     app: &tauri::AppHandle<R>,
     data_dir: PathBuf,
 ) -> anyhow::Result<()> {
-    let model = std::env::var_os("SINKCHAT_MODEL").map(PathBuf::from);
+    let model = std::env::var_os("SINKCHAT_MODEL")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     let svc = tauri::async_runtime::block_on(ChatService::open(&data_dir, model))?;
     tracing::info!(db = %svc.store().path().display(), "transcripts opened");
     svc.load_model();
@@ -134,6 +136,14 @@ pub fn run() {
     sinkchat_chat::logging::init(Some(&data_dir), "info,sqlx=warn");
     let result = builder::<tauri::Wry>()
         .setup(move |app| {
+            // An installed package brings the default model; the first start puts it in place.
+            if let Ok(res) = app.path().resource_dir() {
+                match sinkchat_hub::install_bundled_default(&data_dir, &res.join("models")) {
+                    Ok(true) => tracing::info!("the bundled default model was installed"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "the bundled default model was not installed"),
+                }
+            }
             init_state(app.handle(), data_dir.clone()).map_err(|e| {
                 tracing::error!(error = %e, "start-up failed");
                 e

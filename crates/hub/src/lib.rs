@@ -112,7 +112,7 @@ pub fn models_dir(data: &Path) -> PathBuf {
 
 /// The model to load: `$SINKCHAT_MODEL`, else the default model in the models folder.
 pub fn active_model_path(data: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("SINKCHAT_MODEL") {
+    if let Some(p) = std::env::var_os("SINKCHAT_MODEL").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
     models_dir(data).join(DEFAULT_MODEL_FILE)
@@ -146,6 +146,54 @@ pub fn sync_dir(dir: &Path) {
 
 /// Checks a model file before loading: present, and for the default model the pinned size.
 /// (The full SHA-256 is checked at install; the size check catches truncation cheaply.)
+/// An installed package carries the default model among its resources: at the first start
+/// (no default model in the models folder yet) it is copied there, through a `.part` file,
+/// so the app works offline from the first minute and the Models screen lists and can delete
+/// it like any other. Returns whether a copy was made; the size is checked before and after.
+pub fn install_bundled_default(data: &Path, bundled_dir: &Path) -> Result<bool> {
+    let dest = models_dir(data).join(DEFAULT_MODEL_FILE);
+    let src = bundled_dir.join(DEFAULT_MODEL_FILE);
+    if dest.exists() {
+        return Ok(false);
+    }
+    let Ok(meta) = std::fs::metadata(&src) else {
+        return Ok(false);
+    };
+    if !meta.is_file() || meta.len() != DEFAULT_MODEL_SIZE {
+        return Err(Error::WrongSize {
+            path: src,
+            actual: meta.len(),
+            expected: DEFAULT_MODEL_SIZE,
+        });
+    }
+    let dir = models_dir(data);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
+    let part = dir.join(format!(".{DEFAULT_MODEL_FILE}.bundled.part"));
+    let copied = std::fs::copy(&src, &part)
+        .and_then(|n| {
+            std::fs::File::open(&part)?.sync_all()?;
+            Ok(n)
+        })
+        .map_err(|e| Error::Io(part.clone(), e));
+    match copied {
+        Ok(n) if n == DEFAULT_MODEL_SIZE => {
+            std::fs::rename(&part, &dest).map_err(|e| Error::Io(dest.clone(), e))?;
+            Ok(true)
+        }
+        other => {
+            let _ = std::fs::remove_file(&part);
+            match other {
+                Err(e) => Err(e),
+                Ok(n) => Err(Error::WrongSize {
+                    path: src,
+                    actual: n,
+                    expected: DEFAULT_MODEL_SIZE,
+                }),
+            }
+        }
+    }
+}
+
 pub fn check_model(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|_| Error::ModelMissing(path.to_path_buf()))?;
     if path.file_name().and_then(|n| n.to_str()) == Some(DEFAULT_MODEL_FILE)

@@ -562,3 +562,27 @@ fn importing_a_pipe_or_a_folder_is_refused_without_blocking() {
     }
     assert!(!models_dir.exists() || std::fs::read_dir(&models_dir).unwrap().next().is_none());
 }
+
+/// An installed package's first start puts the bundled default model in the models folder
+/// (once), and refuses a bundled file of the wrong size without leaving anything behind.
+#[test]
+fn the_bundled_default_model_is_installed_once_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = dir.path().join("resources/models");
+    std::fs::create_dir_all(&bundled).unwrap();
+    let data = dir.path().join("data");
+    assert!(!sinkchat_hub::install_bundled_default(&data, &bundled).unwrap(), "nothing bundled");
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join(sinkchat_hub::DEFAULT_MODEL_FILE), b"GGUF short").unwrap();
+    let e = sinkchat_hub::install_bundled_default(&data, &bad).unwrap_err();
+    assert!(matches!(e, Error::WrongSize { .. }), "{e}");
+    assert!(!sinkchat_hub::active_model_path(&data).exists());
+    std::os::unix::fs::symlink(smollm(), bundled.join(sinkchat_hub::DEFAULT_MODEL_FILE)).unwrap();
+    assert!(sinkchat_hub::install_bundled_default(&data, &bundled).unwrap());
+    let installed = sinkchat_hub::models_dir(&data).join(sinkchat_hub::DEFAULT_MODEL_FILE);
+    sinkchat_hub::verify_sha256(&installed, sinkchat_hub::DEFAULT_MODEL_SHA256).unwrap();
+    assert!(!sinkchat_hub::install_bundled_default(&data, &bundled).unwrap(), "copied twice");
+    let listed = models::installed(&sinkchat_hub::models_dir(&data));
+    assert_eq!(listed.len(), 1, "no part file listed");
+}
