@@ -132,7 +132,7 @@ pub async fn conversation_memory(
     svc: Svc<'_>,
     conversation_id: i64,
 ) -> UiResult<Option<sinkchat_engine::MemoryView>> {
-    Ok(svc.memory(conversation_id))
+    Ok(svc.memory(conversation_id).await)
 }
 
 #[tauri::command]

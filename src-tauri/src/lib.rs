@@ -141,7 +141,9 @@ pub fn run() {
                 match sinkchat_hub::install_bundled_default(&data_dir, &res.join("models")) {
                     Ok(true) => tracing::info!("the bundled default model was installed"),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "the bundled default model was not installed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the bundled default model was not installed")
+                    }
                 }
             }
             init_state(app.handle(), data_dir.clone()).map_err(|e| {

@@ -534,8 +534,24 @@ impl ChatService {
     }
 
     /// What the model holds of the chat now, for the gauge (`None`: nothing live).
-    pub fn memory(&self, conversation_id: i64) -> Option<sinkchat_engine::MemoryView> {
-        self.engine().ok()?.memory(conversation_id)
+    pub async fn memory(&self, conversation_id: i64) -> Option<sinkchat_engine::MemoryView> {
+        let engine = self.engine().ok()?;
+        if let Some(v) = engine.memory(conversation_id) {
+            return Some(v);
+        }
+        // Parked on disk (after a restart, say): its snapshot's header knows where the window
+        // begins, so the gauge and the memory line show before the next reply.
+        let key = self
+            .0
+            .store
+            .conversation(conversation_id)
+            .await
+            .ok()?
+            .cache_key;
+        tokio::task::spawn_blocking(move || engine.parked_memory(conversation_id, &key))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Whether a reply is being written in the chat now.

@@ -304,9 +304,12 @@ async fn a_chats_memory_is_shown_live_parked_and_gone() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(dir.path(), 6).await;
     let conv = svc.create_conversation().await.unwrap();
-    assert!(svc.memory(conv.id).is_none(), "a new chat holds nothing");
+    assert!(
+        svc.memory(conv.id).await.is_none(),
+        "a new chat holds nothing"
+    );
     let (sent, _) = ask(&svc, conv.id, "Hello!").await;
-    let live = svc.memory(conv.id).expect("a live chat has a view");
+    let live = svc.memory(conv.id).await.expect("a live chat has a view");
     assert!(live.stats.tokens_seen > 0);
     assert_eq!(live.first_visible_message, Some(sent.user_message.id));
     svc.leave(conv.id);
@@ -316,11 +319,33 @@ async fn a_chats_memory_is_shown_live_parked_and_gone() {
         .path()
         .join(format!("snapshots/{}.kv", conv.id))
         .exists());
-    let parked = svc.memory(conv.id).expect("a parked chat keeps its view");
+    let parked = svc
+        .memory(conv.id)
+        .await
+        .expect("a parked chat keeps its view");
     assert_eq!(parked.stats.tokens_seen, live.stats.tokens_seen);
+    // After a restart the engine has no view, but the snapshot's header has the figures: the
+    // gauge and the memory line show as soon as the chat is opened, before any reply.
+    svc.shutdown().await;
+    drop(svc);
+    let svc = service(dir.path(), 6).await;
+    let reopened = svc
+        .memory(conv.id)
+        .await
+        .expect("a parked chat's view after a restart");
+    assert_eq!(reopened.stats.tokens_seen, live.stats.tokens_seen);
+    assert_eq!(reopened.stats.window_start, live.stats.window_start);
+    assert_eq!(reopened.stats.capacity, live.stats.capacity);
+    assert_eq!(reopened.stats.bytes, live.stats.bytes);
+    assert_eq!(reopened.first_visible_message, live.first_visible_message);
+    let other = svc.create_conversation().await.unwrap();
+    assert!(svc.memory(other.id).await.is_none());
     svc.delete(conv.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(svc.memory(conv.id).is_none(), "a deleted chat's view went");
+    assert!(
+        svc.memory(conv.id).await.is_none(),
+        "a deleted chat's view went"
+    );
 }
 
 /// A crafted model file used to panic the loader thread (a division by zero in the GGUF
@@ -448,7 +473,7 @@ async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
         .await
         .unwrap();
     ask(&svc, conv.id, "Hello!").await;
-    let m = svc.memory(conv.id).expect("a live cache");
+    let m = svc.memory(conv.id).await.expect("a live cache");
     assert!(
         m.stats.capacity <= 4 + 64,
         "the cache grew to {} slots",

@@ -108,6 +108,33 @@ pub(crate) struct CacheState {
     pub slot_pos: Vec<u64>,
 }
 
+impl CacheState {
+    /// The figures a cache with this bookkeeping shows (a parked cache, read from its
+    /// snapshot's header without its tensors). `kv_bytes_per_token` as in
+    /// [`ModelSpec::kv_bytes_per_token`].
+    pub(crate) fn stats(&self, kv_bytes_per_token: usize, device: &str) -> CacheStats {
+        let sinks = self.config.sinks as u64;
+        let tokens_seen = if self.win_len == 0 && self.win_start == 0 {
+            self.sinks_used as u64
+        } else {
+            sinks + self.win_start + self.win_len as u64
+        };
+        CacheStats {
+            capacity: self.config.capacity(),
+            pinned: self.config.sinks,
+            pinned_used: self.sinks_used,
+            window: self.config.window,
+            window_used: self.win_len,
+            tokens_seen,
+            evicted_total: self.evicted_total,
+            evicted_last_step: 0,
+            window_start: sinks + self.win_start,
+            bytes: self.config.capacity().saturating_mul(kv_bytes_per_token),
+            device: device.to_string(),
+        }
+    }
+}
+
 /// One layer's preallocated K and V, `(n_kv_head, capacity, head_dim)` each.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerKv {

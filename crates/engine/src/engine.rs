@@ -235,6 +235,8 @@ pub struct Engine {
     info: ModelInfo,
     views: Views,
     snapshot_budget: Arc<AtomicU64>,
+    snapshot_dir: Option<PathBuf>,
+    model_id: String,
     device: Device,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -416,6 +418,8 @@ impl Engine {
         let worker_views = views.clone();
         let snapshot_budget = Arc::new(AtomicU64::new(options.snapshot_budget.unwrap_or(u64::MAX)));
         let worker_budget = snapshot_budget.clone();
+        let engine_snapshot_dir = options.snapshot_dir.clone();
+        let engine_model_id = model_id.clone();
         let thread = std::thread::Builder::new()
             .name("sinkchat-engine".into())
             .spawn(move || {
@@ -437,6 +441,8 @@ impl Engine {
             info,
             views,
             snapshot_budget,
+            snapshot_dir: engine_snapshot_dir,
+            model_id: engine_model_id,
             device: engine_device,
             thread: Some(thread),
         })
@@ -494,6 +500,27 @@ impl Engine {
     pub fn set_snapshot_budget(&self, bytes: Option<u64>) {
         self.snapshot_budget
             .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// What the model holds of a conversation whose memory is parked on disk, read from its
+    /// snapshot's header (the chat `key` must match): the gauge and the memory line can show
+    /// it when the chat is opened after a restart, before any reply. `None` with no usable
+    /// snapshot.
+    pub fn parked_memory(&self, conversation: i64, key: &str) -> Option<MemoryView> {
+        let dir = self.snapshot_dir.as_ref()?;
+        let (state, meta) =
+            crate::snapshot::peek(&dir.join(format!("{conversation}.kv")), &self.model_id)?;
+        let meta: ConversationMeta = serde_json::from_value(meta).ok()?;
+        if meta.key != key {
+            return None;
+        }
+        let stats = state.stats(self.info.kv_bytes_per_token, &self.info.device);
+        let first_visible_message =
+            Segments(meta.segments).first_visible(stats.window_start, stats.pinned);
+        Some(MemoryView {
+            stats,
+            first_visible_message,
+        })
     }
 
     /// What the model holds of `conversation` now (`None`: nothing live; parked on disk or

@@ -122,6 +122,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Reads only a snapshot's header (a few kilobytes, not the tensors nor the checksum): its
+/// cache bookkeeping and the caller's meta, for showing a parked chat's memory. `None` when
+/// the file is missing, not a snapshot, or for another model.
+pub(crate) fn peek(path: &Path, model: &str) -> Option<(CacheState, serde_json::Value)> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).ok()?;
+    if &head[..8] != MAGIC {
+        return None;
+    }
+    let hlen = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if hlen > 64 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; hlen as usize];
+    f.read_exact(&mut header).ok()?;
+    let header: Header = serde_json::from_slice(&header).ok()?;
+    (header.model == model).then_some((header.cache, header.meta))
+}
+
 /// Reads a snapshot for `model` (see [`model_identity`]) of a model shaped like `spec`.
 pub fn load(
     path: &Path,

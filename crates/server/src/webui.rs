@@ -252,7 +252,7 @@ async fn dispatch(svc: &ChatService, command: &str, a: &Value) -> UiResult<Respo
             events(started, rx, reply_ends)
         }
         "retry_save" => answer(svc.retry_save(arg(a, "replyId")?).await),
-        "conversation_memory" => answer(Ok(svc.memory(conv()?))),
+        "conversation_memory" => answer(Ok(svc.memory(conv()?).await)),
         "stop_reply" => answer(Ok(svc.stop(conv()?))),
         "leave_conversation" => {
             svc.leave(conv()?);
