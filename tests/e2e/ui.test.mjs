@@ -187,6 +187,16 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     assert.ok(await evicted() > e1);
     assert.match(await d.exec("return document.querySelector('.memory-line').textContent"), /no longer sees/);
     for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `gauge-${theme}`); }
+    // The timeline is kept with the chat: after a reload of the window it is drawn again, and
+    // the memory line is back before any new reply.
+    const ticksNow = await d.exec("return document.querySelectorAll('#timeline .evictions line').length");
+    const lineNow = await lineBefore();
+    await new Promise((r) => setTimeout(r, 1500)); // the timeline's save (1 s after a change)
+    await d.exec("location.reload()");
+    await d.waitFor("the reloaded window", async () => d.exec("return document.body.dataset.booted === '1'"), 30_000);
+    await d.click("#conversation-list .open");
+    await d.waitFor("the timeline", async () => (await d.exec("return document.querySelectorAll('#timeline .evictions line').length")) >= ticksNow, 10_000);
+    await d.waitFor("the memory line", async () => (await lineBefore()) === lineNow, 10_000);
   });
 });
 

@@ -22,6 +22,20 @@ export class Timeline {
   samples: Sample[] = [];
   constructor(readonly max = 240) {}
 
+  /** A timeline back from its saved form (`JSON.stringify(timeline.samples)`); anything
+   *  unreadable gives an empty one. */
+  static restore(saved: string | null, max = 240): Timeline {
+    const tl = new Timeline(max);
+    try {
+      const v: unknown = JSON.parse(saved ?? "[]");
+      if (Array.isArray(v)) {
+        tl.samples = v.filter((p): p is Sample => p && typeof p === "object"
+          && [p.seen, p.fill, p.evicted].every((n) => typeof n === "number" && Number.isFinite(n))).slice(-max);
+      }
+    } catch { /* empty */ }
+    return tl;
+  }
+
   add(s: CacheStats) {
     const fill = (s.pinned_used + s.window_used) / Math.max(1, s.capacity);
     const last = this.samples[this.samples.length - 1];

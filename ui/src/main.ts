@@ -28,6 +28,33 @@ let editing = false;
 let stickToBottom = true;
 const pendingDeletes = new PendingDeletes(6000);
 const timelines = new Map<number, Timeline>();
+// Each chat's gauge timeline is kept with the chat in the page's storage (numbers only: tokens
+// seen, fill, evictions), so it survives a restart; saved a second after it last changed.
+const timelineKey = (id: number) => `sinkchat.timeline.${id}`;
+function timelineOf(id: number): Timeline {
+  let tl = timelines.get(id);
+  if (!tl) {
+    let saved: string | null = null;
+    try { saved = localStorage.getItem(timelineKey(id)); } catch { /* no storage */ }
+    tl = Timeline.restore(saved);
+    timelines.set(id, tl);
+  }
+  return tl;
+}
+const timelineSaves = new Map<number, ReturnType<typeof setTimeout>>();
+function saveTimelineSoon(id: number) {
+  clearTimeout(timelineSaves.get(id));
+  timelineSaves.set(id, setTimeout(() => {
+    timelineSaves.delete(id);
+    const tl = timelines.get(id);
+    try { if (tl) localStorage.setItem(timelineKey(id), JSON.stringify(tl.samples)); } catch { /* full or off */ }
+  }, 1000));
+}
+function forgetTimeline(id: number) {
+  clearTimeout(timelineSaves.get(id));
+  timelines.delete(id);
+  try { localStorage.removeItem(timelineKey(id)); } catch { /* no storage */ }
+}
 
 const showError = (msg: string | null) => showBanner("error-banner", msg);
 
@@ -114,10 +141,10 @@ function showGauge(s: CacheStats, flash = true) {
     gauge.classList.add("evicting");
   }
   if (current) {
-    let tl = timelines.get(current.id);
-    if (!tl) { tl = new Timeline(); timelines.set(current.id, tl); }
+    const tl = timelineOf(current.id);
     tl.add(s);
     drawTimeline(tl);
+    saveTimelineSoon(current.id);
   }
 }
 
@@ -190,7 +217,7 @@ async function renameConversation(c: Conversation) {
 /** The backend deletes the chat when the undo window ends, or when the app closes first; the
  *  window only hides it meanwhile. */
 function deleteConversation(c: Conversation) {
-  if (!pendingDeletes.schedule(c.id, () => refreshList())) return;
+  if (!pendingDeletes.schedule(c.id, () => { forgetTimeline(c.id); return refreshList(); })) return;
   void api.deleteLater(c.id).catch((e) => { pendingDeletes.undo(c.id); showError(errorText(e)); void refreshList(); });
   if (current?.id === c.id) { current = null; messagesEl.replaceChildren(); }
   void refreshList();
@@ -209,7 +236,7 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
   lastFirstVisible = null;
   const msgs = await api.messages(c.id);
   messagesEl.replaceChildren(...earlierButton(c, msgs), ...msgs.map(messageEl));
-  drawTimeline(timelines.get(c.id));
+  drawTimeline(timelineOf(c.id));
   clearGauge();
   void refreshGauge();
   refreshMessageTools();

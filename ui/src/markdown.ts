@@ -55,8 +55,13 @@ const TABLE_SEP = {
   },
 };
 
+/** Lists and quotes nest at most this deep; deeper markers stay text. "* * * * …" nested one
+ *  list per marker and overflowed the stack (found by test/markdown.fuzz.test.mjs). */
+const MAX_NESTING = 16;
+
 /** Parses Markdown into blocks. Unclosed code fences run to the end (a reply mid-stream). */
-export function parseBlocks(src: string): Block[] {
+export function parseBlocks(src: string, depth = 0): Block[] {
+  const nest = depth < MAX_NESTING;
   const lines = src.replace(/\r\n?/g, "\n").split("\n");
   const out: Block[] = [];
   let i = 0;
@@ -76,14 +81,14 @@ export function parseBlocks(src: string): Block[] {
     const h = HEADING.exec(line);
     if (h) { out.push({ t: "h", level: h[1].length, c: parseInline(h[2]) }); i++; continue; }
     if (HR.test(line)) { out.push({ t: "hr" }); i++; continue; }
-    if (QUOTE.test(line)) {
+    if (nest && QUOTE.test(line)) {
       const body: string[] = [];
       while (i < lines.length && QUOTE.test(lines[i])) body.push(QUOTE.exec(lines[i++])![1]);
-      out.push({ t: "quote", c: parseBlocks(body.join("\n")) });
+      out.push({ t: "quote", c: parseBlocks(body.join("\n"), depth + 1) });
       continue;
     }
     const b = BULLET.exec(line), o = ORDERED.exec(line);
-    if (b || o) {
+    if (nest && (b || o)) {
       const ordered = !!o;
       const re = ordered ? ORDERED : BULLET;
       const items: string[][] = [];
@@ -95,7 +100,7 @@ export function parseBlocks(src: string): Block[] {
         if (!lines[i].trim() && i + 1 < lines.length && (re.test(lines[i + 1]) || /^\s{2,}\S/.test(lines[i + 1]))) { i++; continue; }
         break;
       }
-      out.push({ t: "list", ordered, start: o ? parseInt(o[2], 10) : 1, items: items.map((it) => parseBlocks(it.join("\n"))) });
+      out.push({ t: "list", ordered, start: o ? parseInt(o[2], 10) : 1, items: items.map((it) => parseBlocks(it.join("\n"), depth + 1)) });
       continue;
     }
     if (line.includes("|") && i + 1 < lines.length && TABLE_SEP.test(lines[i + 1])) {
@@ -109,7 +114,7 @@ export function parseBlocks(src: string): Block[] {
     }
     const para: string[] = [];
     while (i < lines.length && lines[i].trim() && !FENCE.test(lines[i]) && !HEADING.test(lines[i]) &&
-      !QUOTE.test(lines[i]) && !(para.length && (BULLET.test(lines[i]) || ORDERED.test(lines[i]))) && !HR.test(lines[i])) {
+      !(nest && QUOTE.test(lines[i])) && !(nest && para.length && (BULLET.test(lines[i]) || ORDERED.test(lines[i]))) && !HR.test(lines[i])) {
       para.push(lines[i++].trim());
     }
     if (!para.length) { para.push(line.trim()); i++; }

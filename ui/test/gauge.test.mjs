@@ -46,3 +46,15 @@ test("the timeline keeps at most its budget of points", () => {
   assert.equal(tl.samples[tl.samples.length - 1].seen, 4999, "the newest point stays");
   assert.ok(tl.samples.every((s, i) => i === 0 || s.seen > tl.samples[i - 1].seen));
 });
+
+test("a timeline survives its saved form, and a damaged one starts empty", () => {
+  const tl = new Timeline(50);
+  for (let i = 1; i <= 80; i++) tl.add({ capacity: 10, pinned: 2, pinned_used: 2, window: 8, window_used: Math.min(8, i), tokens_seen: i * 3, evicted_total: Math.max(0, i - 8), evicted_last_step: 0, window_start: 2, bytes: 0, device: "CPU" });
+  const back = Timeline.restore(JSON.stringify(tl.samples), 50);
+  assert.deepEqual(back.samples, tl.samples);
+  assert.deepEqual(back.geometry(160, 24), tl.geometry(160, 24));
+  for (const bad of [null, "", "not json", "{}", '[{"seen":"x"}]', "[1,2,3]", '[{"seen":1,"fill":null,"evicted":0}]']) {
+    assert.deepEqual(Timeline.restore(bad).samples, [], String(bad));
+  }
+  assert.equal(Timeline.restore(JSON.stringify(tl.samples), 10).samples.length, 10, "capped at its size");
+});

@@ -70,7 +70,11 @@ test("random markdown renders fast and never becomes live HTML", () => {
   let runs = 0, worst = 0, worstLen = 0;
   while (performance.now() - start < budgetMs) {
     const md = mutant();
-    const ms = check(document, md);
+    let ms;
+    try { ms = check(document, md); } catch (e) {
+      if (e instanceof assert.AssertionError) throw e;
+      assert.fail(`${e} on ${md.length} chars: ${JSON.stringify(md.slice(0, 300))}…`);
+    }
     // A reply of a few thousand characters renders in milliseconds; a parser that backtracks
     // super-linearly takes seconds on the long runs above.
     assert.ok(ms < 2000, `${ms.toFixed(0)} ms for ${md.length} chars: ${JSON.stringify(md.slice(0, 120))}…`);

@@ -98,3 +98,15 @@ test("lines built to make a regex backtrack are parsed in linear time", () => {
   assert.equal(parseBlocks("a | b\n|:--|--:|\n1 | 2")[0].t, "table");
   assert.equal(parseBlocks("a | b\n| - | - |")[0].t, "p", "one dash is not a separator");
 });
+
+test("deeply nested lists and quotes stop nesting instead of overflowing the stack", () => {
+  for (const md of ["* ".repeat(5000) + "x", "> ".repeat(5000) + "x", "1. ".repeat(3000) + "x", "- > ".repeat(3000) + "x"]) {
+    const t0 = performance.now();
+    const { root } = render(md);
+    assert.ok(performance.now() - t0 < 2000, "slow");
+    let depth = 0;
+    for (let e = root.querySelector("li, blockquote"); e; e = e.querySelector("li, blockquote")) depth++;
+    assert.ok(depth > 0 && depth <= 16, `nesting ${depth}`);
+    assert.ok(root.textContent.endsWith("x"), "the text after the deepest level is kept");
+  }
+});
