@@ -113,24 +113,58 @@ impl CacheState {
     /// snapshot's header without its tensors). `kv_bytes_per_token` as in
     /// [`ModelSpec::kv_bytes_per_token`].
     pub(crate) fn stats(&self, kv_bytes_per_token: usize, device: &str) -> CacheStats {
-        let sinks = self.config.sinks as u64;
-        let tokens_seen = if self.win_len == 0 && self.win_start == 0 {
+        Counts {
+            config: self.config,
+            sinks_used: self.sinks_used,
+            win_start: self.win_start,
+            win_len: self.win_len,
+            evicted_total: self.evicted_total,
+        }
+        .stats(
+            0,
+            self.config.capacity().saturating_mul(kv_bytes_per_token),
+            device.to_string(),
+        )
+    }
+}
+
+/// The bookkeeping every figure of a cache derives from, a live cache's or a parked one's:
+/// one place computes them.
+#[derive(Clone, Copy)]
+struct Counts {
+    config: CacheConfig,
+    sinks_used: usize,
+    win_start: u64,
+    win_len: usize,
+    evicted_total: u64,
+}
+
+impl Counts {
+    fn tokens_seen(&self) -> u64 {
+        if self.win_len == 0 && self.win_start == 0 {
             self.sinks_used as u64
         } else {
-            sinks + self.win_start + self.win_len as u64
-        };
+            (self.config.sinks as u64) + self.win_start + self.win_len as u64
+        }
+    }
+
+    fn window_start(&self) -> u64 {
+        self.config.sinks as u64 + self.win_start
+    }
+
+    fn stats(&self, evicted_last_step: u64, bytes: usize, device: String) -> CacheStats {
         CacheStats {
             capacity: self.config.capacity(),
             pinned: self.config.sinks,
             pinned_used: self.sinks_used,
             window: self.config.window,
             window_used: self.win_len,
-            tokens_seen,
+            tokens_seen: self.tokens_seen(),
             evicted_total: self.evicted_total,
-            evicted_last_step: 0,
-            window_start: sinks + self.win_start,
-            bytes: self.config.capacity().saturating_mul(kv_bytes_per_token),
-            device: device.to_string(),
+            evicted_last_step,
+            window_start: self.window_start(),
+            bytes,
+            device,
         }
     }
 }
@@ -266,18 +300,24 @@ impl SinkCache {
         &self.device
     }
 
+    fn counts(&self) -> Counts {
+        Counts {
+            config: self.config,
+            sinks_used: self.sinks_used,
+            win_start: self.win_start,
+            win_len: self.win_len,
+            evicted_total: self.evicted_total,
+        }
+    }
+
     /// Tokens the conversation has fed through this cache.
     pub fn tokens_seen(&self) -> u64 {
-        if self.win_len == 0 && self.win_start == 0 {
-            self.sinks_used as u64
-        } else {
-            (self.config.sinks as u64) + self.win_start + self.win_len as u64
-        }
+        self.counts().tokens_seen()
     }
 
     /// Text position of the oldest token still visible after the pinned ones.
     pub fn window_start(&self) -> u64 {
-        self.config.sinks as u64 + self.win_start
+        self.counts().window_start()
     }
 
     /// Tokens held: pinned plus window.
@@ -290,19 +330,11 @@ impl SinkCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            capacity: self.config.capacity(),
-            pinned: self.config.sinks,
-            pinned_used: self.sinks_used,
-            window: self.config.window,
-            window_used: self.win_len,
-            tokens_seen: self.tokens_seen(),
-            evicted_total: self.evicted_total,
-            evicted_last_step: self.evicted_last,
-            window_start: self.window_start(),
-            bytes: self.bytes,
-            device: crate::device::device_label(&self.device).to_string(),
-        }
+        self.counts().stats(
+            self.evicted_last,
+            self.bytes,
+            crate::device::device_label(&self.device).to_string(),
+        )
     }
 
     /// Forgets everything (the tensors stay allocated).
