@@ -213,15 +213,35 @@ impl ChatService {
             }
         };
         let dir = self.data_dir().join("exports");
-        let path = dir.join(format!("sinkchat-{}.{ext}", stamp()));
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(&path, body))
-            .map_err(|e| {
-                UiError::new(
-                    "export_failed",
-                    format!("The export could not be written to {}: {e}", path.display()),
-                )
-            })?;
+        let stamp = stamp();
+        // Never over an earlier export: two in one second get -2, -3...
+        let write = |path: &std::path::Path| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            f.write_all(body.as_bytes())
+        };
+        let mut path = dir.join(format!("sinkchat-{stamp}.{ext}"));
+        let written = std::fs::create_dir_all(&dir).and_then(|_| {
+            let mut n = 1;
+            loop {
+                match write(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                        n += 1;
+                        path = dir.join(format!("sinkchat-{stamp}-{n}.{ext}"));
+                    }
+                    other => return other,
+                }
+            }
+        });
+        written.map_err(|e| {
+            UiError::new(
+                "export_failed",
+                format!("The export could not be written to {}: {e}", path.display()),
+            )
+        })?;
         Ok(path.display().to_string())
     }
 
@@ -322,18 +342,12 @@ impl Drop for Running {
     }
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC, for export file names.
+/// `YYYYMMDD-HHMMSS` in local time where the platform gives it safely (a multi-threaded Unix
+/// process gets UTC: `time` refuses to read the offset there), for export file
+/// names. (The `time` crate, where the first version had a home-made calendar.)
 fn stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = sinkchat_engine::chat::civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    now.format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

@@ -567,7 +567,21 @@ async fn delete_exports_removes_every_export_and_nothing_else() {
         .unwrap()
         .contains("Secret plans"));
     assert!(std::path::Path::new(&b).exists());
-    assert_eq!(svc.delete_exports().await.unwrap(), 2);
+    // Two exports in one second do not overwrite each other.
+    let c = svc.export_conversations(None, "json").await.unwrap();
+    let d = svc.export_conversations(None, "json").await.unwrap();
+    assert!(c != d && c != a, "{a} {c} {d}");
+    assert!(std::path::Path::new(&c).exists() && std::path::Path::new(&d).exists());
+    let name = std::path::Path::new(&a)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("sinkchat-20") && name.len() >= "sinkchat-YYYYMMDD-HHMMSS.json".len(),
+        "{name}"
+    );
+    assert_eq!(svc.delete_exports().await.unwrap(), 4);
     assert!(!std::path::Path::new(&a).exists() && !std::path::Path::new(&b).exists());
     assert!(svc.store().path().exists(), "the chats themselves stay");
     assert_eq!(svc.delete_exports().await.unwrap(), 0);
