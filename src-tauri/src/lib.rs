@@ -137,7 +137,19 @@ pub fn run() {
     let result = builder::<tauri::Wry>()
         .setup(move |app| {
             // An installed package brings the default model; the first start puts it in place.
-            if let Ok(res) = app.path().resource_dir() {
+            // Only an installed one: a development build's resource folder is its own target
+            // folder (where `tauri build` also copies the resources), and a test that starts
+            // the app on an empty data folder must find no model there. (A package keeps its
+            // resources apart from its binary: /usr/lib/SinkChat beside /usr/bin for the .deb.)
+            let exe_dir = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.to_path_buf()));
+            let packaged = app
+                .path()
+                .resource_dir()
+                .ok()
+                .filter(|res| Some(res) != exe_dir.as_ref());
+            if let Some(res) = packaged {
                 match sinkchat_hub::install_bundled_default(&data_dir, &res.join("models")) {
                     Ok(true) => tracing::info!("the bundled default model was installed"),
                     Ok(false) => {}

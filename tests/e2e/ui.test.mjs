@@ -302,8 +302,9 @@ test("Models: import a SentencePiece GGUF and a Qwen3 GGUF, and get a streamed r
   await withApp({ SINKCHAT_DATA_DIR: data }, async (d) => {
     await d.waitFor("the no-model message", async () => /no model/i.test(await d.text("#error-banner")), 60_000);
     const cases = [
-      { path: spm, file: "tiny-spm-llama.gguf", name: "tiny-llama", verdict: /llama.*none in the file, so SinkChat uses ChatML/s },
-      { path: qwen3, file: "tiny-qwen3.gguf", name: "tiny-qwen3", verdict: /qwen3.*Chat template: ChatML \(from the file\)/s },
+      // Named as people read file names (not the GGUF's general.name).
+      { path: spm, file: "tiny-spm-llama.gguf", name: "Tiny Spm Llama", verdict: /llama.*none in the file, so SinkChat uses ChatML/s },
+      { path: qwen3, file: "tiny-qwen3.gguf", name: "Tiny Qwen3", verdict: /qwen3.*Chat template: ChatML \(from the file\)/s },
     ];
     for (const [i, c] of cases.entries()) {
       await d.click("#views [data-view=models]");
@@ -375,7 +376,9 @@ test("Settings: the local server goes on with the key shown, an OpenAI-style cli
     // A client with the wrong key is refused; with the key shown, it gets a reply.
     const ask = (k) => fetch(`${base}/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${k}`, "content-type": "application/json" },
       body: JSON.stringify({ model: "SmolLM2-135M-Instruct.Q4_1", messages: [{ role: "user", content: "Hello from another app" }], max_tokens: 6 }) });
-    assert.equal((await ask("sk-wrong")).status, 401);
+    const refused = await ask("sk-wrong");
+    assert.equal(refused.status, 401);
+    await refused.text(); // read whole, so the client lets its connection go
     const r = await ask(key);
     assert.equal(r.status, 200);
     const body = await r.json();
