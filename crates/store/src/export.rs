@@ -255,25 +255,60 @@ impl Store {
                 messages,
             }),
             Err(e) => {
-                // Take back what went in before the failure (cascades to the messages).
+                // Take back what went in before the failure (cascades to the messages). The
+                // failure is what the person is told; a cleanup that fails is logged and tried
+                // again (a CI run once saw it fail where the import's own error was the point).
                 for chunk in added.chunks(IMPORT_BATCH) {
-                    let mut tx = self.pool().begin().await?;
-                    for id in chunk {
-                        sqlx::query("DELETE FROM conversations WHERE id = ?")
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
+                    let mut last = None;
+                    for _ in 0..3 {
+                        match self.delete_conversations(chunk).await {
+                            Ok(()) => {
+                                last = None;
+                                break;
+                            }
+                            Err(err) => last = Some(err),
+                        }
                     }
-                    tx.commit().await?;
+                    if let Some(err) = last {
+                        tracing::error!(error = %err, "a failed import could not be taken back whole");
+                    }
                 }
                 Err(e)
             }
         }
     }
 
-    async fn import_batches(&self, file: &ExportFile, added: &mut Vec<i64>) -> Result<usize> {
-        let mut messages = 0;
+    async fn delete_conversations(&self, ids: &[i64]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM conversations WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn import_batches(&self, file: &ExportFile, added: &mut Vec<i64>) -> Result<usize> {
+        let mut tx = Some(self.pool().begin().await?);
+        let written = self.import_rows(file, added, &mut tx).await;
+        if written.is_err() {
+            // Roll the failed batch back now, before anything else touches the database.
+            if let Some(t) = tx.take() {
+                let _ = t.rollback().await;
+            }
+        }
+        written
+    }
+
+    async fn import_rows(
+        &self,
+        file: &ExportFile,
+        added: &mut Vec<i64>,
+        slot: &mut Option<sqlx::Transaction<'static, sqlx::Sqlite>>,
+    ) -> Result<usize> {
+        let mut messages = 0;
         let mut rows = 0;
         let mut batch_started = std::time::Instant::now();
         for c in &file.conversations {
@@ -288,7 +323,7 @@ impl Store {
             .bind(c.settings.to_string())
             .bind(c.created_at)
             .bind(c.updated_at)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **slot.as_mut().expect("an open transaction"))
             .await?
             .get(0);
             added.push(id);
@@ -311,20 +346,20 @@ impl Store {
                 .bind(m.tokens)
                 .bind(m.created_at)
                 .bind(m.created_at)
-                .execute(&mut *tx)
+                .execute(&mut **slot.as_mut().expect("an open transaction"))
                 .await?;
                 messages += 1;
                 rows += 1;
                 if rows >= IMPORT_BATCH || batch_started.elapsed() >= IMPORT_BATCH_TIME {
-                    tx.commit().await?;
+                    slot.take().expect("an open transaction").commit().await?;
                     rows = 0;
                     tokio::time::sleep(IMPORT_REST).await;
-                    tx = self.pool().begin().await?;
+                    *slot = Some(self.pool().begin().await?);
                     batch_started = std::time::Instant::now();
                 }
             }
         }
-        tx.commit().await?;
+        slot.take().expect("an open transaction").commit().await?;
         Ok(messages)
     }
 }
