@@ -3,7 +3,7 @@
 
 import { api, errorText, type CacheStats, type Conversation, type ReplyEvent, type Message, type Sent } from "./api.js";
 import { gaugeParts, Timeline } from "./gauge.js";
-import { renderMarkdown } from "./markdown.js";
+import { renderMarkdown, StreamingMarkdown } from "./markdown.js";
 import { snippetParts } from "./search.js";
 import { PendingDeletes } from "./undo.js";
 import { t } from "./strings.js";
@@ -60,9 +60,11 @@ const showError = (msg: string | null) => showBanner("error-banner", msg);
 
 // ---------- messages ----------
 
+const markdownOptions = () => ({ copyLabel: t.copy, copiedLabel: t.copied, onCopy: copyText });
+
 function renderBody(body: HTMLElement, m: Pick<Message, "role" | "content">) {
   if (m.role === "user") { body.textContent = m.content; return; } // the user's words, as typed
-  body.replaceChildren(renderMarkdown(document, m.content, { copyLabel: t.copy, copiedLabel: t.copied, onCopy: copyText }));
+  body.replaceChildren(renderMarkdown(document, m.content, markdownOptions()));
 }
 
 function messageEl(m: Pick<Message, "role" | "content" | "status" | "id">): HTMLElement {
@@ -325,9 +327,12 @@ async function streamReply(start: Start, replaceFrom?: number) {
   let tokens = 0;
   let unsaved: string | null = null;
   const t0 = performance.now();
-  const flush = () => {
+  // While tokens arrive only the reply's last block is rendered again each frame; the end
+  // renders the whole reply once, as it will be shown when the chat is opened again.
+  const live = new StreamingMarkdown(document, body, markdownOptions());
+  const flush = (last = false) => {
     frame = 0;
-    renderBody(body, { role: "assistant", content: full });
+    if (last) live.finish(full); else live.update(full);
     placeholder.dataset.raw = full;
     scrollToEnd();
   };
@@ -347,12 +352,12 @@ async function streamReply(start: Start, replaceFrom?: number) {
           full += e.text;
           tokens++;
           if (tokens % 8 === 0) statusEl.textContent = t.writing(tokens, tokens / ((performance.now() - t0) / 1000));
-          if (!frame) frame = requestAnimationFrame(flush);
+          if (!frame) frame = requestAnimationFrame(() => flush());
           break;
         case "cache": showGauge(e.stats); showMemoryLine(e.first_visible_message); break;
         case "done":
           cancelAnimationFrame(frame);
-          flush();
+          flush(true);
           placeholder.classList.remove("streaming");
           placeholder.classList.add(e.reason === "cancelled" ? "stopped" : "complete");
           if (e.reason === "cancelled") placeholder.insertBefore(el("span", { cls: "meta", text: t.status.stopped }), placeholder.querySelector(".msg-tools"));
@@ -364,7 +369,7 @@ async function streamReply(start: Start, replaceFrom?: number) {
           break;
         case "error":
           cancelAnimationFrame(frame);
-          flush();
+          flush(true);
           placeholder.classList.remove("streaming");
           placeholder.classList.add("failed");
           if (unsaved !== null) markUnsaved(placeholder, unsaved);

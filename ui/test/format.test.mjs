@@ -1,8 +1,8 @@
 // Sizes, durations and search snippets as people read them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bytes, duration, count } from "../dist/format.js";
-import { snippetParts } from "../dist/search.js";
+import { bytes, duration, count } from "../test-build/format.js";
+import { snippetParts } from "../test-build/search.js";
 
 test("sizes and durations", () => {
   assert.equal(bytes(98_362_432), "98 MB");

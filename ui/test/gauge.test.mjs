@@ -2,7 +2,7 @@
 // (npm run build first).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { gaugeParts, Timeline } from "../dist/gauge.js";
+import { gaugeParts, Timeline } from "../test-build/gauge.js";
 
 const stats = (o) => ({ capacity: 2048, pinned: 20, pinned_used: 20, window: 2028, window_used: 0,
   tokens_seen: 20, evicted_total: 0, evicted_last_step: 0, window_start: 20, bytes: 0, device: "CPU", ...o });

@@ -1,6 +1,6 @@
 import { test, mock } from "node:test";
 import assert from "node:assert/strict";
-import { PendingDeletes } from "../dist/undo.js";
+import { PendingDeletes } from "../test-build/undo.js";
 
 test("a delete waits for its undo window, and undo cancels it", () => {
   mock.timers.enable({ apis: ["setTimeout"] });
