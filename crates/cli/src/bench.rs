@@ -257,15 +257,17 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
         evict_step: 1,
     };
     let stream = tokens((*depths.iter().max().unwrap_or(&0)).max(4096 + 200), vocab);
-    let started = Instant::now();
     let mut caches = Vec::new();
+    let mut progress = crate::progress::Progress::new(
+        "flat: filling, then measuring",
+        (depths.len() + ROUNDS * (depths.len() + 1)) as u64,
+        "steps",
+    );
     for &d in depths {
         let mut cache = SinkCache::new(model.spec(), cfg, &dev)?;
         model.prefill(&stream[..d], &mut cache, 256, |_| {})?;
-        eprintln!(
-            "filled to {d} tokens ({:.0}s so far)",
-            started.elapsed().as_secs_f64()
-        );
+        progress.println(format!("filled to {d} tokens"));
+        progress.inc();
         caches.push((d.to_string(), Some(cache)));
     }
     // The plain cache is refilled before each of its rounds so that it holds 1024 tokens on
@@ -293,9 +295,11 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
                 }
             };
             r.push(ms);
-            eprintln!("round {round}, {name}: {ms:.2} ms/token");
+            progress.println(format!("round {round}, {name}: {ms:.2} ms/token"));
+            progress.inc();
         }
     }
+    progress.finish();
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
     let mut at_depth = serde_json::Map::new();
     let mut best_at_depth = serde_json::Map::new();

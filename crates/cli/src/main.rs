@@ -7,6 +7,7 @@ mod bench;
 mod corpus;
 mod eval;
 mod perplexity;
+mod progress;
 mod rdata;
 mod serve;
 mod store_bench;
@@ -42,16 +43,6 @@ enum Command {
         /// Folder of the built web UI (the one holding index.html)
         #[arg(long, value_name = "DIR")]
         ui: Option<PathBuf>,
-    },
-    /// Serve a folder with the Hugging Face hub's routes on loopback (HF_ENDPOINT, for tests
-    /// and offline demos)
-    FakeHub {
-        /// Folder laid out as OWNER/REPO/FILE
-        #[arg(long, value_name = "DIR")]
-        root: PathBuf,
-        /// Port (0: any free one; the endpoint is printed on the first line)
-        #[arg(long, default_value_t = 0)]
-        port: u16,
     },
     /// Speed benchmarks (results as JSON, see docs/BENCHMARKS.md)
     #[command(subcommand)]
@@ -248,18 +239,6 @@ fn main() -> Result<()> {
             model,
             ui_dir: ui,
         }),
-        Command::FakeHub { root, port } => {
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async move {
-                let hub = sinkchat_hub::fakehub::FakeHub::start(&root, port).await?;
-                // The first line of output is the endpoint, for whoever started us.
-                println!("{}", hub.endpoint());
-                use std::io::Write;
-                std::io::stdout().flush()?;
-                std::future::pending::<()>().await;
-                Ok(())
-            })
-        }
         Command::Bench(Bench::Decode {
             model,
             prompt_tokens,

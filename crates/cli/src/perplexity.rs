@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -99,21 +98,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     let model = Model::load(&args.model, &Device::Cpu, LoadOptions::default())?;
     let name = label(&args.text.label(), &args.mode, ids.len());
     std::fs::create_dir_all(&args.out_dir)?;
-    let mut last_print = Instant::now();
+    let mut progress = crate::progress::Progress::new(name.clone(), ids.len() as u64, "tokens");
     let result = eval::run(&model, &ids, args.mode, args.chunk, 8192, |p| {
-        if last_print.elapsed().as_secs_f64() >= 10.0 || p.done == p.total {
-            last_print = Instant::now();
-            let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-9);
-            let eta = (p.total - p.done) as f64 / rate.max(1e-9);
-            eprintln!(
-                "{name}: {}/{} ({:.1}%), {rate:.1}/s, {:.0} min left",
-                p.done,
-                p.total,
-                100.0 * p.done as f64 / p.total as f64,
-                eta / 60.0
-            );
-        }
+        progress.set(p.done as u64);
     })?;
+    progress.finish();
     let csv = args.out_dir.join(format!("{name}.csv"));
     let mut w = BufWriter::new(std::fs::File::create(&csv)?);
     writeln!(w, "index,token,nll")?;

@@ -64,6 +64,8 @@ async fn fill(
     let pool = store.pool();
     let t0: i64 = 1_700_000_000_000;
     let mut written = 0usize;
+    let mut progress =
+        crate::progress::Progress::new("store: writing", conversations as u64, "conversations");
     for c in 0..conversations {
         let mut tx = pool.begin().await?;
         let title: Vec<&str> = (0..4)
@@ -104,14 +106,9 @@ async fn fill(
             .await?;
         }
         tx.commit().await?;
-        if (c + 1) % 1000 == 0 {
-            eprintln!(
-                "store: {} conversations, {written} messages, {:.0} s",
-                c + 1,
-                started.elapsed().as_secs_f64()
-            );
-        }
+        progress.set(c as u64 + 1);
     }
+    progress.finish();
     Ok(started.elapsed().as_secs_f64())
 }
 

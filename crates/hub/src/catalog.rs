@@ -238,20 +238,33 @@ mod tests {
         let mut ids = std::collections::HashSet::new();
         for e in CATALOG {
             assert!(ids.insert(e.id), "{}: duplicate id", e.id);
-            let arch = Architecture::parse(e.architecture)
-                .unwrap_or_else(|err| panic!("{}: {err}", e.id));
+            let arch =
+                Architecture::parse(e.architecture).unwrap_or_else(|err| panic!("{}: {err}", e.id));
             assert_eq!(arch.gguf_name(), e.architecture);
             VocabType::parse(e.vocabulary).unwrap_or_else(|err| panic!("{}: {err}", e.id));
             crate::models::check_file_name(e.file).unwrap();
             assert!(!e.chat_template.is_empty(), "{}: no template named", e.id);
-            assert!(e.memory_bytes > e.size_bytes, "{}: memory below the file size", e.id);
+            assert!(
+                e.memory_bytes > e.size_bytes,
+                "{}: memory below the file size",
+                e.id
+            );
         }
         // The families the issue names are offered.
         for arch in ["qwen3", "phi3"] {
-            assert!(CATALOG.iter().any(|e| e.architecture == arch), "no {arch} entry");
+            assert!(
+                CATALOG.iter().any(|e| e.architecture == arch),
+                "no {arch} entry"
+            );
         }
-        assert!(CATALOG.iter().any(|e| e.vocabulary == "llama"), "no SentencePiece entry");
+        assert!(
+            CATALOG.iter().any(|e| e.vocabulary == "llama"),
+            "no SentencePiece entry"
+        );
         assert_eq!(CATALOG.iter().filter(|e| e.default).count(), 1);
-        eprintln!("{} catalog entries, each supported by the engine", CATALOG.len());
+        eprintln!(
+            "{} catalog entries, each supported by the engine",
+            CATALOG.len()
+        );
     }
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 pub mod catalog;
 pub mod download;
-pub mod fakehub;
 pub mod models;
 
 pub use catalog::{CatalogEntry, CATALOG};

