@@ -9,6 +9,7 @@ const COMMANDS: &[&str] = &[
     "create_conversation",
     "get_messages",
     "rename_conversation",
+    "pin_message",
     "delete_conversation",
     "delete_conversation_later",
     "undo_delete",

@@ -61,6 +61,17 @@ pub async fn rename_conversation(
     svc.rename(conversation_id, &title).await
 }
 
+/// Keeps a message in the model's memory with the system prompt (or lets it go again).
+#[tauri::command]
+pub async fn pin_message(
+    svc: Svc<'_>,
+    conversation_id: i64,
+    message_id: i64,
+    pinned: bool,
+) -> UiResult<Message> {
+    svc.pin_message(conversation_id, message_id, pinned).await
+}
+
 #[tauri::command]
 pub async fn delete_conversation(svc: Svc<'_>, conversation_id: i64) -> UiResult<()> {
     svc.delete(conversation_id).await

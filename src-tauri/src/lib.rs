@@ -21,6 +21,7 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
             commands::create_conversation,
             commands::get_messages,
             commands::rename_conversation,
+            commands::pin_message,
             commands::delete_conversation,
             commands::delete_conversation_later,
             commands::undo_delete,

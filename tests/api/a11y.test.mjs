@@ -85,8 +85,16 @@ for (const scheme of ["light", "dark"]) {
       await page.fill("#message-input", "Say hello in five words.");
       await page.click("#send-button");
       await page.waitForSelector("#messages .message.assistant.complete, #messages .message.assistant.stopped", { timeout: 120_000 });
+      // A pinned message (#19) carries its mark, and keeps it when the chat is opened again.
+      await page.click("#messages .message.user .msg-tools .pin");
+      await page.waitForSelector("#messages .message.user.pinned .pin-mark");
+      assert.equal(await page.getAttribute("#messages .message.user .pin", "aria-pressed"), "true");
       await page.focus(".gauge-wrap");
       await check("chat-after-reply");
+      await page.reload();
+      await page.waitForFunction(() => document.body.dataset.booted === "1");
+      await page.locator("#conversation-list .open", { hasText: "Say hello in five words" }).first().click(); // the newest
+      await page.waitForSelector("#messages .message.user.pinned .pin-mark");
 
       // Search results.
       await page.fill("#search", "markdown");

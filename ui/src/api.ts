@@ -30,6 +30,7 @@ export const api = {
   messages: (conversationId: number, beforeId?: number | null) => commands.getMessages(conversationId, beforeId ?? null),
   retrySave: commands.retrySave,
   rename: commands.renameConversation,
+  pinMessage: commands.pinMessage,
   deleteConversation: commands.deleteConversation,
   deleteLater: commands.deleteConversationLater,
   undoDelete: commands.undoDelete,

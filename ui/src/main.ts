@@ -67,7 +67,7 @@ function renderBody(body: HTMLElement, m: Pick<Message, "role" | "content">) {
   body.replaceChildren(renderMarkdown(document, m.content, markdownOptions()));
 }
 
-function messageEl(m: Pick<Message, "role" | "content" | "status" | "id">): HTMLElement {
+function messageEl(m: Pick<Message, "role" | "content" | "status" | "id"> & { pinned?: boolean }): HTMLElement {
   const art = el("article", { cls: `message ${m.role} ${m.status}`, attrs: { "aria-label": m.role === "user" ? t.you : t.assistant } });
   art.dataset.id = String(m.id);
   const body = el("div", { cls: "body" });
@@ -77,9 +77,33 @@ function messageEl(m: Pick<Message, "role" | "content" | "status" | "id">): HTML
   if (meta) art.append(el("span", { cls: "meta", text: meta }));
   const tools = el("div", { cls: "msg-tools" });
   tools.append(button(t.copy, () => void copyText(art.dataset.raw ?? m.content), "copy-msg", `${t.copy}: ${m.role === "user" ? t.you : t.assistant}`));
+  tools.append(button(t.pin, () => void togglePin(art), "pin"));
   art.dataset.raw = m.content;
   art.append(tools);
+  setPinned(art, m.pinned ?? false);
   return art;
+}
+
+/** Shows a message as pinned (kept in the model's memory with the system prompt) or not. */
+function setPinned(art: HTMLElement, on: boolean) {
+  art.classList.toggle("pinned", on);
+  const b = art.querySelector<HTMLButtonElement>(".msg-tools .pin")!;
+  b.textContent = on ? t.unpin : t.pin;
+  b.setAttribute("aria-pressed", String(on));
+  art.querySelector(".pin-mark")?.remove();
+  if (on) art.prepend(el("span", { cls: "pin-mark", text: t.pinnedMark }));
+}
+
+async function togglePin(art: HTMLElement) {
+  const conv = current;
+  const id = Number(art.dataset.id);
+  if (!conv || !(id > 0)) return;
+  try {
+    const m = await api.pinMessage(conv.id, id, !art.classList.contains("pinned"));
+    setPinned(art, m.pinned);
+    showError(null);
+    showToast(m.pinned ? t.pinnedToast : t.unpinnedToast);
+  } catch (e) { showError(errorText(e)); }
 }
 
 /** Regenerate on the last reply, Edit on the last user message; nowhere else. */

@@ -617,6 +617,62 @@ impl ChatService {
         Ok(settings)
     }
 
+    // ----- pins ------------------------------------------------------------------------
+
+    /// Pins a message (keeps it in the model's memory with the system prompt, however far
+    /// the window moves on) or unpins it. The pinned part of a chat may take at most half of
+    /// the memory window, as the system prompt may; a pin past that is refused in words. The
+    /// chat's memory is rebuilt with the new pinned start at its next reply.
+    pub async fn pin_message(
+        &self,
+        conversation_id: i64,
+        message_id: i64,
+        pinned: bool,
+    ) -> UiResult<Message> {
+        let conv = self.0.store.conversation(conversation_id).await?;
+        let msg = self.0.store.message(message_id).await?;
+        if msg.conversation_id != conversation_id {
+            return Err(sinkchat_store::Error::NoSuchMessage(message_id).into());
+        }
+        if pinned && !msg.pinned {
+            if msg.status == MessageStatus::Streaming {
+                return Err(UiError::new(
+                    "pin_refused",
+                    "This reply is still being written; pin it when it is finished.",
+                ));
+            }
+            if msg.content.trim().is_empty() {
+                return Err(UiError::new(
+                    "pin_refused",
+                    "An empty message cannot be pinned.",
+                ));
+            }
+            let mut pins = self.0.store.pinned_messages(conversation_id).await?;
+            pins.push(msg.clone());
+            pins.sort_by_key(|m| m.id);
+            let budget = Settings::load(&self.0.store).await.cache.window / 2;
+            if let Ok(engine) = self.engine() {
+                let need = engine.opening_tokens(&with_pins(&conv.system_prompt, &pins))?;
+                if need > budget {
+                    return Err(UiError::new(
+                        "pin_budget",
+                        format!(
+                            "There is no room to pin this message: the pinned start of the chat \
+                             would take {need} tokens, and at most {budget} (half of the memory \
+                             window set in Settings) can be pinned. Unpin another message, pin a \
+                             shorter one, or make the window larger."
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(self
+            .0
+            .store
+            .set_pinned(conversation_id, message_id, pinned)
+            .await?)
+    }
+
     /// What the parked memories of chats take on disk now (shown in Settings).
     pub async fn snapshot_usage(&self) -> sinkchat_engine::engine::SnapshotUsage {
         let dir = self.snapshot_dir();
@@ -774,13 +830,17 @@ impl ChatService {
     ) -> UiResult<Sent> {
         let conversation_id = conv.id;
         let settings = Settings::load(&self.0.store).await;
+        let pins = self.0.store.pinned_messages(conversation_id).await?;
         let history = self.history_before(conversation_id, user.id).await?;
         let reply = self.0.store.start_reply(conversation_id).await?;
         let sampling = opts.sampling.unwrap_or_else(|| settings.sampling.clone());
         let req = GenerateRequest {
             conversation: conversation_id,
             cache_key: conv.cache_key.clone(),
-            system_prompt: conv.system_prompt.clone(),
+            // Pinned messages join the system prompt in the chat's opening; a pin or an unpin
+            // changes the opening, so the engine rebuilds the memory (and a snapshot made with
+            // other pins is not restored).
+            system_prompt: with_pins(&conv.system_prompt, &pins),
             history,
             user_text: user.content.clone(),
             user_message_id: user.id,
@@ -794,7 +854,8 @@ impl ChatService {
                 ..sampling
             },
             cache: settings.cache,
-            pin_system_prompt: settings.pin_system_prompt,
+            // Pins are pinned even when the system prompt alone would scroll.
+            pin_system_prompt: settings.pin_system_prompt || !pins.is_empty(),
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         if let Err(e) = engine.generate_with(req, slot.cancel.clone(), move |ev| {
@@ -991,6 +1052,29 @@ fn to_turn(m: &Message) -> Turn {
         content: m.content.clone(),
         message_id: m.id,
     }
+}
+
+/// The system prompt with the chat's pinned messages after it, marked for the model.
+pub fn with_pins(system_prompt: &str, pins: &[Message]) -> String {
+    if pins.is_empty() {
+        return system_prompt.to_string();
+    }
+    let mut s = system_prompt.trim_end().to_string();
+    if !s.is_empty() {
+        s.push_str("\n\n");
+    }
+    s.push_str(
+        "The user pinned these messages from earlier in this conversation; keep them in mind:",
+    );
+    for m in pins {
+        let who = if m.role == Role::User {
+            "The user"
+        } else {
+            "You"
+        };
+        s.push_str(&format!("\n- {who} said: {}", m.content.trim()));
+    }
+    s
 }
 
 fn nothing_to_redo() -> UiError {

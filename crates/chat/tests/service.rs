@@ -659,3 +659,105 @@ async fn the_model_has_its_human_name() {
         "the test model lives outside the models folder"
     );
 }
+
+fn memory_source(events: &[ReplyEvent]) -> Option<MemorySource> {
+    events.iter().find_map(|e| match e {
+        ReplyEvent::Engine(EngineEvent::Memory { source }) => Some(*source),
+        _ => None,
+    })
+}
+
+/// Pins (#19): a pinned message joins the chat's pinned start (with the system prompt), so the
+/// pinned part of the cache grows by it and stays however far the window moves; a pin or an
+/// unpin rebuilds the memory once, the snapshot carries the pins, a pin past the budget (half
+/// the window) is refused in words, and the flag is on the message in the transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_message_stays_in_the_pinned_start_until_unpinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 8).await;
+    let mut s = svc.settings().await;
+    s.cache.sinks = 4;
+    s.cache.window = 128;
+    svc.save_settings(s).await.unwrap();
+    let conv = svc.create_conversation().await.unwrap();
+    let (fact, _) = ask(
+        &svc,
+        conv.id,
+        "Remember this: my sister's name is Zanzibarina.",
+    )
+    .await;
+    let before = svc.memory(conv.id).await.unwrap().stats.pinned;
+
+    let pinned = svc
+        .pin_message(conv.id, fact.user_message.id, true)
+        .await
+        .unwrap();
+    assert!(pinned.pinned);
+    let (_, events) = ask(&svc, conv.id, "Hello again.").await;
+    assert_eq!(
+        memory_source(&events),
+        Some(MemorySource::Rebuilt),
+        "a pin rebuilds the memory"
+    );
+    let with_pin = svc.memory(conv.id).await.unwrap().stats.pinned;
+    assert!(
+        with_pin > before + 8,
+        "the pinned start grew by the message: {before} -> {with_pin}"
+    );
+
+    // The window rolls far past the message; the pinned start holds it still.
+    for i in 0..8 {
+        ask(
+            &svc,
+            conv.id,
+            &format!("Tell me one fact about the number {i}."),
+        )
+        .await;
+    }
+    let view = svc.memory(conv.id).await.unwrap();
+    assert!(
+        view.stats.evicted_total > 0,
+        "the window moved on: {:?}",
+        view.stats
+    );
+    assert!(view.first_visible_message > Some(fact.user_message.id));
+    assert_eq!(view.stats.pinned, with_pin);
+
+    // Parked and back: the snapshot carries the pins, so it is restored, not rebuilt.
+    svc.leave(conv.id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, events) = ask(&svc, conv.id, "And now?").await;
+    assert_eq!(memory_source(&events), Some(MemorySource::Snapshot));
+    assert_eq!(svc.memory(conv.id).await.unwrap().stats.pinned, with_pin);
+
+    // The flag is in the transcript.
+    let msgs = svc.messages(conv.id, None).await.unwrap();
+    let flagged: Vec<i64> = msgs.iter().filter(|m| m.pinned).map(|m| m.id).collect();
+    assert_eq!(flagged, [fact.user_message.id]);
+
+    // A pin past half the window is refused in words, and nothing changes.
+    let long = "word ".repeat(400);
+    let (big, _) = ask(&svc, conv.id, &long).await;
+    let err = svc
+        .pin_message(conv.id, big.user_message.id, true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "pin_budget", "{err}");
+    assert!(err.message.contains("no room to pin"), "{err}");
+    let msgs = svc.messages(conv.id, None).await.unwrap();
+    assert_eq!(msgs.iter().filter(|m| m.pinned).count(), 1);
+    // Another chat's message cannot be pinned through this one.
+    let other = svc.create_conversation().await.unwrap();
+    assert!(svc
+        .pin_message(other.id, fact.user_message.id, true)
+        .await
+        .is_err());
+
+    // Unpinned: rebuilt once more, and the pinned start is back to the system prompt alone.
+    svc.pin_message(conv.id, fact.user_message.id, false)
+        .await
+        .unwrap();
+    let (_, events) = ask(&svc, conv.id, "Bye.").await;
+    assert_eq!(memory_source(&events), Some(MemorySource::Rebuilt));
+    assert_eq!(svc.memory(conv.id).await.unwrap().stats.pinned, before);
+}

@@ -233,6 +233,8 @@ pub struct ModelInfo {
 pub struct Engine {
     tx: mpsc::Sender<Command>,
     info: ModelInfo,
+    /// The tokenizer and template, to measure an opening without asking the engine thread.
+    opening: (GgufTokenizer, ChatTemplate),
     views: Views,
     snapshot_budget: Arc<AtomicU64>,
     snapshot_dir: Option<PathBuf>,
@@ -347,8 +349,13 @@ fn snapshot_files(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
         .filter(|e| e.path().extension().is_some_and(|x| x == "kv"))
         .filter_map(|e| {
             let m = e.metadata().ok()?;
-            m.is_file()
-                .then(|| (e.path(), m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+            m.is_file().then(|| {
+                (
+                    e.path(),
+                    m.len(),
+                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                )
+            })
         })
         .collect();
     out.sort_by_key(|(p, _, t)| (*t, p.clone()));
@@ -383,6 +390,22 @@ pub fn enforce_snapshot_budget(dir: &Path, budget: u64) -> usize {
     removed
 }
 
+/// The tokens a chat's cache opens with: the template's opening around the system prompt, BOS
+/// first where the file asks for it and the template did not put it there.
+fn encode_opening(
+    tk: &GgufTokenizer,
+    template: &ChatTemplate,
+    system_prompt: &str,
+) -> Result<Vec<u32>> {
+    let mut opening = encode_pieces(tk, &template.opening(system_prompt), None)?;
+    if let (true, Some(bos)) = (tk.add_bos, tk.bos) {
+        if opening.first() != Some(&bos) {
+            opening.insert(0, bos);
+        }
+    }
+    Ok(opening)
+}
+
 /// How many conversations keep a live cache; the least recently used beyond it is dropped and
 /// rebuilt from its transcript when it comes back.
 pub const LIVE_CONVERSATIONS: usize = 4;
@@ -413,6 +436,7 @@ impl Engine {
             kv_bytes_per_token: spec.kv_bytes_per_token(),
         };
         let (tx, rx) = mpsc::channel();
+        let opening = (tokenizer.clone(), template.clone());
         let engine_device = device.clone();
         let views = Views::default();
         let worker_views = views.clone();
@@ -439,6 +463,7 @@ impl Engine {
         Ok(Self {
             tx,
             info,
+            opening,
             views,
             snapshot_budget,
             snapshot_dir: engine_snapshot_dir,
@@ -450,6 +475,13 @@ impl Engine {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// How many tokens a chat's opening takes with this system prompt: what is pinned with
+    /// the sinks when the prompt is pinned, and pinned only while it is at most half the
+    /// window (the service holds pinned messages to that before it accepts a pin).
+    pub fn opening_tokens(&self, system_prompt: &str) -> Result<usize> {
+        Ok(encode_opening(&self.opening.0, &self.opening.1, system_prompt)?.len())
     }
 
     /// Queues a reply; events arrive on `on_event` from the engine thread.
@@ -487,7 +519,11 @@ impl Engine {
 
     /// Whether `caches` caches of `capacity` tokens of this model fit in the memory free now;
     /// `Err` says why not, with the figures.
-    pub fn check_cache_memory(&self, capacity: usize, caches: usize) -> std::result::Result<(), String> {
+    pub fn check_cache_memory(
+        &self,
+        capacity: usize,
+        caches: usize,
+    ) -> std::result::Result<(), String> {
         crate::device::check_cache_memory(
             self.info.kv_bytes_per_token,
             capacity,
@@ -526,7 +562,11 @@ impl Engine {
     /// What the model holds of `conversation` now (`None`: nothing live; parked on disk or
     /// never read). Answers at once, also while a reply is being written.
     pub fn memory(&self, conversation: i64) -> Option<MemoryView> {
-        self.views.lock().expect("views").get(&conversation).cloned()
+        self.views
+            .lock()
+            .expect("views")
+            .get(&conversation)
+            .cloned()
     }
 
     /// Drops a conversation's cache and its snapshot (deleted conversation, edited history).
@@ -706,7 +746,10 @@ impl Worker {
         let meta: ConversationMeta = serde_json::from_value(meta).ok()?;
         let last_in_transcript = req.history.last_message();
         if meta.key != req.cache_key {
-            tracing::warn!(conversation = req.conversation, "snapshot of another chat refused");
+            tracing::warn!(
+                conversation = req.conversation,
+                "snapshot of another chat refused"
+            );
             return None;
         }
         if meta.system_prompt != req.system_prompt
@@ -778,17 +821,7 @@ impl Worker {
             }
             return Ok((source, feeds));
         }
-        let mut opening = encode_pieces(
-            &self.tokenizer,
-            &self.template.opening(&req.system_prompt),
-            None,
-        )?;
-        // BOS first where the file asks for it and the template did not put it there.
-        if let (true, Some(bos)) = (self.tokenizer.add_bos, self.tokenizer.bos) {
-            if opening.first() != Some(&bos) {
-                opening.insert(0, bos);
-            }
-        }
+        let opening = encode_opening(&self.tokenizer, &self.template, &req.system_prompt)?;
         // The opening (system prompt) is pinned with the sinks when it takes at most half the
         // window; a longer one is read like any text and scrolls away in time, so a huge prompt
         // can never make the pinned part outgrow the memory chosen in Settings.

@@ -224,6 +224,10 @@ async fn dispatch(svc: &ChatService, command: &str, a: &Value) -> UiResult<Respo
         "create_conversation" => answer(svc.create_conversation().await),
         "get_messages" => answer(svc.messages(conv()?, arg(a, "beforeId")?).await),
         "rename_conversation" => answer(svc.rename(conv()?, &arg::<String>(a, "title")?).await),
+        "pin_message" => answer(
+            svc.pin_message(conv()?, arg(a, "messageId")?, arg(a, "pinned")?)
+                .await,
+        ),
         "delete_conversation" => answer(svc.delete(conv()?).await),
         "delete_conversation_later" => {
             svc.delete_later(conv()?, std::time::Duration::from_secs(6));

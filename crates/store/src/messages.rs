@@ -80,6 +80,8 @@ pub struct Message {
     pub tokens: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Kept in the model's memory with the system prompt (the user pinned it).
+    pub pinned: bool,
 }
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
@@ -94,11 +96,12 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
         tokens: r.get("tokens"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+        pinned: r.get::<i64, _>("pinned") != 0,
     }
 }
 
 const COLUMNS: &str =
-    "id, conversation_id, role, content, status, error, tokens, created_at, updated_at";
+    "id, conversation_id, role, content, status, error, tokens, created_at, updated_at, pinned";
 
 impl Store {
     /// Saves a user message (checked text) and touches its conversation.
@@ -301,6 +304,31 @@ impl Store {
             .await?
             .ok_or(Error::NoSuchMessage(id))?;
         Ok(from_row(&row))
+    }
+
+    /// Pins or unpins a message of `conversation`. Refused for a message of another chat.
+    pub async fn set_pinned(&self, conversation: i64, id: i64, pinned: bool) -> Result<Message> {
+        let r = sqlx::query("UPDATE messages SET pinned = ? WHERE id = ? AND conversation_id = ?")
+            .bind(pinned as i64)
+            .bind(id)
+            .bind(conversation)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(Error::NoSuchMessage(id));
+        }
+        self.message(id).await
+    }
+
+    /// The pinned messages of a chat, oldest first.
+    pub async fn pinned_messages(&self, conversation: i64) -> Result<Vec<Message>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ? AND pinned = 1 ORDER BY id"
+        ))
+        .bind(conversation)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect())
     }
 
     /// Marks replies left `streaming` (by a crash) as `interrupted`; returns how many.

@@ -595,3 +595,45 @@ async fn imports_are_limited_and_a_late_failure_adds_nothing() {
         .unwrap();
     assert_eq!(orphans, 2);
 }
+
+/// Pins (#19) are a flag on the message: set and cleared within its own chat only, kept across
+/// a restart, listed oldest first, and gone with the message when a regenerate or an edit
+/// removes it.
+#[tokio::test]
+async fn pins_belong_to_their_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let c = s.create_conversation("Pins", "m", "", "{}").await.unwrap();
+    let other = s.create_conversation("Other", "m", "", "{}").await.unwrap();
+    let text = |t: &str| MessageText::parse(t).unwrap();
+    let a = s
+        .add_user_message(c.id, &text("my sister is Ana"))
+        .await
+        .unwrap();
+    let b = s
+        .add_user_message(c.id, &text("I was born in 1990"))
+        .await
+        .unwrap();
+    let late = s.add_user_message(c.id, &text("later")).await.unwrap();
+    assert!(!a.pinned);
+    assert!(s.set_pinned(c.id, b.id, true).await.unwrap().pinned);
+    assert!(s.set_pinned(c.id, a.id, true).await.unwrap().pinned);
+    assert!(s.set_pinned(c.id, late.id, true).await.unwrap().pinned);
+    assert!(matches!(
+        s.set_pinned(other.id, a.id, false).await,
+        Err(sinkchat_store::Error::NoSuchMessage(_))
+    ));
+    drop(s);
+    let s = open(&dir).await;
+    let ids = |v: Vec<sinkchat_store::Message>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.pinned_messages(c.id).await.unwrap()),
+        [a.id, b.id, late.id]
+    );
+    assert!(s.pinned_messages(other.id).await.unwrap().is_empty());
+    s.truncate_from(c.id, late.id).await.unwrap();
+    assert_eq!(ids(s.pinned_messages(c.id).await.unwrap()), [a.id, b.id]);
+    s.set_pinned(c.id, a.id, false).await.unwrap();
+    assert_eq!(ids(s.pinned_messages(c.id).await.unwrap()), [b.id]);
+    assert!(s.messages(c.id, 0, 10).await.unwrap()[1].pinned);
+}

@@ -2,4 +2,8 @@
 import type { MessageStatus } from "./MessageStatus.js";
 import type { Role } from "./Role.js";
 
-export type Message = { id: number, conversation_id: number, role: Role, content: string, status: MessageStatus, error: string | null, tokens: number | null, created_at: number, updated_at: number, };
+export type Message = { id: number, conversation_id: number, role: Role, content: string, status: MessageStatus, error: string | null, tokens: number | null, created_at: number, updated_at: number, 
+/**
+ * Kept in the model's memory with the system prompt (the user pinned it).
+ */
+pinned: boolean, };

@@ -23,6 +23,7 @@ export const commands = {
   createConversation: () => invoke<Conversation>("create_conversation", {}),
   getMessages: (conversationId: number, beforeId: number | null) => invoke<Message[]>("get_messages", { conversationId, beforeId }),
   renameConversation: (conversationId: number, title: string) => invoke<void>("rename_conversation", { conversationId, title }),
+  pinMessage: (conversationId: number, messageId: number, pinned: boolean) => invoke<Message>("pin_message", { conversationId, messageId, pinned }),
   deleteConversation: (conversationId: number) => invoke<void>("delete_conversation", { conversationId }),
   deleteConversationLater: (conversationId: number) => invoke<void>("delete_conversation_later", { conversationId }),
   undoDelete: (conversationId: number) => invoke<boolean>("undo_delete", { conversationId }),
