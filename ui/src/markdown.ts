@@ -174,6 +174,19 @@ export function renderMarkdown(doc: Document, src: string, opts: RenderOptions):
   return renderParsed(doc, src, md.parse(wellFormed(src), {}), opts);
 }
 
+const BLOCK_PARENTS = new Set(["UL", "OL", "LI", "BLOCKQUOTE", "TABLE", "THEAD", "TBODY", "TR"]);
+/** Removes the whitespace-only text nodes markdown-it leaves between block elements (at the
+ *  top and inside lists, quotes and tables; never inside a paragraph or code). */
+function dropBlockNewlines(root: Node) {
+  for (const n of [...root.childNodes]) {
+    if (n.nodeType === 3) {
+      if (!/\S/.test(n.textContent ?? "")) root.removeChild(n);
+    } else if (BLOCK_PARENTS.has(n.nodeName)) {
+      dropBlockNewlines(n);
+    }
+  }
+}
+
 /** A lone UTF-16 surrogate (never in text from the backend, which is valid UTF-8, but possible
  *  in a pasted or imported string) broke jsdom's HTML parser in the fuzz test: make it U+FFFD. */
 function wellFormed(src: string): string {
@@ -228,6 +241,9 @@ function renderParsed(doc: Document, src: string, tokens: Token[], opts: RenderO
       }));
     }
   }
+  // markdown-it puts a newline between blocks; as text nodes they would reach the reply's
+  // textContent (what Copy and the tests read), which must be the reply's words only.
+  dropBlockNewlines(frag);
   // A link with no address (`[y]()`, or one the sanitizer took away) is text, not a dead link.
   for (const a of [...frag.querySelectorAll("a:not([href]), a[href=\"\"]")]) a.replaceWith(...a.childNodes);
   for (const table of [...frag.querySelectorAll("table")]) {

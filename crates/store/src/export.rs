@@ -47,6 +47,10 @@ pub struct ExportMessage {
     #[serde(default)]
     pub tokens: Option<i64>,
     pub created_at: i64,
+    /// Kept in memory by the user (#19); left out of the file when false, so older readers
+    /// and files stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 fn complete() -> String {
@@ -122,7 +126,7 @@ impl Store {
         for c in convs {
             let id: i64 = c.get("id");
             let messages = sqlx::query(
-                "SELECT role, content, status, error, tokens, created_at FROM messages \
+                "SELECT role, content, status, error, tokens, created_at, pinned FROM messages \
                  WHERE conversation_id = ? ORDER BY id",
             )
             .bind(id)
@@ -136,6 +140,7 @@ impl Store {
                 error: m.get("error"),
                 tokens: m.get("tokens"),
                 created_at: m.get("created_at"),
+                pinned: m.get::<i64, _>("pinned") != 0,
             })
             .collect();
             let settings: String = c.get("settings");
@@ -335,8 +340,8 @@ impl Store {
                     s => s,
                 };
                 sqlx::query(
-                    "INSERT INTO messages(conversation_id, role, content, status, error, tokens, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO messages(conversation_id, role, content, status, error, tokens, created_at, updated_at, pinned) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(id)
                 .bind(&m.role)
@@ -346,6 +351,7 @@ impl Store {
                 .bind(m.tokens)
                 .bind(m.created_at)
                 .bind(m.created_at)
+                .bind(m.pinned as i64)
                 .execute(&mut **slot.as_mut().expect("an open transaction"))
                 .await?;
                 messages += 1;

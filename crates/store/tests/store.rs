@@ -636,4 +636,19 @@ async fn pins_belong_to_their_message() {
     s.set_pinned(c.id, a.id, false).await.unwrap();
     assert_eq!(ids(s.pinned_messages(c.id).await.unwrap()), [b.id]);
     assert!(s.messages(c.id, 0, 10).await.unwrap()[1].pinned);
+    // An export keeps the pin (and says nothing of unpinned messages); an import restores it.
+    let json = serde_json::to_string(&s.export(Some(&[c.id])).await.unwrap()).unwrap();
+    assert_eq!(json.matches("\"pinned\":true").count(), 1, "{json}");
+    assert!(!json.contains("\"pinned\":false"));
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = open(&dir2).await;
+    fresh.import(&json).await.unwrap();
+    let back = fresh.export(None).await.unwrap();
+    let pinned: Vec<&str> = back.conversations[0]
+        .messages
+        .iter()
+        .filter(|m| m.pinned)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(pinned, ["I was born in 1990"]);
 }
