@@ -67,7 +67,7 @@ function renderBody(body: HTMLElement, m: Pick<Message, "role" | "content">) {
   body.replaceChildren(renderMarkdown(document, m.content, markdownOptions()));
 }
 
-function messageEl(m: Pick<Message, "role" | "content" | "status" | "id"> & { pinned?: boolean }): HTMLElement {
+function messageEl(m: Pick<Message, "role" | "content" | "status" | "id"> & { pinned?: boolean; recalled?: number[] }): HTMLElement {
   const art = el("article", { cls: `message ${m.role} ${m.status}`, attrs: { "aria-label": m.role === "user" ? t.you : t.assistant } });
   art.dataset.id = String(m.id);
   const body = el("div", { cls: "body" });
@@ -81,7 +81,32 @@ function messageEl(m: Pick<Message, "role" | "content" | "status" | "id"> & { pi
   art.dataset.raw = m.content;
   art.append(tools);
   setPinned(art, m.pinned ?? false);
+  if (m.recalled?.length) markRecall(art, m.recalled);
   return art;
+}
+
+/** A reply that was given back earlier messages (recall): a note on it, which says on hover
+ *  what that means, and a mark on each of those messages shown in the transcript. */
+function markRecall(art: HTMLElement, ids: number[]) {
+  art.classList.add("used-recall");
+  art.dataset.recalled = ids.join(",");
+  art.querySelector(".recall-note")?.remove();
+  const note = el("span", { cls: "recall-note", text: t.usedRecall(ids.length), attrs: { title: t.usedRecallHelp, tabindex: "0" } });
+  art.prepend(note);
+  markRecalledMessages();
+}
+
+/** Marks the messages on screen that some reply recalled. */
+function markRecalledMessages() {
+  const ids = new Set<string>();
+  messagesEl.querySelectorAll<HTMLElement>(".message.used-recall").forEach((a) => a.dataset.recalled?.split(",").forEach((i) => ids.add(i)));
+  messagesEl.querySelectorAll<HTMLElement>(".message").forEach((a) => {
+    const on = ids.has(a.dataset.id ?? "");
+    if (on === a.classList.contains("recalled")) return;
+    a.classList.toggle("recalled", on);
+    a.querySelector(".recalled-mark")?.remove();
+    if (on) a.querySelector(".body")!.before(el("span", { cls: "recalled-mark", text: t.recalledMark }));
+  });
 }
 
 /** Shows a message as pinned (kept in the model's memory with the system prompt) or not. */
@@ -262,6 +287,7 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
   lastFirstVisible = null;
   const msgs = await api.messages(c.id);
   messagesEl.replaceChildren(...earlierButton(c, msgs), ...msgs.map(messageEl));
+  markRecalledMessages();
   drawTimeline(timelineOf(c.id));
   clearGauge();
   void refreshGauge();
@@ -291,6 +317,7 @@ function earlierButton(c: Conversation, page: Message[]): HTMLElement[] {
       if (current?.id !== c.id) return;
       const keep = messagesEl.scrollHeight - messagesEl.scrollTop;
       wrap.replaceWith(...earlierButton(c, older), ...older.map(messageEl));
+      markRecalledMessages();
       messagesEl.scrollTop = messagesEl.scrollHeight - keep; // stay where the reader was
       showMemoryLine(lastFirstVisible);
     } catch (e) { showError(errorText(e)); }
@@ -410,6 +437,7 @@ async function streamReply(start: Start, replaceFrom?: number) {
     if (!messagesEl.querySelector(`[data-id="${sent.user_message.id}"]`)) messagesEl.append(messageEl(sent.user_message));
     placeholder.dataset.id = String(sent.reply_id);
     messagesEl.append(placeholder);
+    if (sent.recalled.length) markRecall(placeholder, sent.recalled);
     // Cache events can arrive before the reply has its place: draw the line again now.
     showMemoryLine(lastFirstVisible);
     scrollToEnd(true);

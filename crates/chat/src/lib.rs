@@ -12,6 +12,7 @@ pub mod error;
 pub mod instance;
 pub mod logging;
 pub mod models;
+pub mod recall;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -73,6 +74,8 @@ pub struct ServerState {
 pub struct Sent {
     pub user_message: Message,
     pub reply_id: i64,
+    /// Earlier messages, gone from the model's window, given back to it for this reply.
+    pub recalled: Vec<i64>,
 }
 
 /// Whether the reply is on disk. `not_saved` comes the moment a save fails (disk full,
@@ -832,7 +835,20 @@ impl ChatService {
         let settings = Settings::load(&self.0.store).await;
         let pins = self.0.store.pinned_messages(conversation_id).await?;
         let history = self.history_before(conversation_id, user.id).await?;
+        let recalled = if settings.recall {
+            self.recall_for(engine, conv, &user, &settings).await
+        } else {
+            Vec::new()
+        };
+        let recalled_ids: Vec<i64> = recalled.iter().map(|m| m.id).collect();
+        let lines: Vec<String> = recalled
+            .iter()
+            .map(|m| recall::line(m.role, &m.content))
+            .collect();
         let reply = self.0.store.start_reply(conversation_id).await?;
+        if !recalled_ids.is_empty() {
+            self.0.store.set_recalled(reply.id, &recalled_ids).await?;
+        }
         let sampling = opts.sampling.unwrap_or_else(|| settings.sampling.clone());
         let req = GenerateRequest {
             conversation: conversation_id,
@@ -842,7 +858,7 @@ impl ChatService {
             // other pins is not restored).
             system_prompt: with_pins(&conv.system_prompt, &pins),
             history,
-            user_text: user.content.clone(),
+            user_text: recall::with_recall(&lines, &user.content),
             user_message_id: user.id,
             reply_message_id: reply.id,
             sampling: SamplingParams {
@@ -881,7 +897,62 @@ impl ChatService {
         Ok(Sent {
             user_message: user,
             reply_id: reply.id,
+            recalled: recalled_ids,
         })
+    }
+
+    /// The messages to give back for `user`: finished, unpinned messages of this chat that
+    /// have left the model's window and share words with it, best first, within an eighth of
+    /// the window (at most three), then in transcript order. Nothing when the chat has no
+    /// memory yet, when nothing has left the window, or when nothing matches.
+    async fn recall_for(
+        &self,
+        engine: &Engine,
+        conv: &Conversation,
+        user: &Message,
+        settings: &Settings,
+    ) -> Vec<Message> {
+        let terms = recall::terms(&user.content);
+        if terms.is_empty() {
+            return Vec::new();
+        }
+        let Some(first_visible) = self
+            .memory(conv.id)
+            .await
+            .and_then(|v| v.first_visible_message)
+        else {
+            return Vec::new();
+        };
+        let found = match self
+            .0
+            .store
+            .recall_candidates(conv.id, first_visible.min(user.id), &terms, 8)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "recall lookup failed; answering without it");
+                return Vec::new();
+            }
+        };
+        let budget = (settings.cache.window / 8).max(32);
+        let mut used = 0;
+        let mut chosen = Vec::new();
+        for m in found {
+            let n = engine
+                .count_tokens(&recall::line(m.role, &m.content))
+                .unwrap_or(usize::MAX);
+            if used + n > budget {
+                continue;
+            }
+            used += n;
+            chosen.push(m);
+            if chosen.len() == 3 {
+                break;
+            }
+        }
+        chosen.sort_by_key(|m| m.id);
+        chosen
     }
 
     /// Forwards a reply's events and saves its text every [`SAVE_EVERY`] and at its end. A

@@ -32,6 +32,9 @@ pub struct Settings {
     /// recently left go first (those chats rebuild from their transcript when opened). 0 keeps
     /// none.
     pub snapshot_budget_mb: u64,
+    /// Give the model back earlier messages of the chat that left its window when a new
+    /// message is about them (#19).
+    pub recall: bool,
 }
 
 /// The snapshots' disk budget unless the user picks another: 2 GB, about twenty full caches
@@ -61,6 +64,7 @@ impl Default for Settings {
             api_port: DEFAULT_API_PORT,
             api_token: String::new(),
             snapshot_budget_mb: DEFAULT_SNAPSHOT_BUDGET_MB,
+            recall: true,
         }
     }
 }

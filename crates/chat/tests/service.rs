@@ -761,3 +761,98 @@ async fn a_pinned_message_stays_in_the_pinned_start_until_unpinned() {
     assert_eq!(memory_source(&events), Some(MemorySource::Rebuilt));
     assert_eq!(svc.memory(conv.id).await.unwrap().stats.pinned, before);
 }
+
+fn prompt_tokens(events: &[ReplyEvent]) -> usize {
+    events
+        .iter()
+        .find_map(|e| match e {
+            ReplyEvent::Engine(EngineEvent::Done { prompt_tokens, .. }) => Some(*prompt_tokens),
+            _ => None,
+        })
+        .expect("a finished reply")
+}
+
+/// Recall (#19, first step): a fact said early leaves the window; a later message about it
+/// gets it back (the reply records which message), a message about nothing in particular
+/// gets nothing and reads no more tokens, and recall off gives nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_about_something_the_window_let_go_gets_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 8).await;
+    let mut s = svc.settings().await;
+    s.cache.sinks = 4;
+    s.cache.window = 128;
+    svc.save_settings(s.clone()).await.unwrap();
+    let conv = svc.create_conversation().await.unwrap();
+    let (fact, _) = ask(&svc, conv.id, "My cat is called Quokkamuffin.").await;
+    assert!(fact.recalled.is_empty(), "nothing to recall in a new chat");
+    // Talk until the fact has left the window.
+    for i in 0..30 {
+        let (sent, _) = ask(
+            &svc,
+            conv.id,
+            &format!("Give me one word for the number {i}."),
+        )
+        .await;
+        assert!(
+            sent.recalled.is_empty(),
+            "turn {i} recalled {:?}",
+            sent.recalled
+        );
+        let view = svc.memory(conv.id).await.unwrap();
+        if view.first_visible_message > Some(fact.user_message.id + 1) {
+            break;
+        }
+    }
+    let view = svc.memory(conv.id).await.unwrap();
+    assert!(
+        view.first_visible_message > Some(fact.user_message.id + 1),
+        "the fact is still in view"
+    );
+
+    // A message with nothing relevant: nothing given back, and it reads what any turn reads.
+    let (plain, plain_events) = ask(&svc, conv.id, "Thanks!").await;
+    assert!(plain.recalled.is_empty());
+    let plain_prompt = prompt_tokens(&plain_events);
+
+    // A message about the cat: the fact comes back for this reply, recorded on it.
+    let before_about = svc
+        .memory(conv.id)
+        .await
+        .unwrap()
+        .first_visible_message
+        .unwrap();
+    let (about, events) = ask(&svc, conv.id, "What is my cat called?").await;
+    assert!(
+        about.recalled.contains(&fact.user_message.id),
+        "{:?}",
+        about.recalled
+    );
+    assert!(about.recalled.len() <= 3);
+    assert!(
+        about.recalled.iter().all(|&id| id < before_about),
+        "only what left the window: {:?} (window from {before_about})",
+        about.recalled
+    );
+    let reply = svc
+        .messages(conv.id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == about.reply_id)
+        .unwrap();
+    assert_eq!(reply.recalled, about.recalled);
+    let recalled_prompt = prompt_tokens(&events);
+    assert!(
+        recalled_prompt > plain_prompt + 8,
+        "the recalled line was read: {plain_prompt} vs {recalled_prompt}"
+    );
+    // The transcript keeps the user's words as typed.
+    assert_eq!(about.user_message.content, "What is my cat called?");
+
+    // Recall off: nothing is given back.
+    s.recall = false;
+    svc.save_settings(s).await.unwrap();
+    let (off, _) = ask(&svc, conv.id, "What is my cat called?").await;
+    assert!(off.recalled.is_empty());
+}

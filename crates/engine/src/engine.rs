@@ -484,6 +484,11 @@ impl Engine {
         Ok(encode_opening(&self.opening.0, &self.opening.1, system_prompt)?.len())
     }
 
+    /// How many tokens `text` takes as plain text (what recall spends of its budget).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.opening.0.encode(text, false)?.len())
+    }
+
     /// Queues a reply; events arrive on `on_event` from the engine thread.
     pub fn generate(
         &self,

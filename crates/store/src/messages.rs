@@ -82,6 +82,9 @@ pub struct Message {
     pub updated_at: i64,
     /// Kept in the model's memory with the system prompt (the user pinned it).
     pub pinned: bool,
+    /// For a reply: the earlier messages, gone from the model's window, that were given back
+    /// to it for this reply (recall); empty for most.
+    pub recalled: Vec<i64>,
 }
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
@@ -97,11 +100,15 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         pinned: r.get::<i64, _>("pinned") != 0,
+        recalled: r
+            .get::<Option<String>, _>("recalled")
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
     }
 }
 
-const COLUMNS: &str =
-    "id, conversation_id, role, content, status, error, tokens, created_at, updated_at, pinned";
+const COLUMNS: &str = "id, conversation_id, role, content, status, error, tokens, created_at, \
+                       updated_at, pinned, recalled";
 
 impl Store {
     /// Saves a user message (checked text) and touches its conversation.
@@ -318,6 +325,66 @@ impl Store {
             return Err(Error::NoSuchMessage(id));
         }
         self.message(id).await
+    }
+
+    /// Records which earlier messages reply `id` was given back (recall).
+    pub async fn set_recalled(&self, id: i64, recalled: &[i64]) -> Result<()> {
+        let json =
+            (!recalled.is_empty()).then(|| serde_json::to_string(recalled).expect("ids serialize"));
+        sqlx::query("UPDATE messages SET recalled = ? WHERE id = ?")
+            .bind(json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Recall candidates: finished, unpinned messages of `conversation` older than `before`
+    /// that contain any of `terms` (FTS5), most relevant first (BM25), at most `limit`. The
+    /// rowid range keeps FTS5 to this chat's span of ids, so a word common in other chats
+    /// costs little.
+    pub async fn recall_candidates(
+        &self,
+        conversation: i64,
+        before: i64,
+        terms: &[String],
+        limit: i64,
+    ) -> Result<Vec<Message>> {
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT min(id) FROM messages WHERE conversation_id = ?")
+                .bind(conversation)
+                .fetch_one(&self.pool)
+                .await?;
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
+        let cols = COLUMNS
+            .split(',')
+            .map(|c| format!("m.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {cols} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+             WHERE messages_fts MATCH ? AND messages_fts.rowid >= ? AND messages_fts.rowid < ? \
+               AND m.conversation_id = ? AND m.pinned = 0 AND m.status IN ('complete', 'stopped') \
+             ORDER BY bm25(messages_fts) LIMIT ?"
+        ))
+        .bind(query)
+        .bind(first)
+        .bind(before)
+        .bind(conversation)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect())
     }
 
     /// The pinned messages of a chat, oldest first.

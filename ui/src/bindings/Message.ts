@@ -6,4 +6,9 @@ export type Message = { id: number, conversation_id: number, role: Role, content
 /**
  * Kept in the model's memory with the system prompt (the user pinned it).
  */
-pinned: boolean, };
+pinned: boolean, 
+/**
+ * For a reply: the earlier messages, gone from the model's window, that were given back
+ * to it for this reply (recall); empty for most.
+ */
+recalled: Array<number>, };

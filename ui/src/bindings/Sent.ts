@@ -4,4 +4,8 @@ import type { Message } from "./Message.js";
 /**
  * A reply has started: the user's message as saved, and the id the reply is saved under.
  */
-export type Sent = { user_message: Message, reply_id: number, };
+export type Sent = { user_message: Message, reply_id: number, 
+/**
+ * Earlier messages, gone from the model's window, given back to it for this reply.
+ */
+recalled: Array<number>, };

@@ -32,4 +32,9 @@ api_token: string,
  * recently left go first (those chats rebuild from their transcript when opened). 0 keeps
  * none.
  */
-snapshot_budget_mb: number, };
+snapshot_budget_mb: number, 
+/**
+ * Give the model back earlier messages of the chat that left its window when a new
+ * message is about them (#19).
+ */
+recall: boolean, };

@@ -1,0 +1,63 @@
+// Recall in the UI (#19), in Chromium against a real `sinkchat serve` with a small window: a
+// fact said early, talk until it leaves the model's window, then a question about it. The
+// reply says it used recalled text (and explains on hover), the recalled message is marked,
+// and both marks are drawn again when the chat is opened later.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
+
+let server, browser;
+before(async () => {
+  server = await serve();
+  const settings = (await server.command("get_settings")).body;
+  const small = { ...settings, welcomed: true, cache: { ...settings.cache, sinks: 4, window: 128 }, sampling: { ...settings.sampling, max_tokens: 8, temperature: 0 } };
+  assert.equal((await server.command("save_settings", { settings: small })).status, 200);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+after(async () => { await browser?.close(); await server?.stop(); });
+
+async function send(page, text) {
+  const n = await page.locator("#messages .message.assistant").count();
+  await page.fill("#message-input", text);
+  await page.click("#send-button");
+  await page.waitForFunction((n) => {
+    const r = document.querySelectorAll("#messages .message.assistant");
+    return r.length > n && !r[r.length - 1].classList.contains("streaming") && !document.getElementById("send-button").hidden;
+  }, n, { timeout: 120_000 });
+}
+
+test("a question about a fact the window let go gets it back, and the window shows it", { timeout: 600_000 }, async () => {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  await page.goto(`${server.url}/`);
+  await page.waitForFunction(() => document.body.dataset.booted === "1");
+  await send(page, "My cat is called Quokkamuffin.");
+  const fact = await page.locator("#messages .message.user").first().getAttribute("data-id");
+  // Talk until the memory line has passed the fact (the model's window begins after it).
+  for (let i = 0; i < 30; i++) {
+    await send(page, `Give me one word for the number ${i}.`);
+    const convs = (await server.command("list_conversations", { beforeUpdated: null, beforeId: null })).body;
+    const mem = (await server.command("conversation_memory", { conversationId: convs[0].id })).body;
+    if (mem.first_visible_message > Number(fact) + 1) break;
+  }
+  assert.equal(await page.locator(".recall-note").count(), 0, "nothing was recalled while talking about numbers");
+  await send(page, "What is my cat called?");
+  const last = page.locator("#messages .message.assistant").last();
+  assert.match(await last.locator(".recall-note").textContent(), /earlier message/);
+  assert.match(await last.locator(".recall-note").getAttribute("title"), /left the model's memory window/);
+  const factEl = page.locator(`#messages .message[data-id="${fact}"]`);
+  assert.match(await factEl.getAttribute("class"), /recalled/);
+  assert.match(await factEl.locator(".recalled-mark").textContent(), /Recalled/);
+  // Opened again later: the same marks, from the transcript.
+  await page.reload();
+  await page.waitForFunction(() => document.body.dataset.booted === "1");
+  await page.locator("#conversation-list .open").first().click();
+  await page.waitForSelector(`#messages .message[data-id="${fact}"].recalled .recalled-mark`);
+  assert.equal(await page.locator("#messages .message.assistant .recall-note").count(), 1);
+  assert.deepEqual(errors, []);
+});
