@@ -916,11 +916,14 @@ impl ChatService {
         if terms.is_empty() {
             return Vec::new();
         }
-        let Some(first_visible) = self
-            .memory(conv.id)
-            .await
-            .and_then(|v| v.first_visible_message)
-        else {
+        let first_visible = match self.memory(conv.id).await {
+            Some(view) => view.first_visible_message,
+            // No memory yet (a chat made with earlier turns, or one whose snapshot is gone):
+            // the engine will rebuild it from the newest turns that fit in three quarters of
+            // the window; what is older than those is out of view.
+            None => self.rebuild_start(engine, conv.id, user.id, settings).await,
+        };
+        let Some(first_visible) = first_visible else {
             return Vec::new();
         };
         let found = match self
@@ -953,6 +956,36 @@ impl ChatService {
         }
         chosen.sort_by_key(|m| m.id);
         chosen
+    }
+
+    /// The oldest message a rebuild of the chat's memory would hold (the engine keeps the
+    /// newest turns that fit in three quarters of the window), counting each message with the
+    /// model's tokenizer and a few tokens of template around it.
+    async fn rebuild_start(
+        &self,
+        engine: &Engine,
+        conversation_id: i64,
+        before: i64,
+        settings: &Settings,
+    ) -> Option<i64> {
+        let budget = settings.cache.window * 3 / 4;
+        let page = self
+            .0
+            .store
+            .messages_before(conversation_id, Some(before), 200)
+            .await
+            .ok()?;
+        let mut used = 0;
+        let mut first = None;
+        for m in &page {
+            // newest first
+            used += engine.count_tokens(&m.content).ok()? + 6;
+            if used > budget {
+                break;
+            }
+            first = Some(m.id);
+        }
+        first.or(Some(before))
     }
 
     /// Forwards a reply's events and saves its text every [`SAVE_EVERY`] and at its end. A

@@ -9,6 +9,7 @@ mod eval;
 mod perplexity;
 mod progress;
 mod rdata;
+mod recall_bench;
 mod serve;
 mod store_bench;
 
@@ -120,6 +121,23 @@ enum Bench {
         /// cpu or gpu
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Recall beyond the window: facts asked about after 2x, 10x, 50x the window, with recall
+    /// off, on, and the fact pinned (see docs/BENCHMARKS.md)
+    Recall {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Scripted conversations (one fact each)
+        #[arg(long, default_value_t = 50)]
+        conversations: usize,
+        /// The memory window the chats run with, in tokens
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Comma-separated distances, in windows
+        #[arg(long, default_value = "2,10,50", value_delimiter = ',')]
+        distances: Vec<usize>,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
     },
     /// The transcript store at scale: first page, search, reopening a chat
     Store {
@@ -266,6 +284,13 @@ fn main() -> Result<()> {
             out,
             bench::device(Some(&device))?,
         ),
+        Command::Bench(Bench::Recall {
+            model,
+            conversations,
+            window,
+            distances,
+            out,
+        }) => recall_bench::run(&model.checked()?, conversations, window, &distances, out),
         Command::Bench(Bench::Store {
             model,
             conversations,

@@ -28,7 +28,11 @@ fn help_lists_every_command_and_each_command_has_its_own() {
         ),
         (
             vec!["bench", "--help"],
-            vec!["decode", "kernels", "flat", "store"],
+            vec!["decode", "kernels", "flat", "store", "recall"],
+        ),
+        (
+            vec!["bench", "recall", "--help"],
+            vec!["--conversations", "--window", "--distances", "--out"],
         ),
         (
             vec!["bench", "store", "--help"],
