@@ -903,8 +903,9 @@ impl ChatService {
 
     /// The messages to give back for `user`: finished, unpinned messages of this chat that
     /// have left the model's window and share words with it, best first, within an eighth of
-    /// the window (at most three), then in transcript order. Nothing when the chat has no
-    /// memory yet, when nothing has left the window, or when nothing matches.
+    /// the window (at most three), then in transcript order. Nothing when nothing has left the
+    /// window or nothing matches. A chat with no memory yet counts back what its rebuild
+    /// will hold.
     async fn recall_for(
         &self,
         engine: &Engine,
@@ -939,13 +940,13 @@ impl ChatService {
             }
         };
         let budget = (settings.cache.window / 8).max(32);
-        let mut used = 0;
+        let mut used = 0usize;
         let mut chosen = Vec::new();
         for m in found {
             let n = engine
                 .count_tokens(&recall::line(m.role, &m.content))
                 .unwrap_or(usize::MAX);
-            if used + n > budget {
+            if used.saturating_add(n) > budget {
                 continue;
             }
             used += n;
