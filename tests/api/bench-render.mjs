@@ -13,8 +13,7 @@ import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, writeFileSync, copyFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, extname, normalize } from "node:path";
-import { chromium } from "playwright-core";
-import { ROOT } from "./serve.mjs";
+import { ROOT, launchChromium } from "./serve.mjs";
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -72,10 +71,7 @@ const http = createServer((req, res) => {
 await new Promise((r) => http.listen(0, "127.0.0.1", r));
 const url = `http://127.0.0.1:${http.address().port}/`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   await page.goto(url);

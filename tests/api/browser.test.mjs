@@ -2,16 +2,12 @@
 // real `sinkchat serve` (HTTP + server-sent events instead of Tauri's IPC).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-import { serve } from "./serve.mjs";
+import { serve, launchChromium } from "./serve.mjs";
 
 let server, browser, page;
 before(async () => {
   server = await serve();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
   page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e));

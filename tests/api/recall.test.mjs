@@ -4,8 +4,7 @@
 // and both marks are drawn again when the chat is opened later.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-import { serve } from "./serve.mjs";
+import { serve, launchChromium } from "./serve.mjs";
 
 let server, browser;
 before(async () => {
@@ -13,10 +12,7 @@ before(async () => {
   const settings = (await server.command("get_settings")).body;
   const small = { ...settings, welcomed: true, cache: { ...settings.cache, sinks: 4, window: 128 }, sampling: { ...settings.sampling, max_tokens: 8, temperature: 0 } };
   assert.equal((await server.command("save_settings", { settings: small })).status, 200);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 after(async () => { await browser?.close(); await server?.stop(); });
 

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const MODEL = "SmolLM2-135M-Instruct.Q4_1";
@@ -38,4 +39,12 @@ export async function serve() {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Debian's Chromium (or $CHROMIUM), headless, as every browser test and the render bench use it. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
 }

@@ -660,6 +660,16 @@ async fn the_model_has_its_human_name() {
     );
 }
 
+/// Four sinks and a 128-token window, so a few turns push the start of a chat out; returns
+/// the settings saved.
+async fn small_window(svc: &ChatService) -> sinkchat_chat::Settings {
+    let mut s = svc.settings().await;
+    s.cache.sinks = 4;
+    s.cache.window = 128;
+    svc.save_settings(s.clone()).await.unwrap();
+    s
+}
+
 fn memory_source(events: &[ReplyEvent]) -> Option<MemorySource> {
     events.iter().find_map(|e| match e {
         ReplyEvent::Engine(EngineEvent::Memory { source }) => Some(*source),
@@ -675,10 +685,7 @@ fn memory_source(events: &[ReplyEvent]) -> Option<MemorySource> {
 async fn a_pinned_message_stays_in_the_pinned_start_until_unpinned() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(dir.path(), 8).await;
-    let mut s = svc.settings().await;
-    s.cache.sinks = 4;
-    s.cache.window = 128;
-    svc.save_settings(s).await.unwrap();
+    small_window(&svc).await;
     let conv = svc.create_conversation().await.unwrap();
     let (fact, _) = ask(
         &svc,
@@ -779,10 +786,7 @@ fn prompt_tokens(events: &[ReplyEvent]) -> usize {
 async fn a_message_about_something_the_window_let_go_gets_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(dir.path(), 8).await;
-    let mut s = svc.settings().await;
-    s.cache.sinks = 4;
-    s.cache.window = 128;
-    svc.save_settings(s.clone()).await.unwrap();
+    let mut s = small_window(&svc).await;
     let conv = svc.create_conversation().await.unwrap();
     let (fact, _) = ask(&svc, conv.id, "My cat is called Quokkamuffin.").await;
     assert!(fact.recalled.is_empty(), "nothing to recall in a new chat");
