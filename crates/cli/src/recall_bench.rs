@@ -368,9 +368,9 @@ pub fn run(
             "added_tokens_per_turn": round1((on_tokens as f64 - off_tokens as f64) / turns),
             "turn_ms_recall_off": round1(off_ms / turns),
         });
-        let doc = json!({ "models": [entry] });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&entry)?);
         if let Some(out) = out {
+            let doc = merge_entry(std::fs::read_to_string(&out).ok().as_deref(), entry)?;
             std::fs::write(&out, serde_json::to_string_pretty(&doc)? + "\n")
                 .with_context(|| format!("writing {}", out.display()))?;
         }
@@ -379,10 +379,44 @@ pub fn run(
     })
 }
 
+/// One entry per model: a run replaces its model's entry in the file and keeps the others, so
+/// the default model and a larger one can be measured in separate sittings.
+fn merge_entry(existing: Option<&str>, entry: serde_json::Value) -> Result<serde_json::Value> {
+    let mut models: Vec<serde_json::Value> = match existing {
+        Some(text) => serde_json::from_str::<serde_json::Value>(text)
+            .context("the results file is not JSON; move it away or pick another --out")?
+            .get("models")
+            .and_then(|m| m.as_array())
+            .cloned()
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    models.retain(|m| m.get("model") != entry.get("model"));
+    models.push(entry);
+    Ok(json!({ "models": models }))
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_replaces_its_own_models_entry_and_keeps_the_others() {
+        let a = json!({"model": "a.gguf", "in_window": 0.5});
+        let b = json!({"model": "b.gguf", "in_window": 0.9});
+        let doc = merge_entry(None, a.clone()).unwrap();
+        let doc = merge_entry(Some(&doc.to_string()), b.clone()).unwrap();
+        let a2 = json!({"model": "a.gguf", "in_window": 0.6});
+        let doc = merge_entry(Some(&doc.to_string()), a2.clone()).unwrap();
+        assert_eq!(doc["models"], json!([b, a2]));
+        assert!(merge_entry(Some("not json"), a).is_err());
+    }
 }
