@@ -1,7 +1,7 @@
 // Recall in the UI (#19), in Chromium against a real `sinkchat serve` with a small window: a
 // fact said early, talk until it leaves the model's window, then a question about it. The
 // reply says it used recalled text (and explains on hover), the recalled message is marked,
-// and both marks are drawn again when the chat is opened later.
+// the gauge shows the recalled part, and both marks are drawn again when the chat is opened later.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { serve, launchChromium } from "./serve.mjs";
@@ -49,6 +49,13 @@ test("a question about a fact the window let go gets it back, and the window sho
   const factEl = page.locator(`#messages .message[data-id="${fact}"]`);
   assert.match(await factEl.getAttribute("class"), /recalled/);
   assert.match(await factEl.locator(".recalled-mark").textContent(), /Recalled/);
+  // The gauge shows the recalled text as a part of its own, inside the window.
+  const gauge = await page.evaluate(() => ({
+    recalled: parseFloat(document.querySelector("#gauge .recalled").style.width),
+    text: document.getElementById("gauge-text").textContent,
+  }));
+  assert.ok(gauge.recalled > 0, JSON.stringify(gauge));
+  assert.match(gauge.text, /\d+ recalled/);
   // Opened again later: the same marks, from the transcript.
   await page.reload();
   await page.waitForFunction(() => document.body.dataset.booted === "1");

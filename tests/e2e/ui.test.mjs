@@ -1,7 +1,8 @@
 // End-to-end tests of the window's features in the real app (Xvfb + tauri-driver +
 // WebKitWebDriver) on the real SmolLM2: first run, stop, regenerate, edit and resend, search and
-// open a hit, close and reopen and continue, the gauge with a tiny window, a reply that carries
-// HTML, the Models screen against a hub server on loopback, and screenshots of every screen.
+// open a hit, close and reopen and continue, the gauge with a tiny window, recall and pins with
+// a small window, a reply that carries HTML, the Models screen against a hub server on
+// loopback, and screenshots of every screen.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
@@ -201,6 +202,46 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     await d.click("#conversation-list .open");
     await d.waitFor("the timeline", async () => (await d.exec("return document.querySelectorAll('#timeline .evictions line').length")) >= ticksNow, 10_000);
     await d.waitFor("the memory line", async () => (await lineBefore()) === lineNow, 10_000);
+  });
+});
+
+test("recall: a fact said early, 3,000 tokens of talk with a small window, then the question; the reply and the message are marked, the gauge shows it", { timeout: 600_000 }, async () => {
+  const data = mkdtempSync(join(tmpdir(), "sinkchat-ui-"));
+  await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: model }, async (d) => {
+    await ready(d);
+    // A 128-token window and short, greedy replies (recall is on by default).
+    await d.exec("return (async () => { const s = await window.__TAURI__.core.invoke('get_settings'); s.cache.sinks = 4; s.cache.window = 128; s.sampling.max_tokens = 16; s.sampling.temperature = 0; await window.__TAURI__.core.invoke('save_settings', { settings: s }); })()");
+    await send(d, "My cat is called Quokkamuffin.");
+    const fact = await d.exec("return document.querySelector('#messages .message.user').dataset.id");
+    const seen = async () => Number((/(\d+) seen/.exec(await d.text("#gauge-text")) ?? [0, 0])[1]);
+    const topics = ["rivers", "bread", "chess", "volcanoes", "jazz", "tides", "origami", "bees", "glaciers", "lighthouses", "comets", "bridges"];
+    for (let i = 0; (await seen()) < 3000 && i < 60; i++) {
+      const topic = topics[i % topics.length];
+      await send(d, `Here are my notes on ${topic}, part ${i}. People have studied ${topic} for a long time, and every region has its own traditions and stories about ${topic}. Some of them are old and some are new, and the details change from place to place and from season to season. I find ${topic} interesting because there is always more to learn.`);
+    }
+    assert.ok(await seen() >= 3000, `3,000 tokens of talk: ${await seen()}`);
+    assert.ok(Number(await d.exec("return document.querySelector('.memory-line')?.nextElementSibling?.dataset.id ?? 0")) > Number(fact), "the fact has left the window");
+    assert.equal(await d.exec("return document.querySelectorAll('.recall-note').length"), 0, "talk that asks nothing recalls nothing");
+    await send(d, "What is my cat called?");
+    const note = await d.exec("const n = [...document.querySelectorAll('#messages .message.assistant')].pop().querySelector('.recall-note'); return n && [n.textContent, n.title]");
+    assert.ok(note, "the reply says it used recalled text");
+    assert.match(note[0], /earlier message/);
+    assert.match(note[1], /left the model's memory window/);
+    const factEl = `#messages .message[data-id="${fact}"]`;
+    assert.match(await d.exec(`return document.querySelector('${factEl}').className`), /recalled/);
+    assert.match(await d.text(`${factEl} .recalled-mark`), /Recalled/);
+    assert.ok(parseFloat(await d.exec("return document.querySelector('#gauge .recalled').style.width")) > 0, "the gauge's recalled part");
+    assert.match(await d.text("#gauge-text"), /\d+ recalled/);
+    for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `recall-${theme}`); }
+    await setTheme(d, "system");
+    // Pinned: the gauge's pins part, with the room for pins in its help.
+    await d.exec(`document.querySelector('${factEl}').scrollIntoView()`);
+    await d.click(`${factEl} .pin`);
+    await d.waitFor("the pin", async () => d.exec(`return !!document.querySelector('${factEl} .pin-mark')`), 10_000);
+    await send(d, "Thanks.");
+    assert.ok(parseFloat(await d.exec("return document.querySelector('#gauge .pins').style.width")) > 0, "the gauge's pins part");
+    assert.match(await d.text("#gauge-text"), /\d+\/\d+ pinned by you/);
+    assert.match(await d.exec("return document.getElementById('gauge-help').textContent"), /of the \d+ tokens of room for pins/);
   });
 });
 

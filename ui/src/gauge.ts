@@ -1,18 +1,31 @@
-// The cache gauge: pinned | window in use | free, as fractions of the capacity; and a timeline
-// of occupancy and evictions over the conversation.
+// The cache gauge: the pinned start (system prompt and first tokens) | the user's pins | the
+// window in use | recalled text in the window | free, as fractions of the capacity; and a
+// timeline of occupancy and evictions over the conversation.
 
 import type { CacheStats } from "./bindings/CacheStats.js";
 import { t } from "./strings.js";
 
-export interface GaugeParts { pinned: number; window: number; free: number; label: string }
+export interface GaugeParts {
+  pinned: number; pins: number; window: number; recalled: number; free: number;
+  label: string;
+  /** What the help adds about pins: how much of their room they take. */
+  pinsNote: string;
+}
 
 export function gaugeParts(s: CacheStats): GaugeParts {
   const cap = Math.max(1, s.capacity);
-  const pinned = s.pinned_used / cap;
-  const window = s.window_used / cap;
-  const free = Math.max(0, 1 - pinned - window);
-  const label = t.gaugeLabel(s.pinned_used, s.window_used, s.window, s.tokens_seen, s.evicted_total);
-  return { pinned, window, free, label };
+  const pinsUsed = Math.min(s.pins_used ?? 0, s.pinned_used);
+  const recalledUsed = Math.min(s.recalled_used ?? 0, s.window_used);
+  const pinned = (s.pinned_used - pinsUsed) / cap;
+  const pins = pinsUsed / cap;
+  const window = (s.window_used - recalledUsed) / cap;
+  const recalled = recalledUsed / cap;
+  const free = Math.max(0, 1 - pinned - pins - window - recalled);
+  let label = t.gaugeLabel(s.pinned_used, s.window_used, s.window, s.tokens_seen, s.evicted_total);
+  if (pinsUsed > 0) label += t.gaugePins(pinsUsed, s.pins_room ?? 0);
+  if (recalledUsed > 0) label += t.gaugeRecalled(recalledUsed);
+  const pinsNote = (s.pins_room ?? 0) > 0 ? t.gaugePinsNote(pinsUsed, s.pins_room) : "";
+  return { pinned, pins, window, recalled, free, label, pinsNote };
 }
 
 export interface Sample { seen: number; fill: number; evicted: number }

@@ -170,20 +170,22 @@ async function refreshGauge() {
 
 function clearGauge() {
   const gauge = $("gauge");
-  for (const part of [".pinned", ".window"]) (gauge.querySelector(part) as HTMLElement).style.width = "0%";
+  for (const part of [".pinned", ".pins", ".window", ".recalled"]) (gauge.querySelector(part) as HTMLElement).style.width = "0%";
   (gauge.querySelector(".free") as HTMLElement).style.width = "100%";
   gauge.setAttribute("aria-valuenow", "0");
   $("gauge-text").textContent = "";
+  $("gauge-help").textContent = t.gaugeTitle;
 }
 setInterval(() => { if (!streaming && !document.hidden) void refreshGauge(); }, 1500);
 
 function showGauge(s: CacheStats, flash = true) {
   const g = gaugeParts(s);
   const gauge = $("gauge");
-  (gauge.querySelector(".pinned") as HTMLElement).style.width = `${g.pinned * 100}%`;
-  (gauge.querySelector(".window") as HTMLElement).style.width = `${g.window * 100}%`;
-  (gauge.querySelector(".free") as HTMLElement).style.width = `${g.free * 100}%`;
-  gauge.setAttribute("aria-valuenow", String(Math.round((g.pinned + g.window) * 100)));
+  for (const part of ["pinned", "pins", "window", "recalled", "free"] as const) {
+    (gauge.querySelector(`.${part}`) as HTMLElement).style.width = `${g[part] * 100}%`;
+  }
+  gauge.setAttribute("aria-valuenow", String(Math.round((1 - g.free) * 100)));
+  $("gauge-help").textContent = g.pinsNote ? `${t.gaugeTitle} ${g.pinsNote}` : t.gaugeTitle;
   gauge.dataset.evicted = String(s.evicted_total);
   $("gauge-text").textContent = g.label;
   if (flash && s.evicted_last_step > 0) {

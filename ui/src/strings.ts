@@ -54,7 +54,12 @@ export const t = {
   done: (n: number, rate: number) => `${n} tokens · ${rate.toFixed(1)} tokens/s`,
   replyFailed: (m: string) => `The reply failed: ${m}`,
   memoryLine: "The model no longer sees the messages above this line. They stay saved here and in search.",
-  gaugeTitle: "What the model still remembers. Dark: the pinned start of the chat (system prompt and first tokens), kept for good. Blue: the most recent words. Grey: free room. When it is full, the oldest recent words make way for new ones, and the chat goes on without limit.",
+  gaugeTitle: "What the model still remembers. Dark: the pinned start of the chat (system prompt and first tokens), kept for good. Violet: messages you pinned (\u201cKeep in memory\u201d), kept for good too. Blue: the most recent words. Amber: earlier messages brought back for a question about them; they scroll out like other words. Grey: free room. When it is full, the oldest recent words make way for new ones, and the chat goes on without limit.",
+  gaugePins: (used: number, room: number) => ` · ${used}/${room} pinned by you`,
+  gaugeRecalled: (n: number) => ` · ${n} recalled`,
+  gaugePinsNote: (used: number, room: number) => used > 0
+    ? `Your pinned messages take ${used} of the ${room} tokens of room for pins.`
+    : `Room for pinned messages: ${room} tokens.`,
   gaugeLabel: (pinned: number, used: number, window: number, seen: number, evicted: number) =>
     `${pinned} pinned · ${used}/${window} window · ${seen} seen · ${evicted} evicted`,
   timelineTitle: "How full the model's memory was over this chat; red ticks: moments it let old words go.",

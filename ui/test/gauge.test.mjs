@@ -20,6 +20,27 @@ test("a full cache has no free room and counts evictions", () => {
   assert.match(g.label, /97952 evicted/);
 });
 
+test("pins and recalled text are parts of their own, inside the pinned start and the window", () => {
+  const g = gaugeParts(stats({ pinned_used: 60, pinned: 60, pins_used: 40, pins_room: 994, window_used: 500, recalled_used: 30 }));
+  const sum = g.pinned + g.pins + g.window + g.recalled + g.free;
+  assert.ok(Math.abs(sum - 1) < 1e-9);
+  assert.ok(Math.abs(g.pinned - 20 / 2048) < 1e-9, "the system prompt's share without the pins");
+  assert.ok(Math.abs(g.pins - 40 / 2048) < 1e-9);
+  assert.ok(Math.abs(g.window - 470 / 2048) < 1e-9, "the window's share without the recalled text");
+  assert.ok(Math.abs(g.recalled - 30 / 2048) < 1e-9);
+  assert.match(g.label, /60 pinned · 500\/2028 window · .* · 40\/994 pinned by you · 30 recalled/);
+  assert.match(g.pinsNote, /take 40 of the 994 tokens/);
+  // None of either: the label stays as it was, and the help says the room.
+  const plain = gaugeParts(stats({ window_used: 100, pins_room: 994 }));
+  assert.equal(plain.pins, 0);
+  assert.equal(plain.recalled, 0);
+  assert.doesNotMatch(plain.label, /pinned by you|recalled/);
+  assert.match(plain.pinsNote, /Room for pinned messages: 994 tokens/);
+  // Figures that disagree (an older backend) never make a part negative.
+  const odd = gaugeParts(stats({ pins_used: 500, recalled_used: 900, window_used: 10 }));
+  for (const part of ["pinned", "pins", "window", "recalled", "free"]) assert.ok(odd[part] >= 0, part);
+});
+
 test("an empty cache is all free", () => {
   const g = gaugeParts(stats({ pinned_used: 0, tokens_seen: 0 }));
   assert.equal(g.free, 1);

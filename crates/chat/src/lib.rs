@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sinkchat_engine::{
     engine::ModelInfo, Cancel, Engine, EngineEvent, GenerateRequest, History, Role as EngineRole,
-    SamplingParams, StopReason, Turn,
+    SamplingParams, StopReason, TextMarks, Turn,
 };
 use sinkchat_store::{Conversation, Message, MessageStatus, MessageText, Role, SearchHit, Store};
 
@@ -850,15 +850,27 @@ impl ChatService {
             self.0.store.set_recalled(reply.id, &recalled_ids).await?;
         }
         let sampling = opts.sampling.unwrap_or_else(|| settings.sampling.clone());
+        let system_prompt = with_pins(&conv.system_prompt, &pins);
+        let user_text = recall::with_recall(&lines, &user.content);
+        // The pins follow the (trimmed) system prompt; the recalled lines precede the user's
+        // words. The engine shows both apart on the gauge.
+        let marks = TextMarks {
+            pins_len: if pins.is_empty() {
+                0
+            } else {
+                system_prompt.len() - conv.system_prompt.trim_end().len()
+            },
+            recalled_len: user_text.len() - user.content.len(),
+        };
         let req = GenerateRequest {
             conversation: conversation_id,
             cache_key: conv.cache_key.clone(),
             // Pinned messages join the system prompt in the chat's opening; a pin or an unpin
             // changes the opening, so the engine rebuilds the memory (and a snapshot made with
             // other pins is not restored).
-            system_prompt: with_pins(&conv.system_prompt, &pins),
+            system_prompt,
             history,
-            user_text: recall::with_recall(&lines, &user.content),
+            user_text,
             user_message_id: user.id,
             reply_message_id: reply.id,
             sampling: SamplingParams {
@@ -872,6 +884,7 @@ impl ChatService {
             cache: settings.cache,
             // Pins are pinned even when the system prompt alone would scroll.
             pin_system_prompt: settings.pin_system_prompt || !pins.is_empty(),
+            marks,
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         if let Err(e) = engine.generate_with(req, slot.cancel.clone(), move |ev| {
@@ -913,8 +926,7 @@ impl ChatService {
         user: &Message,
         settings: &Settings,
     ) -> Vec<Message> {
-        let terms = recall::terms(&user.content);
-        if terms.is_empty() {
+        if recall::query(&user.content).is_empty() {
             return Vec::new();
         }
         let first_visible = match self.memory(conv.id).await {
@@ -927,36 +939,19 @@ impl ChatService {
         let Some(first_visible) = first_visible else {
             return Vec::new();
         };
-        let found = match self
-            .0
-            .store
-            .recall_candidates(conv.id, first_visible.min(user.id), &terms, 8)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, "recall lookup failed; answering without it");
-                return Vec::new();
-            }
-        };
-        let budget = (settings.cache.window / 8).max(32);
-        let mut used = 0usize;
-        let mut chosen = Vec::new();
-        for m in found {
-            let n = engine
-                .count_tokens(&recall::line(m.role, &m.content))
-                .unwrap_or(usize::MAX);
-            if used.saturating_add(n) > budget {
-                continue;
-            }
-            used += n;
-            chosen.push(m);
-            if chosen.len() == 3 {
-                break;
-            }
-        }
-        chosen.sort_by_key(|m| m.id);
-        chosen
+        recall::find(
+            &self.0.store,
+            conv.id,
+            first_visible.min(user.id),
+            &user.content,
+            recall::budget(settings.cache.window),
+            |line| engine.count_tokens(line).ok(),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "recall lookup failed; answering without it");
+            Vec::new()
+        })
     }
 
     /// The oldest message a rebuild of the chat's memory would hold (the engine keeps the

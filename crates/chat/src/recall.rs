@@ -11,6 +11,8 @@
 //! The recalled lines enter the window as part of the user's turn and scroll out with it, so
 //! the sinks and the window stay as they are and positions stay by place in the cache.
 
+use sinkchat_store::{Message, Store};
+
 /// Words too common to say what a message is about.
 const STOP: &[&str] = &[
     "about", "above", "after", "again", "all", "also", "and", "any", "are", "because", "been",
@@ -46,6 +48,85 @@ pub fn terms(text: &str) -> Vec<String> {
     out
 }
 
+/// The words to look up for a message, or nothing when it does not ask for anything: recall
+/// is for a question or a request (what the model let go may be needed to answer it), and is
+/// silent on running text (a story, a pasted page, a statement), which it would only
+/// interrupt. Measured on Emma put into a chat paragraph by paragraph (`sinkchat eval
+/// recall-perplexity`, docs/BENCHMARKS.md): recalling for every paragraph that shared words
+/// with an earlier one made perplexity 3.2% worse.
+pub fn query(text: &str) -> Vec<String> {
+    if asks(text) {
+        terms(text)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether `text` asks something: it has a question mark, or opens with a question word or a
+/// request ("Remind me ...", "Write ...", "Please ...").
+pub fn asks(text: &str) -> bool {
+    const OPENERS: &[&str] = &[
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "whats",
+        "which",
+        "when",
+        "where",
+        "why",
+        "how",
+        "do",
+        "does",
+        "did",
+        "is",
+        "are",
+        "was",
+        "were",
+        "can",
+        "could",
+        "would",
+        "will",
+        "should",
+        "shall",
+        "may",
+        "have",
+        "has",
+        "tell",
+        "remind",
+        "remember",
+        "recall",
+        "give",
+        "list",
+        "name",
+        "say",
+        "write",
+        "describe",
+        "explain",
+        "summarize",
+        "summarise",
+        "repeat",
+        "please",
+        "help",
+        "find",
+        "show",
+        "suggest",
+        "recommend",
+    ];
+    if text.contains('?') || text.contains('？') {
+        return true;
+    }
+    let first: String = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’'))
+        .find(|w| !w.is_empty())
+        .unwrap_or_default()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect();
+    OPENERS.contains(&first.as_str())
+}
+
 /// A recalled message as the model is shown it.
 pub fn line(role: sinkchat_store::Role, content: &str) -> String {
     const MAX_CHARS: usize = 600;
@@ -59,6 +140,82 @@ pub fn line(role: sinkchat_store::Role, content: &str) -> String {
         text.push('…');
     }
     format!("- {who} said: {text}")
+}
+
+/// What to give back for `text` from `conversation`'s messages older than `before` (those the
+/// model has let go): nothing unless the text asks for something ([`query`]); else the
+/// matches ([`Store::recall_candidates`], best first) that cover at least half of the words
+/// those messages know of the question ([`covers`]), as many as fit in `budget` tokens, at
+/// most three, in transcript order. `count` measures a recalled line in the model's tokens
+/// (`None`: it cannot, and the message is skipped).
+pub async fn find(
+    store: &Store,
+    conversation: i64,
+    before: i64,
+    text: &str,
+    budget: usize,
+    count: impl FnMut(&str) -> Option<usize>,
+) -> sinkchat_store::Result<Vec<Message>> {
+    let terms = query(text);
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = store
+        .recall_candidates(conversation, before, &terms, 8)
+        .await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let known = store.terms_present(conversation, before, &terms).await?;
+    Ok(choose(found, &known, terms.len(), budget, count))
+}
+
+/// Whether `content` holds at least half of `known` (the question's words that occur in what
+/// the model let go), and two of them when the question has more than three words (`asked`):
+/// in running talk most messages share a common word or two with something earlier, and one
+/// shared word is evidence enough only for a short question.
+pub fn covers(content: &str, known: &[String], asked: usize) -> bool {
+    let words: std::collections::HashSet<String> = content
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .collect();
+    let have = known.iter().filter(|k| words.contains(*k)).count();
+    have >= if asked > 3 { 2 } else { 1 } && have * 2 >= known.len()
+}
+
+/// [`find`]'s choice among `found` (best first).
+pub fn choose(
+    found: Vec<Message>,
+    known: &[String],
+    asked: usize,
+    budget: usize,
+    mut count: impl FnMut(&str) -> Option<usize>,
+) -> Vec<Message> {
+    let mut used = 0usize;
+    let mut chosen = Vec::new();
+    for m in found {
+        if !covers(&m.content, known, asked) {
+            continue;
+        }
+        let Some(n) = count(&line(m.role, &m.content)) else {
+            continue;
+        };
+        if used.saturating_add(n) > budget {
+            continue;
+        }
+        used += n;
+        chosen.push(m);
+        if chosen.len() == 3 {
+            break;
+        }
+    }
+    chosen.sort_by_key(|m| m.id);
+    chosen
+}
+
+/// The recall budget for a window of `window` tokens: an eighth of it, at least 32.
+pub fn budget(window: usize) -> usize {
+    (window / 8).max(32)
 }
 
 /// The user's message with the recalled lines before it, marked for the model.
@@ -87,6 +244,45 @@ mod tests {
         assert_eq!(terms(&"word ".repeat(100)).len(), 1);
         let many: String = (0..40).map(|i| format!("term{i} ")).collect();
         assert_eq!(terms(&many).len(), 16);
+    }
+
+    #[test]
+    fn only_a_message_that_asks_for_something_looks_anything_up() {
+        for asking in [
+            "What is my sister's name?",
+            "my cat's name was what again?",
+            "Remind me where I live.",
+            "What's the plan for Tuesday",
+            "Please write a poem for my sister",
+            "  tell me about Lisbon",
+        ] {
+            assert!(asks(asking), "{asking}");
+            assert!(!query(asking).is_empty(), "{asking}");
+        }
+        for telling in [
+            "My sister's name is Ada.",
+            "Emma Woodhouse, handsome, clever, and rich, with a comfortable home.",
+            "I went to Lisbon last summer and loved it.",
+            "Thanks, that was helpful.",
+        ] {
+            assert!(!asks(telling), "{telling}");
+            assert!(query(telling).is_empty(), "{telling}");
+        }
+    }
+
+    #[test]
+    fn a_match_must_cover_half_of_what_the_past_knows_of_the_question() {
+        let known: Vec<String> = ["sister", "name", "lisbon"].map(String::from).into();
+        assert!(covers("My sister's name is Ada.", &known, 3));
+        assert!(!covers("What a lovely name for a boat.", &known, 3));
+        assert!(covers("Lisbon! My sister lives there.", &known, 3));
+        assert!(!covers("anything", &[], 3));
+        let one: Vec<String> = vec!["birthday".into()];
+        assert!(covers("My BIRTHDAY is on June 5.", &one, 2));
+        // A long question needs two of its words in the match.
+        assert!(!covers("My BIRTHDAY is on June 5.", &one, 9));
+        let two: Vec<String> = vec!["sister".into(), "name".into()];
+        assert!(covers("My sister's name is Ada.", &two, 9));
     }
 
     #[test]

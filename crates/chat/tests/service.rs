@@ -729,13 +729,26 @@ async fn a_pinned_message_stays_in_the_pinned_start_until_unpinned() {
     );
     assert!(view.first_visible_message > Some(fact.user_message.id));
     assert_eq!(view.stats.pinned, with_pin);
+    // The gauge tells the pin apart from the system prompt, with the room left for more.
+    assert!(
+        view.stats.pins_used > 8 && view.stats.pins_used < with_pin,
+        "{:?}",
+        view.stats
+    );
+    assert!(view.stats.pins_room >= view.stats.pins_used);
+    assert!(view.stats.pins_room < view.stats.window / 2);
 
     // Parked and back: the snapshot carries the pins, so it is restored, not rebuilt.
     svc.leave(conv.id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, events) = ask(&svc, conv.id, "And now?").await;
     assert_eq!(memory_source(&events), Some(MemorySource::Snapshot));
-    assert_eq!(svc.memory(conv.id).await.unwrap().stats.pinned, with_pin);
+    let restored = svc.memory(conv.id).await.unwrap().stats;
+    assert_eq!(restored.pinned, with_pin);
+    assert_eq!(
+        restored.pins_used, view.stats.pins_used,
+        "the snapshot keeps the pins' share"
+    );
 
     // The flag is in the transcript.
     let msgs = svc.messages(conv.id, None).await.unwrap();
@@ -781,7 +794,8 @@ fn prompt_tokens(events: &[ReplyEvent]) -> usize {
 
 /// Recall (#19, first step): a fact said early leaves the window; a later message about it
 /// gets it back (the reply records which message), a message about nothing in particular
-/// gets nothing and reads no more tokens, and recall off gives nothing back.
+/// or one that asks nothing gets nothing and reads no more tokens, and recall off gives
+/// nothing back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_about_something_the_window_let_go_gets_it_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -817,6 +831,10 @@ async fn a_message_about_something_the_window_let_go_gets_it_back() {
     // A message with nothing relevant: nothing given back, and it reads what any turn reads.
     let (plain, plain_events) = ask(&svc, conv.id, "Thanks!").await;
     assert!(plain.recalled.is_empty());
+    assert_eq!(svc.memory(conv.id).await.unwrap().stats.recalled_used, 0);
+    // A statement that shares the fact's words asks for nothing: recall stays silent.
+    let (told, _) = ask(&svc, conv.id, "My cat is called a good cat by everyone.").await;
+    assert!(told.recalled.is_empty(), "{:?}", told.recalled);
     let plain_prompt = prompt_tokens(&plain_events);
 
     // A message about the cat: the fact comes back for this reply, recorded on it.
@@ -850,6 +868,14 @@ async fn a_message_about_something_the_window_let_go_gets_it_back() {
     assert!(
         recalled_prompt > plain_prompt + 8,
         "the recalled line was read: {plain_prompt} vs {recalled_prompt}"
+    );
+    // The gauge shows the recalled text in the window: about what the turn read beyond a
+    // plain one (the two questions differ by a few tokens).
+    let recalled_used = svc.memory(conv.id).await.unwrap().stats.recalled_used;
+    assert!(
+        recalled_used.abs_diff(recalled_prompt - plain_prompt) <= 8,
+        "{recalled_used} recalled tokens shown, {} more read",
+        recalled_prompt - plain_prompt
     );
     // The transcript keeps the user's words as typed.
     assert_eq!(about.user_message.content, "What is my cat called?");

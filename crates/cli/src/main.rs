@@ -10,6 +10,7 @@ mod perplexity;
 mod progress;
 mod rdata;
 mod recall_bench;
+mod recall_ppl;
 mod serve;
 mod store_bench;
 
@@ -179,6 +180,30 @@ enum Eval {
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
+    /// Perplexity of a text put into a chat paragraph by paragraph, with recall off and on
+    /// (is recall silent on running text? see docs/BENCHMARKS.md)
+    RecallPerplexity {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        text: TextArg,
+        /// Tokens to score
+        #[arg(long, default_value_t = 32768)]
+        tokens: usize,
+        #[arg(long, default_value_t = 4)]
+        sinks: usize,
+        /// The cache, sinks included
+        #[arg(long, default_value_t = 1024)]
+        window: usize,
+        /// Tokens fed per forward pass
+        #[arg(long, default_value_t = 256)]
+        chunk: usize,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+        /// Print each paragraph that recalled something, and what
+        #[arg(long)]
+        show_recalled: bool,
+    },
     /// Perplexity over a long text in one of four modes
     Perplexity {
         #[command(flatten)]
@@ -336,6 +361,28 @@ fn main() -> Result<()> {
             mode: perplexity::parse_mode(&mode, sinks, window, stride)?,
             chunk,
             out_dir,
+        }),
+        Command::Eval(Eval::RecallPerplexity {
+            model,
+            text,
+            tokens,
+            sinks,
+            window,
+            chunk,
+            out,
+            show_recalled,
+        }) => recall_ppl::run(recall_ppl::Args {
+            model: model.checked()?,
+            text: match text.text {
+                Some(f) => perplexity::TextSource::File(f),
+                None => perplexity::TextSource::Book(text.book),
+            },
+            tokens,
+            sinks,
+            window,
+            chunk,
+            out,
+            show: show_recalled,
         }),
         Command::Eval(Eval::Report {
             dir,

@@ -33,7 +33,7 @@ pub enum TextSource {
 }
 
 impl TextSource {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             TextSource::Book(b) => b.clone(),
             TextSource::File(p) => p
@@ -43,7 +43,7 @@ impl TextSource {
         }
     }
 
-    fn read(&self) -> Result<String> {
+    pub(crate) fn read(&self) -> Result<String> {
         match self {
             TextSource::Book(b) => crate::rdata::read_text(&crate::corpus::janeaustenr_base(), b)
                 .with_context(|| {

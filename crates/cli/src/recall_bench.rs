@@ -381,7 +381,10 @@ pub fn run(
 
 /// One entry per model: a run replaces its model's entry in the file and keeps the others, so
 /// the default model and a larger one can be measured in separate sittings.
-fn merge_entry(existing: Option<&str>, entry: serde_json::Value) -> Result<serde_json::Value> {
+pub(crate) fn merge_entry(
+    existing: Option<&str>,
+    entry: serde_json::Value,
+) -> Result<serde_json::Value> {
     let mut models: Vec<serde_json::Value> = match existing {
         Some(text) => serde_json::from_str::<serde_json::Value>(text)
             .context("the results file is not JSON; move it away or pick another --out")?

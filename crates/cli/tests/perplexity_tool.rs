@@ -138,3 +138,57 @@ fn logs_add_up_and_dense_equals_streaming_before_eviction() {
         "{svg}"
     );
 }
+
+/// `eval recall-perplexity` on a text with one question about a paragraph the window has let
+/// go: recall acts on that question only (the running paragraphs share its words but ask
+/// nothing), both runs score the same tokens, and the recalled paragraph is the fact.
+#[test]
+fn recall_perplexity_recalls_for_the_question_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("talk.txt");
+    let mut body = String::from("My cat is called Quokkamuffin and she sleeps all day.\n\n");
+    for k in 0..12 {
+        body.push_str(&format!(
+            "The river runs past the old mill, part {k}, and the cat from the farm watches it.\n\n"
+        ));
+    }
+    body.push_str("What is my cat called?\n\n");
+    std::fs::write(&text, body).unwrap();
+    let out = dir.path().join("r.json");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = Command::new(env!("CARGO_BIN_EXE_sinkchat"))
+        .args(["eval", "recall-perplexity", "--text"])
+        .arg(&text)
+        .args([
+            "--tokens",
+            "100000",
+            "--window",
+            "96",
+            "--chunk",
+            "32",
+            "--show-recalled",
+            "--out",
+        ])
+        .arg(&out)
+        .env("SINKCHAT_DATA_DIR", root.join(".data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let doc = summary(&out);
+    let s = &doc["models"][0];
+    assert_eq!(s["model"], "SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(s["paragraphs"], 14);
+    assert_eq!(s["paragraphs_with_recall"], 1, "{s}\n{stderr}");
+    assert!(s["recalled_tokens_read"].as_u64().unwrap() > 10);
+    assert!(
+        stderr.contains("recalled: \"My cat is called Quokkamuffin"),
+        "{stderr}"
+    );
+    let (off, on) = (
+        s["perplexity_recall_off"].as_f64().unwrap(),
+        s["perplexity_recall_on"].as_f64().unwrap(),
+    );
+    assert!(off.is_finite() && on.is_finite() && off > 1.0 && on > 1.0);
+    assert_ne!(off, on, "the question was read after the recalled line");
+}

@@ -95,6 +95,17 @@ pub struct CacheStats {
     pub window_start: u64,
     pub bytes: usize,
     pub device: String,
+    /// Tokens of the pinned part that are messages the user pinned (the rest is the system
+    /// prompt and the first tokens). Set by the engine, which knows the chat's opening.
+    #[serde(default)]
+    pub pins_used: usize,
+    /// Room the pinned part has for pinned messages: half the window, less the system prompt.
+    #[serde(default)]
+    pub pins_room: usize,
+    /// Tokens in the window that are earlier messages given back by recall; they scroll out
+    /// with the turn that brought them.
+    #[serde(default)]
+    pub recalled_used: usize,
 }
 
 /// A cache's bookkeeping, as a snapshot stores it.
@@ -165,6 +176,9 @@ impl Counts {
             window_start: self.window_start(),
             bytes,
             device,
+            pins_used: 0,
+            pins_room: 0,
+            recalled_used: 0,
         }
     }
 }

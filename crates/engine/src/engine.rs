@@ -173,6 +173,47 @@ pub struct GenerateRequest {
     pub cache: CacheConfig,
     /// Pin the opening and system prompt with the sinks (on by default).
     pub pin_system_prompt: bool,
+    /// Bytes at the end of `system_prompt` that are the user's pinned messages, and bytes at
+    /// the start of `user_text` that are recalled earlier messages (0: none). They change
+    /// nothing the model reads; the gauge shows them as parts of their own.
+    pub marks: TextMarks,
+}
+
+/// Where the user's pins and recalled text sit in a request's text, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextMarks {
+    pub pins_len: usize,
+    pub recalled_len: usize,
+}
+
+/// What the gauge shows beyond the cache's own figures: how much of the pinned part is the
+/// user's pins (and the room for them), and where recalled text sits in the token stream.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Marks {
+    pins_used: usize,
+    pins_room: usize,
+    /// Token ranges `[start, end)` of recalled text, oldest first.
+    recalled: Vec<(u64, u64)>,
+}
+
+impl Marks {
+    /// Adds the marks to `stats`, and forgets recalled ranges the window has let go.
+    fn apply(&mut self, stats: &mut CacheStats) {
+        let (lo, hi) = (stats.window_start, stats.tokens_seen);
+        self.recalled.retain(|&(_, end)| end > lo);
+        stats.pins_used = self.pins_used;
+        stats.pins_room = self.pins_room;
+        stats.recalled_used = self
+            .recalled
+            .iter()
+            .map(|&(s, e)| e.min(hi).saturating_sub(s.max(lo)) as usize)
+            .sum();
+    }
+}
+
+/// The tokens two encodings share at their start.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Handle to a running reply.
@@ -298,6 +339,7 @@ struct Conversation {
     /// An assistant turn is open: its closing markup goes before the next user turn.
     close_pending: bool,
     segments: Segments,
+    marks: Marks,
     /// The last message the cache has read (the last reply), to match a snapshot to its
     /// transcript.
     last_message: Option<i64>,
@@ -320,6 +362,9 @@ struct ConversationMeta {
     close_pending: bool,
     segments: Vec<(u64, i64)>,
     last_message: Option<i64>,
+    /// Absent in older snapshots: no pins or recalled text shown until the next rebuild.
+    #[serde(default)]
+    marks: Marks,
 }
 
 /// Engine settings beyond the model.
@@ -555,7 +600,9 @@ impl Engine {
         if meta.key != key {
             return None;
         }
-        let stats = state.stats(self.info.kv_bytes_per_token, &self.info.device);
+        let mut stats = state.stats(self.info.kv_bytes_per_token, &self.info.device);
+        let mut marks = meta.marks;
+        marks.apply(&mut stats);
         let first_visible_message =
             Segments(meta.segments).first_visible(stats.window_start, stats.pinned);
         Some(MemoryView {
@@ -692,6 +739,7 @@ impl Worker {
             close_pending: c.close_pending,
             segments: c.segments.0,
             last_message: c.last_message,
+            marks: c.marks,
         };
         let started = Instant::now();
         let meta = serde_json::to_value(meta).expect("plain data");
@@ -773,6 +821,7 @@ impl Worker {
             requested: meta.requested,
             close_pending: meta.close_pending,
             segments: Segments(meta.segments),
+            marks: meta.marks,
             last_message: meta.last_message,
             last_used: Instant::now(),
             last_token: None,
@@ -838,6 +887,23 @@ impl Worker {
                 "system prompt too long to pin; it will scroll like other text"
             );
         }
+        // The user's pins are the end of the system prompt: the opening without them says how
+        // much of the pinned part they take, and how much room is left for more.
+        let base_len = match req.system_prompt.len().checked_sub(req.marks.pins_len) {
+            Some(cut) if req.marks.pins_len > 0 && req.system_prompt.is_char_boundary(cut) => {
+                encode_opening(&self.tokenizer, &self.template, &req.system_prompt[..cut])?.len()
+            }
+            _ => opening.len(),
+        };
+        let marks = Marks {
+            pins_used: if pin {
+                opening.len().saturating_sub(base_len)
+            } else {
+                0
+            },
+            pins_room: (req.cache.window / 2).saturating_sub(base_len),
+            recalled: Vec::new(),
+        };
         let sinks = if pin {
             req.cache.sinks.max(opening.len())
         } else {
@@ -909,6 +975,7 @@ impl Worker {
                 requested: req.cache,
                 close_pending: false,
                 segments: Segments::default(),
+                marks,
                 last_message: None,
                 last_used: Instant::now(),
                 last_token: None,
@@ -951,6 +1018,16 @@ impl Worker {
             &self.template.user_turn(&req.user_text),
             prev,
         )?;
+        // Recalled text opens the user's turn: its tokens are those the turn has beyond the
+        // same turn without it, after the template's start the two share.
+        let recalled = match req.user_text.get(req.marks.recalled_len..) {
+            Some(own) if req.marks.recalled_len > 0 => {
+                let without = encode_pieces(&self.tokenizer, &self.template.user_turn(own), prev)?;
+                let n = user.len().saturating_sub(without.len());
+                Some((common_prefix(&user, &without), n))
+            }
+            _ => None,
+        };
         feeds.push((user, Some(req.user_message_id)));
         let total: usize = feeds.iter().map(|f| f.0.len()).sum();
         let conv = self
@@ -966,7 +1043,12 @@ impl Worker {
                 continue;
             }
             if let Some(m) = msg {
-                conv.segments.push(conv.cache.tokens_seen(), *m);
+                let at = conv.cache.tokens_seen();
+                conv.segments.push(at, *m);
+                if let (Some((skip, n)), true) = (recalled, *m == req.user_message_id) {
+                    let start = at + skip as u64;
+                    conv.marks.recalled.push((start, start + n as u64));
+                }
             }
             for c in ids.chunks(chunk) {
                 if cancel.is_cancelled() {
@@ -996,8 +1078,9 @@ impl Worker {
         let mut reason = StopReason::MaxTokens;
         let pinned = conv.cache.config().sinks;
         let views = self.views.clone();
-        let emit_cache = |conv: &Conversation, cb: &mut Callback| {
-            let stats = conv.cache.stats();
+        let emit_cache = |conv: &mut Conversation, cb: &mut Callback| {
+            let mut stats = conv.cache.stats();
+            conv.marks.apply(&mut stats);
             let first = conv.segments.first_visible(stats.window_start, pinned);
             views.lock().expect("views").insert(
                 req.conversation,

@@ -241,3 +241,88 @@ pub fn run(
         nll,
     })
 }
+
+/// A text scored piece by piece through a StreamingLLM cache (sinks plus a rolling window,
+/// exact as in [`Mode::Streaming`]), where each piece may bring context of its own that is
+/// read but not scored: recalled text put before a message, as the chat does. Positions stay
+/// by place in the cache; the context scrolls out like any token.
+pub struct Stream<'a> {
+    model: &'a Model,
+    cache: SinkCache,
+    sinks: usize,
+    window: usize,
+    chunk: usize,
+    fed: u64,
+    /// The logits after the last token fed: they predict the next piece's first token.
+    last: Option<Vec<f32>>,
+}
+
+impl<'a> Stream<'a> {
+    /// `window` counts the sinks, as in [`Mode::Streaming`].
+    pub fn new(model: &'a Model, sinks: usize, window: usize, chunk: usize) -> Result<Self> {
+        if window <= sinks {
+            return Err(Error::InvalidCacheConfig(format!(
+                "a cache of {window} tokens leaves no window after {sinks} sinks"
+            )));
+        }
+        let cache = SinkCache::with_view(
+            model.spec(),
+            sinks,
+            window - sinks,
+            chunk.max(1),
+            model.device(),
+        )?;
+        let chunk = chunk.max(1).min(cache.max_chunk());
+        Ok(Self {
+            model,
+            cache,
+            sinks,
+            window,
+            chunk,
+            fed: 0,
+            last: None,
+        })
+    }
+
+    /// Tokens fed so far (context included).
+    pub fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Position of the oldest token the next token sees after the sinks: anything before it
+    /// (and after the sinks) has left the model's view.
+    pub fn visible_from(&self) -> u64 {
+        (self.sinks as u64).max(self.fed.saturating_sub((self.window - self.sinks) as u64))
+    }
+
+    /// Feeds `context` (read, not scored) and then `scored`; returns the NLL in nats of each
+    /// token of `scored` (the text's very first token has no prediction and is left out).
+    pub fn feed(&mut self, context: &[u32], scored: &[u32]) -> Result<Vec<f64>> {
+        let all: Vec<u32> = context.iter().chain(scored).copied().collect();
+        let mut nll = Vec::with_capacity(scored.len());
+        if context.is_empty() {
+            if let (Some(row), Some(&first)) = (&self.last, scored.first()) {
+                nll.push(token_nll(row, first));
+            }
+        }
+        let mut start = 0;
+        while start < all.len() {
+            let end = (start + self.chunk).min(all.len());
+            let rows = self
+                .model
+                .forward(&all[start..end], &mut self.cache, Logits::All)?
+                .to_vec2::<f32>()?;
+            for (r, row) in rows.into_iter().enumerate() {
+                let next = start + r + 1; // this row predicts all[next]
+                if next >= context.len() && next < all.len() {
+                    nll.push(token_nll(&row, all[next]));
+                } else if next == all.len() {
+                    self.last = Some(row);
+                }
+            }
+            start = end;
+        }
+        self.fed += all.len() as u64;
+        Ok(nll)
+    }
+}

@@ -25,7 +25,7 @@ pub use cache::{CacheConfig, CacheStats, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{
     Cancel, Engine, EngineEvent, EngineOptions, GenerateRequest, History, HistoryReader,
-    MemorySource, MemoryView, StopReason,
+    MemorySource, MemoryView, StopReason, TextMarks,
 };
 pub use error::{Error, Result};
 pub use inspect::{check_header_prefix, inspect, ModelSummary};

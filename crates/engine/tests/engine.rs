@@ -32,6 +32,7 @@ fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest 
             evict_step: 1,
         },
         pin_system_prompt: true,
+        marks: Default::default(),
     }
 }
 
@@ -238,4 +239,83 @@ fn sentencepiece_qwen3_and_phi3_models_chat() {
             "{arch}: opening and turn too short ({prefill1})"
         );
     }
+}
+
+#[test]
+fn the_gauge_shows_pins_and_recalled_text_apart_and_recalled_text_scrolls_out() {
+    use sinkchat_engine::TextMarks;
+    let engine = Engine::start(&common::smollm_path(), Device::Cpu).unwrap();
+    let base = "You are a helpful assistant.";
+    let pins = "\n\nThe user pinned these messages from earlier in this conversation; keep them in mind:\n- The user said: My cat is called Tom.";
+    let recall = "(Recalled from earlier in this conversation, which you can no longer see:\n- The user said: My dog is called Rex.)\n\n";
+    let mut req = request(31, &format!("{recall}What is my dog called?"), 4);
+    req.system_prompt = format!("{base}{pins}");
+    req.marks = TextMarks {
+        pins_len: pins.len(),
+        recalled_len: recall.len(),
+    };
+    req.cache.window = 128;
+    let system = req.system_prompt.clone();
+    let mut history: Vec<Turn> = Vec::new();
+    let (reply, _, _) = run(&engine, req);
+    let s = engine.memory(31).unwrap().stats;
+    let base_tokens = engine.opening_tokens(base).unwrap();
+    assert_eq!(
+        s.pins_used,
+        engine.opening_tokens(&system).unwrap() - base_tokens
+    );
+    assert!(s.pins_used > 10, "{s:?}");
+    assert!(s.pinned_used >= base_tokens + s.pins_used, "{s:?}");
+    assert_eq!(s.pins_room, 64 - base_tokens);
+    let n = engine.count_tokens(recall).unwrap();
+    assert!(
+        s.recalled_used.abs_diff(n) <= 2,
+        "recalled {} of {n} tokens",
+        s.recalled_used
+    );
+    // Later turns bring nothing back: the recalled part only shrinks, and leaves with its turn.
+    history.push(Turn {
+        role: Role::User,
+        content: "What is my dog called?".into(),
+        message_id: 1,
+    });
+    history.push(Turn {
+        role: Role::Assistant,
+        content: reply,
+        message_id: 2,
+    });
+    let mut last = s.recalled_used;
+    for k in 0..20 {
+        let text = format!("Tell me one thing about rivers, part {k}.");
+        let mut req = request(31, &text, 16);
+        req.system_prompt = system.clone();
+        req.marks.pins_len = pins.len();
+        req.cache.window = 128;
+        req.history = history.clone().into();
+        let ids = (3 + 2 * k as i64, 4 + 2 * k as i64);
+        (req.user_message_id, req.reply_message_id) = ids;
+        let (reply, _, _) = run(&engine, req);
+        let s = engine.memory(31).unwrap().stats;
+        assert!(s.recalled_used <= last, "{s:?}");
+        assert_eq!(
+            s.pins_used,
+            engine.opening_tokens(&system).unwrap() - base_tokens
+        );
+        last = s.recalled_used;
+        if last == 0 {
+            assert!(s.evicted_total > 0);
+            return;
+        }
+        history.push(Turn {
+            role: Role::User,
+            content: text,
+            message_id: ids.0,
+        });
+        history.push(Turn {
+            role: Role::Assistant,
+            content: reply,
+            message_id: ids.1,
+        });
+    }
+    panic!("the recalled text never left the window ({last} tokens still there)");
 }

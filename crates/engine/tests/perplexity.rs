@@ -200,3 +200,46 @@ fn bad_settings_are_errors() {
     .is_err());
     assert!(eval::run(&model, &ids[..1], Mode::Dense, 8, 10, |_| {}).is_err());
 }
+
+#[test]
+fn a_stream_of_pieces_scores_as_the_whole_text_and_context_is_read_but_not_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny("llama", &dir);
+    let ids = ids(300, 96);
+    let (sinks, window) = (4, 52);
+    let want = one_at_a_time(&model, &ids, sinks, window - sinks);
+    // Pieces of uneven length, no context: the same NLLs as the text scored in one go.
+    let mut stream = eval::Stream::new(&model, sinks, window, 16).unwrap();
+    let mut got = Vec::new();
+    let mut at = 0;
+    for len in [1, 30, 5, 64, 100, 100] {
+        got.extend(stream.feed(&[], &ids[at..at + len]).unwrap());
+        at += len;
+        assert_eq!(stream.fed(), at as u64);
+    }
+    assert_eq!(got.len(), ids.len() - 1);
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < 1e-4, "token {}: {g} vs {w}", k + 1);
+    }
+    assert_eq!(stream.visible_from(), 300 - 48);
+
+    // Context before a piece: read (it moves the window), not scored; the piece's tokens are
+    // scored as if the context were part of the text.
+    let context = &ids[0..20];
+    let mut with = eval::Stream::new(&model, sinks, window, 16).unwrap();
+    with.feed(&[], &ids[0..100]).unwrap();
+    let scored = with.feed(context, &ids[100..150]).unwrap();
+    assert_eq!(scored.len(), 50);
+    assert_eq!(with.fed(), 170);
+    let text: Vec<u32> = ids[0..100]
+        .iter()
+        .chain(context)
+        .chain(&ids[100..150])
+        .copied()
+        .collect();
+    let whole = one_at_a_time(&model, &text, sinks, window - sinks);
+    for (k, s) in scored.iter().enumerate() {
+        let w = whole[119 + k]; // predicts text[120 + k] = ids[100 + k]
+        assert!((s - w).abs() < 1e-4, "scored token {k}: {s} vs {w}");
+    }
+}

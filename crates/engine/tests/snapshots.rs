@@ -34,6 +34,7 @@ fn request(conv: i64, text: &str, history: Vec<Turn>, ids: (i64, i64)) -> Genera
             evict_step: 1,
         },
         pin_system_prompt: true,
+        marks: Default::default(),
     }
 }
 

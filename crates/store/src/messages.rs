@@ -387,6 +387,34 @@ impl Store {
         Ok(rows.iter().map(from_row).collect())
     }
 
+    /// Which of `terms` occur in any of the messages [`Store::recall_candidates`] looks
+    /// through (finished, unpinned, of `conversation`, older than `before`).
+    pub async fn terms_present(
+        &self,
+        conversation: i64,
+        before: i64,
+        terms: &[String],
+    ) -> Result<Vec<String>> {
+        let mut present = Vec::new();
+        for t in terms {
+            let hit: Option<i64> = sqlx::query_scalar(
+                "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+                 WHERE messages_fts MATCH ? AND messages_fts.rowid < ? \
+                   AND m.conversation_id = ? AND m.pinned = 0 \
+                   AND m.status IN ('complete', 'stopped') LIMIT 1",
+            )
+            .bind(format!("\"{}\"", t.replace('"', "\"\"")))
+            .bind(before)
+            .bind(conversation)
+            .fetch_optional(&self.pool)
+            .await?;
+            if hit.is_some() {
+                present.push(t.clone());
+            }
+        }
+        Ok(present)
+    }
+
     /// The pinned messages of a chat, oldest first.
     pub async fn pinned_messages(&self, conversation: i64) -> Result<Vec<Message>> {
         let rows = sqlx::query(&format!(

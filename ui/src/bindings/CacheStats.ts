@@ -8,4 +8,18 @@ export type CacheStats = { capacity: number, pinned: number, pinned_used: number
  * Text position of the oldest token still in the window (equal to `pinned` before any
  * eviction).
  */
-window_start: number, bytes: number, device: string, };
+window_start: number, bytes: number, device: string, 
+/**
+ * Tokens of the pinned part that are messages the user pinned (the rest is the system
+ * prompt and the first tokens). Set by the engine, which knows the chat's opening.
+ */
+pins_used: number, 
+/**
+ * Room the pinned part has for pinned messages: half the window, less the system prompt.
+ */
+pins_room: number, 
+/**
+ * Tokens in the window that are earlier messages given back by recall; they scroll out
+ * with the turn that brought them.
+ */
+recalled_used: number, };
