@@ -395,15 +395,24 @@ impl Store {
         before: i64,
         terms: &[String],
     ) -> Result<Vec<String>> {
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT min(id) FROM messages WHERE conversation_id = ?")
+                .bind(conversation)
+                .fetch_one(&self.pool)
+                .await?;
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
         let mut present = Vec::new();
         for t in terms {
             let hit: Option<i64> = sqlx::query_scalar(
                 "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
-                 WHERE messages_fts MATCH ? AND messages_fts.rowid < ? \
+                 WHERE messages_fts MATCH ? AND messages_fts.rowid >= ? AND messages_fts.rowid < ? \
                    AND m.conversation_id = ? AND m.pinned = 0 \
                    AND m.status IN ('complete', 'stopped') LIMIT 1",
             )
             .bind(format!("\"{}\"", t.replace('"', "\"\"")))
+            .bind(first)
             .bind(before)
             .bind(conversation)
             .fetch_optional(&self.pool)

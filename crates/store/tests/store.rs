@@ -652,3 +652,64 @@ async fn pins_belong_to_their_message() {
         .collect();
     assert_eq!(pinned, ["I was born in 1990"]);
 }
+
+/// Recall's two lookups: candidates (any of the words, best first, this chat only, older than
+/// the bound, finished and unpinned) and which words the past knows at all.
+#[tokio::test]
+async fn recall_looks_only_at_this_chats_older_finished_unpinned_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let c = s.create_conversation("Mine", "m", "", "{}").await.unwrap();
+    let other = s.create_conversation("Other", "m", "", "{}").await.unwrap();
+    let text = |t: &str| MessageText::parse(t).unwrap();
+    let fact = s
+        .add_user_message(
+            c.id,
+            &text("My sister's name is Ana and she lives in Porto"),
+        )
+        .await
+        .unwrap();
+    let weak = s
+        .add_user_message(c.id, &text("What a nice name for a boat"))
+        .await
+        .unwrap();
+    let pinned = s
+        .add_user_message(c.id, &text("My sister likes tea"))
+        .await
+        .unwrap();
+    s.set_pinned(c.id, pinned.id, true).await.unwrap();
+    s.add_user_message(other.id, &text("my sister Zoe, name and all"))
+        .await
+        .unwrap();
+    let newer = s
+        .add_user_message(c.id, &text("Porto sister name again"))
+        .await
+        .unwrap();
+    let terms: Vec<String> = ["sister", "name", "porto", "lisbon"]
+        .map(String::from)
+        .into();
+    let found = s
+        .recall_candidates(c.id, newer.id, &terms, 8)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = found.iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        [fact.id, weak.id],
+        "best first; not pinned, not the other chat, not newer"
+    );
+    assert_eq!(
+        s.terms_present(c.id, newer.id, &terms).await.unwrap(),
+        ["sister", "name", "porto"]
+    );
+    assert_eq!(
+        s.terms_present(c.id, fact.id, &terms).await.unwrap(),
+        Vec::<String>::new(),
+        "nothing is older than the first message"
+    );
+    assert!(s
+        .terms_present(other.id, i64::MAX, &["porto".into()])
+        .await
+        .unwrap()
+        .is_empty());
+}
