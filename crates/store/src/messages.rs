@@ -358,12 +358,7 @@ impl Store {
             .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let first: Option<i64> =
-            sqlx::query_scalar("SELECT min(id) FROM messages WHERE conversation_id = ?")
-                .bind(conversation)
-                .fetch_one(&self.pool)
-                .await?;
-        let Some(first) = first else {
+        let Some(first) = self.first_message_id(conversation).await? else {
             return Ok(Vec::new());
         };
         let cols = COLUMNS
@@ -395,12 +390,7 @@ impl Store {
         before: i64,
         terms: &[String],
     ) -> Result<Vec<String>> {
-        let first: Option<i64> =
-            sqlx::query_scalar("SELECT min(id) FROM messages WHERE conversation_id = ?")
-                .bind(conversation)
-                .fetch_one(&self.pool)
-                .await?;
-        let Some(first) = first else {
+        let Some(first) = self.first_message_id(conversation).await? else {
             return Ok(Vec::new());
         };
         let mut present = Vec::new();
@@ -422,6 +412,17 @@ impl Store {
             }
         }
         Ok(present)
+    }
+
+    /// The chat's oldest message id: the lower end of the rowid range that keeps FTS5 lookups
+    /// to this chat's span of ids.
+    async fn first_message_id(&self, conversation: i64) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT min(id) FROM messages WHERE conversation_id = ?")
+                .bind(conversation)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// The pinned messages of a chat, oldest first.
