@@ -159,7 +159,12 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     await d.exec("document.getElementById('set-window').value = '2'; document.getElementById('set-sinks').value = '4';");
     await d.click("#save-settings");
     await d.waitFor("the settings error", async () => /smaller than the sinks/.test(await d.text("#settings-error")), 10_000);
-    await d.exec("document.getElementById('set-window').value = '32'; document.getElementById('set-sinks').value = '4'; document.getElementById('set-window').dispatchEvent(new Event('input'));");
+    await d.exec("document.getElementById('set-window').value = '32'; document.getElementById('set-sinks').value = '4'; document.getElementById('set-recall-share').value = '80';");
+    await d.click("#save-settings");
+    // The form refuses it before it is sent (the backend would too: service test), and keeps it.
+    assert.equal(await d.exec("return document.getElementById('set-recall-share').validity.rangeOverflow"), true);
+    assert.equal(await d.exec("return document.getElementById('set-recall-share').value"), "80", "the form keeps what was typed");
+    await d.exec("document.getElementById('set-recall-share').value = '25'; document.getElementById('set-window').dispatchEvent(new Event('input'));");
     assert.match(await d.text("#cache-memory"), /takes/);
     // The snapshots' disk budget is shown with what is used, and saved.
     assert.equal(await d.exec("return document.getElementById('set-snapshot-budget').value"), "2048");
@@ -167,7 +172,9 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     await d.exec("document.getElementById('set-snapshot-budget').value = '512'");
     await d.click("#save-settings");
     await d.waitFor("saved", async () => d.exec("return document.getElementById('settings-error').hidden"), 10_000);
-    assert.equal(JSON.parse(sql(join(data, "chats.db"), "SELECT value FROM settings WHERE key = 'app'")[0].value).snapshot_budget_mb, 512);
+    const saved = JSON.parse(sql(join(data, "chats.db"), "SELECT value FROM settings WHERE key = 'app'")[0].value);
+    assert.equal(saved.snapshot_budget_mb, 512);
+    assert.equal(saved.recall_share, 25);
     await d.click("#views [data-view=chat]");
 
     const evicted = async () => Number(await d.exec("return document.getElementById('gauge').dataset.evicted || 0"));

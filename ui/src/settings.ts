@@ -45,6 +45,7 @@ export async function showSettings() {
   $<HTMLTextAreaElement>("set-system-prompt").value = s.system_prompt;
   $<HTMLInputElement>("set-pin").checked = s.pin_system_prompt;
   $<HTMLInputElement>("set-recall").checked = s.recall;
+  $<HTMLInputElement>("set-recall-share").value = String(s.recall_share);
   $<HTMLInputElement>("set-temperature").value = String(s.sampling.temperature);
   $<HTMLInputElement>("set-top-p").value = String(s.sampling.top_p);
   $<HTMLInputElement>("set-top-k").value = String(s.sampling.top_k);
@@ -85,6 +86,7 @@ async function save() {
     system_prompt: $<HTMLTextAreaElement>("set-system-prompt").value,
     pin_system_prompt: $<HTMLInputElement>("set-pin").checked,
     recall: $<HTMLInputElement>("set-recall").checked,
+    recall_share: num("set-recall-share"),
     sampling: { ...loaded.sampling, temperature: num("set-temperature"), top_p: num("set-top-p"), top_k: num("set-top-k"),
       repeat_penalty: num("set-repeat"), seed: num("set-seed"), max_tokens: num("set-max-tokens") },
     cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window") },

@@ -944,7 +944,7 @@ impl ChatService {
             conv.id,
             first_visible.min(user.id),
             &user.content,
-            recall::budget(settings.cache.window),
+            recall::budget(settings.cache.window, settings.recall_share),
             |line| engine.count_tokens(line).ok(),
         )
         .await

@@ -213,9 +213,13 @@ pub fn choose(
     chosen
 }
 
-/// The recall budget for a window of `window` tokens: an eighth of it, at least 32.
-pub fn budget(window: usize) -> usize {
-    (window / 8).max(32)
+/// The recall budget for a window of `window` tokens: `share` percent of it (Settings), at
+/// least 32 tokens so that a small window still has room for one line, and never more than
+/// half the window.
+pub fn budget(window: usize, share: u8) -> usize {
+    (window.saturating_mul(share as usize) / 100)
+        .max(32)
+        .min(window / 2)
 }
 
 /// The user's message with the recalled lines before it, marked for the model.
@@ -283,6 +287,15 @@ mod tests {
         assert!(!covers("My BIRTHDAY is on June 5.", &one, 9));
         let two: Vec<String> = vec!["sister".into(), "name".into()];
         assert!(covers("My sister's name is Ada.", &two, 9));
+    }
+
+    #[test]
+    fn the_budget_is_the_share_of_the_window_within_bounds() {
+        assert_eq!(budget(2044, 12), 245);
+        assert_eq!(budget(2044, 50), 1022);
+        assert_eq!(budget(256, 12), 32, "at least one line's room");
+        assert_eq!(budget(40, 12), 20, "never past half the window");
+        assert_eq!(budget(usize::MAX, 50), usize::MAX / 100);
     }
 
     #[test]

@@ -35,7 +35,13 @@ pub struct Settings {
     /// Give the model back earlier messages of the chat that left its window when a new
     /// message is about them (#19).
     pub recall: bool,
+    /// How much of the window recalled messages may take, in percent (1-50; default 12,
+    /// about an eighth). See [`crate::recall::budget`].
+    pub recall_share: u8,
 }
+
+/// The share of the window recall may use unless the user picks another: about an eighth.
+pub const DEFAULT_RECALL_SHARE: u8 = 12;
 
 /// The snapshots' disk budget unless the user picks another: 2 GB, about twenty full caches
 /// of the default model.
@@ -65,6 +71,7 @@ impl Default for Settings {
             api_token: String::new(),
             snapshot_budget_mb: DEFAULT_SNAPSHOT_BUDGET_MB,
             recall: true,
+            recall_share: DEFAULT_RECALL_SHARE,
         }
     }
 }
@@ -107,6 +114,12 @@ impl Settings {
             return Err(UiError::new(
                 "invalid_settings",
                 "The disk budget for chat memories must be at most 16,777,216 MB (16 TB).",
+            ));
+        }
+        if !(1..=50).contains(&self.recall_share) {
+            return Err(UiError::new(
+                "invalid_settings",
+                "Recall may use between 1% and 50% of the memory window.",
             ));
         }
         if !self.active_model.is_empty() {

@@ -455,6 +455,12 @@ async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
         "{}",
         e.message
     );
+    s.cache.window = 2044;
+    s.recall_share = 80;
+    let e = svc.save_settings(s.clone()).await.unwrap_err();
+    assert_eq!(e.code, "invalid_settings");
+    assert!(e.message.contains("50%"), "{}", e.message);
+    s.recall_share = 12;
     s.cache.window = usize::MAX;
     let e = svc.save_settings(s.clone()).await.unwrap_err();
     assert_eq!(e.code, "invalid_cache_config", "{}", e.message);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use serde_json::json;
-use sinkchat_chat::recall;
+use sinkchat_chat::{recall, settings::DEFAULT_RECALL_SHARE};
 use sinkchat_engine::eval::{perplexity_of, Stream};
 use sinkchat_engine::{GgufTokenizer, LoadOptions, Model};
 use sinkchat_store::{MessageText, Store};
@@ -82,7 +82,7 @@ fn score(
                     conv.id,
                     first_visible,
                     text,
-                    recall::budget(a.window - a.sinks),
+                    recall::budget(a.window - a.sinks, DEFAULT_RECALL_SHARE),
                     |l| tk.encode(l, false).ok().map(|ids| ids.len()),
                 ))?;
                 if a.show && !chosen.is_empty() {

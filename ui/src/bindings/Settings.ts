@@ -37,4 +37,9 @@ snapshot_budget_mb: number,
  * Give the model back earlier messages of the chat that left its window when a new
  * message is about them (#19).
  */
-recall: boolean, };
+recall: boolean, 
+/**
+ * How much of the window recalled messages may take, in percent (1-50; default 12,
+ * about an eighth). See [`crate::recall::budget`].
+ */
+recall_share: number, };
