@@ -379,8 +379,8 @@ pub fn run(
     })
 }
 
-/// One entry per model: a run replaces its model's entry in the file and keeps the others, so
-/// the default model and a larger one can be measured in separate sittings.
+/// One entry per model: a run replaces its model's entry in the file (in its place) and keeps
+/// the others, so the default model and a larger one can be measured in separate sittings.
 pub(crate) fn merge_entry(
     existing: Option<&str>,
     entry: serde_json::Value,
@@ -394,8 +394,13 @@ pub(crate) fn merge_entry(
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    models.retain(|m| m.get("model") != entry.get("model"));
-    models.push(entry);
+    match models
+        .iter_mut()
+        .find(|m| m.get("model") == entry.get("model"))
+    {
+        Some(m) => *m = entry,
+        None => models.push(entry),
+    }
     Ok(json!({ "models": models }))
 }
 
@@ -419,7 +424,7 @@ mod tests {
         let doc = merge_entry(Some(&doc.to_string()), b.clone()).unwrap();
         let a2 = json!({"model": "a.gguf", "in_window": 0.6});
         let doc = merge_entry(Some(&doc.to_string()), a2.clone()).unwrap();
-        assert_eq!(doc["models"], json!([b, a2]));
+        assert_eq!(doc["models"], json!([a2, b]));
         assert!(merge_entry(Some("not json"), a).is_err());
     }
 }
