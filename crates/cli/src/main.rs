@@ -83,6 +83,15 @@ struct TextArg {
     text: Option<PathBuf>,
 }
 
+impl TextArg {
+    fn source(self) -> perplexity::TextSource {
+        match self.text {
+            Some(f) => perplexity::TextSource::File(f),
+            None => perplexity::TextSource::Book(self.book),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Prompt and decode speed, optionally beside llama-bench
@@ -353,10 +362,7 @@ fn main() -> Result<()> {
             out_dir,
         }) => perplexity::run(perplexity::RunArgs {
             model: model.checked()?,
-            text: match text.text {
-                Some(f) => perplexity::TextSource::File(f),
-                None => perplexity::TextSource::Book(text.book),
-            },
+            text: text.source(),
             tokens,
             mode: perplexity::parse_mode(&mode, sinks, window, stride)?,
             chunk,
@@ -373,10 +379,7 @@ fn main() -> Result<()> {
             show_recalled,
         }) => recall_ppl::run(recall_ppl::Args {
             model: model.checked()?,
-            text: match text.text {
-                Some(f) => perplexity::TextSource::File(f),
-                None => perplexity::TextSource::Book(text.book),
-            },
+            text: text.source(),
             tokens,
             sinks,
             window,
