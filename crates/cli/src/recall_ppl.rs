@@ -58,8 +58,8 @@ fn score(
     let store = rt.block_on(Store::open(&dir.path().join("chats.db")))?;
     let conv = rt.block_on(store.create_conversation("text", "model", "", "{}"))?;
     let mut stream = Stream::new(model, a.sinks, a.window, a.chunk)?;
-    // (message id, first token, end) of each paragraph in the stream.
-    let mut placed: Vec<(i64, u64, u64)> = Vec::new();
+    // (message id, end in the stream) of each paragraph.
+    let mut placed: Vec<(i64, u64)> = Vec::new();
     let mut nll = Vec::new();
     let (mut with_recall, mut context_tokens) = (0, 0);
     let label = if recall_on { "recall on" } else { "recall off" };
@@ -75,7 +75,7 @@ fn score(
             // The chat's rule: the message the view begins in, and everything after it, is
             // still seen; what is older may come back.
             let from = stream.visible_from();
-            let first_visible = placed.iter().find(|p| p.2 > from).map(|p| p.0);
+            let first_visible = placed.iter().find(|p| p.1 > from).map(|p| p.0);
             if let Some(first_visible) = first_visible {
                 let chosen = rt.block_on(recall::find(
                     &store,
@@ -102,9 +102,8 @@ fn score(
                 }
             }
         }
-        let start = stream.fed() + context.len() as u64;
         nll.extend(stream.feed(&context, ids)?);
-        placed.push((msg.id, start, stream.fed()));
+        placed.push((msg.id, stream.fed()));
         progress.set(nll.len().min(a.tokens) as u64);
     }
     progress.finish();
