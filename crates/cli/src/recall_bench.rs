@@ -370,9 +370,7 @@ pub fn run(
         });
         println!("{}", serde_json::to_string_pretty(&entry)?);
         if let Some(out) = out {
-            let doc = merge_entry(std::fs::read_to_string(&out).ok().as_deref(), entry)?;
-            std::fs::write(&out, serde_json::to_string_pretty(&doc)? + "\n")
-                .with_context(|| format!("writing {}", out.display()))?;
+            write_entry(&out, entry)?;
         }
         svc.shutdown().await;
         Ok(())
@@ -381,10 +379,14 @@ pub fn run(
 
 /// One entry per model: a run replaces its model's entry in the file (in its place) and keeps
 /// the others, so the default model and a larger one can be measured in separate sittings.
-pub(crate) fn merge_entry(
-    existing: Option<&str>,
-    entry: serde_json::Value,
-) -> Result<serde_json::Value> {
+/// Writes `entry` into the results file `out` as its model's entry ([`merge_entry`]).
+pub(crate) fn write_entry(out: &Path, entry: serde_json::Value) -> Result<()> {
+    let doc = merge_entry(std::fs::read_to_string(out).ok().as_deref(), entry)?;
+    std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))
+}
+
+fn merge_entry(existing: Option<&str>, entry: serde_json::Value) -> Result<serde_json::Value> {
     let mut models: Vec<serde_json::Value> = match existing {
         Some(text) => serde_json::from_str::<serde_json::Value>(text)
             .context("the results file is not JSON; move it away or pick another --out")?

@@ -149,10 +149,7 @@ pub fn run(a: Args) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&doc)?);
     if let Some(out) = a.out {
         // One entry per model, as in `bench recall`.
-        let doc =
-            crate::recall_bench::merge_entry(std::fs::read_to_string(&out).ok().as_deref(), doc)?;
-        std::fs::write(&out, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::recall_bench::write_entry(&out, doc)?;
     }
     Ok(())
 }
