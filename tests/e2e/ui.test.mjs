@@ -26,10 +26,10 @@ async function withApp(env, fn, opts = {}) {
 }
 // textContent, not WebDriver's text: the status bar may sit on a hidden screen.
 const ready = (d) => d.waitFor("the model to load", async () => d.exec("return document.getElementById('status').textContent.includes('CPU')"), 120_000);
-/** Waits for a finished reply other than `prev` (the last one before the action). */
 /** Marks the replies on screen, so `replyDone` waits for a new one (SQLite may give a
  *  regenerated reply the id of the one it replaced). */
 const markSeen = (d) => d.exec("document.querySelectorAll('.message.assistant').forEach(m => m.dataset.seen = '1')");
+/** Waits for a finished reply not marked by `markSeen`, and gives its id. */
 async function replyDone(d) {
   try {
     return await d.waitFor("the reply to finish", async () =>
@@ -48,6 +48,13 @@ async function send(d, text) {
   await d.exec("document.getElementById('message-input').value = arguments[0];", [text]);
   await d.click("#send-button");
   return replyDone(d);
+}
+/** Reloads the window and waits for the new document to boot. The old document is unmarked
+ *  first: it still says "booted" until the reload replaces it, and a wait that saw it once
+ *  clicked into a window that was being torn down (CI: "no such element"). */
+async function reload(d) {
+  await d.exec("delete document.body.dataset.booted; location.reload()");
+  await d.waitFor("the reloaded window", async () => d.exec("return document.body.dataset.booted === '1'"), 30_000);
 }
 async function shot(d, name) {
   const png = await d.screenshot();
@@ -204,8 +211,8 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     const ticksNow = await d.exec("return document.querySelectorAll('#timeline .evictions line').length");
     const lineNow = await lineBefore();
     await new Promise((r) => setTimeout(r, 1500)); // the timeline's save (1 s after a change)
-    await d.exec("location.reload()");
-    await d.waitFor("the reloaded window", async () => d.exec("return document.body.dataset.booted === '1'"), 30_000);
+    await reload(d);
+    await d.waitFor("the chat list", async () => d.exec("return document.querySelectorAll('#conversation-list .open').length === 1"), 10_000);
     await d.click("#conversation-list .open");
     await d.waitFor("the timeline", async () => (await d.exec("return document.querySelectorAll('#timeline .evictions line').length")) >= ticksNow, 10_000);
     await d.waitFor("the memory line", async () => (await lineBefore()) === lineNow, 10_000);
@@ -265,8 +272,8 @@ test("HTML in a reply is shown as text and never runs; markdown renders", { time
     const path = join(data, "evil-export.json");
     writeFileSync(path, JSON.stringify(file));
     await d.exec("return window.__TAURI__.core.invoke('import_conversations_file', { path: arguments[0] })", [path]);
-    await d.exec("location.reload()");
-    await d.waitFor("the reloaded window", async () => d.exec("return document.body.dataset.booted === '1' && document.querySelectorAll('#conversation-list .open').length === 1"), 30_000);
+    await reload(d);
+    await d.waitFor("the chat list", async () => d.exec("return document.querySelectorAll('#conversation-list .open').length === 1"), 10_000);
     await d.click("#conversation-list .open");
     await d.waitFor("the reply", async () => d.exec("return !!document.querySelector('.message.assistant strong')"), 10_000);
     await new Promise((r) => setTimeout(r, 500));
