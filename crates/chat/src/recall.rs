@@ -174,13 +174,24 @@ pub async fn find(
 /// the model let go), and two of them when the question has more than three words (`asked`):
 /// in running talk most messages share a common word or two with something earlier, and one
 /// shared word is evidence enough only for a short question.
+/// Words are compared as FTS5 compares them (its unicode61 tokenizer folds case and accents):
+/// a message FTS5 found for "Zoë" says "Zoe" and must count as holding that word.
 pub fn covers(content: &str, known: &[String], asked: usize) -> bool {
     let words: std::collections::HashSet<String> = content
         .split(|c: char| !c.is_alphanumeric())
-        .map(str::to_lowercase)
+        .map(fold)
         .collect();
-    let have = known.iter().filter(|k| words.contains(*k)).count();
+    let have = known.iter().filter(|k| words.contains(&fold(k))).count();
     have >= if asked > 3 { 2 } else { 1 } && have * 2 >= known.len()
+}
+
+/// `word` lowercased and without accents (decomposed, combining marks dropped).
+fn fold(word: &str) -> String {
+    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
+    word.to_lowercase()
+        .nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect()
 }
 
 /// [`find`]'s choice among `found` (best first).
@@ -287,6 +298,11 @@ mod tests {
         assert!(!covers("My BIRTHDAY is on June 5.", &one, 9));
         let two: Vec<String> = vec!["sister".into(), "name".into()];
         assert!(covers("My sister's name is Ada.", &two, 9));
+        // Accents and case count as FTS5 counts them, either way round.
+        let zoe: Vec<String> = vec!["zoë".into(), "café".into()];
+        assert!(covers("Zoe runs the CAFE by the harbour.", &zoe, 2));
+        assert!(covers("Zoë runs the café.", &["zoe".to_string()], 2));
+        assert!(!covers("Zola runs the bakery.", &zoe, 2));
     }
 
     #[test]

@@ -892,3 +892,53 @@ async fn a_message_about_something_the_window_let_go_gets_it_back() {
     let (off, _) = ask(&svc, conv.id, "What is my cat called?").await;
     assert!(off.recalled.is_empty());
 }
+
+/// Recall's lookup on a real transcript finds a fact written without the accents the question
+/// has, and the other way round (FTS5 folds them, so the check that a match covers the
+/// question must fold them too), and picks nothing for a question about something never said.
+#[tokio::test]
+async fn recall_matches_words_with_or_without_their_accents() {
+    use sinkchat_store::{MessageText, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("chats.db")).await.unwrap();
+    let c = store
+        .create_conversation("Trip", "m", "", "{}")
+        .await
+        .unwrap();
+    let say = |t: &str| MessageText::parse(t).unwrap();
+    let fact = store
+        .add_user_message(
+            c.id,
+            &say("Zoe runs the little cafe by the harbour in Mulheim."),
+        )
+        .await
+        .unwrap();
+    store
+        .add_user_message(c.id, &say("We walked along the river all afternoon."))
+        .await
+        .unwrap();
+    let now = store
+        .add_user_message(c.id, &say("(the window starts here)"))
+        .await
+        .unwrap();
+    let count = |line: &str| Some(line.len() / 4);
+    for question in [
+        "Who runs the café by the harbour?",
+        "Where is Zoë's café?",
+        "What about Mülheim?",
+    ] {
+        let found = sinkchat_chat::recall::find(&store, c.id, now.id, question, 200, count)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [fact.id],
+            "{question}"
+        );
+    }
+    let found =
+        sinkchat_chat::recall::find(&store, c.id, now.id, "Where is the lighthouse?", 200, count)
+            .await
+            .unwrap();
+    assert!(found.is_empty());
+}
