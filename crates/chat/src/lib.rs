@@ -914,11 +914,11 @@ impl ChatService {
         })
     }
 
-    /// The messages to give back for `user`: finished, unpinned messages of this chat that
-    /// have left the model's window and share words with it, best first, within an eighth of
-    /// the window (at most three), then in transcript order. Nothing when nothing has left the
-    /// window or nothing matches. A chat with no memory yet counts back what its rebuild
-    /// will hold.
+    /// The messages to give back for `user` ([`recall::find`]): finished, unpinned messages of
+    /// this chat that have left the model's window and cover the question's words, best
+    /// first, within the recall share of the window (Settings; at most three), then in
+    /// transcript order. Nothing when the message asks nothing, nothing has left the window or
+    /// nothing matches. A chat with no memory yet counts back what its rebuild will hold.
     async fn recall_for(
         &self,
         engine: &Engine,
