@@ -7,7 +7,8 @@ import { bytes } from "./format.js";
 import { t } from "./strings.js";
 
 let loaded: Settings | null = null;
-let kvBytesPerToken = 0;
+let kvBytesPerToken = 0; // in f32
+let kvF16 = false; // whether a compact memory is stored in f16 on this device
 
 const num = (id: string) => Number($<HTMLInputElement>(id).value);
 
@@ -17,12 +18,13 @@ export function applyTheme(theme: string) {
 
 function showCacheMemory() {
   const slots = num("set-sinks") + num("set-window");
-  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * kvBytesPerToken)) : "";
+  const perToken = kvF16 && $<HTMLSelectElement>("set-precision").value === "f16" ? kvBytesPerToken / 2 : kvBytesPerToken;
+  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * perToken)) : "";
 }
 
 export function initSettings() {
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); void save(); });
-  for (const id of ["set-sinks", "set-window"]) $(id).addEventListener("input", showCacheMemory);
+  for (const id of ["set-sinks", "set-window", "set-precision"]) $(id).addEventListener("input", showCacheMemory);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => r.addEventListener("change", () => applyTheme(r.value)));
   $("copy-diagnostics").addEventListener("click", async () => {
     try {
@@ -42,6 +44,7 @@ export async function showSettings() {
   const [s, status] = await Promise.all([api.settings(), api.status()]);
   loaded = s;
   kvBytesPerToken = status.model.state === "ready" ? status.model.info.kv_bytes_per_token : 0;
+  kvF16 = status.model.state === "ready" && status.model.info.kv_f16;
   $<HTMLTextAreaElement>("set-system-prompt").value = s.system_prompt;
   $<HTMLInputElement>("set-pin").checked = s.pin_system_prompt;
   $<HTMLInputElement>("set-recall").checked = s.recall;
@@ -54,6 +57,7 @@ export async function showSettings() {
   $<HTMLInputElement>("set-max-tokens").value = String(s.sampling.max_tokens);
   $<HTMLInputElement>("set-sinks").value = String(s.cache.sinks);
   $<HTMLInputElement>("set-window").value = String(s.cache.window);
+  $<HTMLSelectElement>("set-precision").value = s.cache.precision;
   $<HTMLInputElement>("set-snapshot-budget").value = String(s.snapshot_budget_mb);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => { r.checked = r.value === s.theme; });
   $("data-folder").textContent = t.dataFolder(status.data_dir);
@@ -89,7 +93,8 @@ async function save() {
     recall_share: num("set-recall-share"),
     sampling: { ...loaded.sampling, temperature: num("set-temperature"), top_p: num("set-top-p"), top_k: num("set-top-k"),
       repeat_penalty: num("set-repeat"), seed: num("set-seed"), max_tokens: num("set-max-tokens") },
-    cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window") },
+    cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window"),
+      precision: $<HTMLSelectElement>("set-precision").value === "f32" ? "f32" : "f16" },
     snapshot_budget_mb: num("set-snapshot-budget"),
     theme,
     api_server: $<HTMLInputElement>("set-api-server").checked,

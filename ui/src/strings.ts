@@ -136,6 +136,9 @@ export const t = {
   topP: "Top-p", topK: "Top-k", repeatPenalty: "Repeat penalty", seed: "Seed (same seed, same text)", maxTokens: "Longest reply (tokens)",
   sinks: "Attention sinks (first tokens kept for good)",
   window: "Window (recent tokens remembered)",
+  precision: "Memory precision",
+  precisionF16: "Compact (half the memory)",
+  precisionF32: "Exact (twice the memory)",
   snapshotBudget: "Disk for saved chat memories (MB)",
   snapshotUsage: (size: string, files: number) =>
     `Saved now: ${size} for ${files} chat(s). When the limit is reached, the chats left longest ago lose their saved memory first; they rebuild it from their transcript when opened (nothing is lost). 0 keeps none.`,

@@ -594,10 +594,7 @@ impl ChatService {
         settings.validate()?;
         if let Ok(engine) = self.engine() {
             engine
-                .check_cache_memory(
-                    settings.cache.capacity(),
-                    sinkchat_engine::engine::LIVE_CONVERSATIONS,
-                )
+                .check_cache_memory(&settings.cache, sinkchat_engine::engine::LIVE_CONVERSATIONS)
                 .map_err(|m| {
                     let mut m = m;
                     m[..1].make_ascii_uppercase();

@@ -9,7 +9,7 @@ use serde_json::json;
 use sinkchat_engine::model::read_gguf_header;
 use sinkchat_engine::model::Logits;
 use sinkchat_engine::sampling::argmax;
-use sinkchat_engine::{CacheConfig, GgufTokenizer, LoadOptions, Model, SinkCache};
+use sinkchat_engine::{CacheConfig, GgufTokenizer, KvPrecision, LoadOptions, Model, SinkCache};
 
 fn threads() -> String {
     std::env::var("CANDLE_NUM_THREADS")
@@ -80,7 +80,12 @@ fn decode_ms(model: &Model, cache: &mut SinkCache, n: usize) -> Result<f64> {
 
 /// The model's greedy answer to a fixed question on `dev`: a check that the figures come from
 /// a forward pass that computes the right thing there, not only a fast one.
-fn sample_answer(model: &Model, model_path: &Path, dev: &Device) -> Result<String> {
+fn sample_answer(
+    model: &Model,
+    model_path: &Path,
+    dev: &Device,
+    precision: KvPrecision,
+) -> Result<String> {
     let tk = GgufTokenizer::from_gguf(&read_gguf_header(model_path)?)?;
     let prompt = tk.encode(
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
@@ -90,6 +95,7 @@ fn sample_answer(model: &Model, model_path: &Path, dev: &Device) -> Result<Strin
         sinks: 4,
         window: 124,
         evict_step: 1,
+        precision,
     };
     let mut cache = SinkCache::new(model.spec(), cfg, dev)?;
     let mut logits = model.forward(&prompt, &mut cache, Logits::Last)?;
@@ -168,6 +174,7 @@ pub fn decode(
     llama: Option<PathBuf>,
     out: Option<PathBuf>,
     dev: Device,
+    precision: KvPrecision,
 ) -> Result<()> {
     // Our one-token attention against candle's on the CPU, on this device, before timing it.
     let attention_error = sinkchat_engine::attend::max_error_against_reference(&dev)?;
@@ -186,6 +193,7 @@ pub fn decode(
         sinks: 4,
         window: prompt + gen + 64,
         evict_step: 1,
+        precision,
     };
     let ids = tokens(prompt, model.spec().vocab_size);
     // Warm-up, then best of three.
@@ -207,7 +215,7 @@ pub fn decode(
         let ms = decode_once(&model, &mut fresh, gen)?;
         best_tg = best_tg.max(1000.0 / ms);
     }
-    let answer = sample_answer(&model, model_path, &dev)?;
+    let answer = sample_answer(&model, model_path, &dev, precision)?;
     eprintln!("greedy answer on {}: {answer:?}", device_name(&dev));
     let (lpp, ltg) = match &llama {
         Some(b) => llamacpp(b, model_path, prompt, gen)?,
@@ -227,6 +235,7 @@ pub fn decode(
             "weights": format!("{:?}", model.weight_dtype()),
             "device": device_name(&dev),
             "cache_device": cache_device,
+            "cache_precision": precision.on(&dev),
             "capital_of_france": answer,
             "decode_attention_max_error": attention_error,
             "attention": std::env::var("SINKCHAT_ATTENTION").unwrap_or_else(|_| "sinkchat".into()),
@@ -242,7 +251,13 @@ pub fn decode(
     )
 }
 
-pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Device) -> Result<()> {
+pub fn flat(
+    model_path: &Path,
+    depths: &[usize],
+    out: Option<PathBuf>,
+    dev: Device,
+    precision: KvPrecision,
+) -> Result<()> {
     let model = Model::load(model_path, &dev, LoadOptions::default())?;
     let vocab = model.spec().vocab_size;
     let n = ROUND_TOKENS;
@@ -255,6 +270,7 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
         sinks: 4,
         window: 1020,
         evict_step: 1,
+        precision,
     };
     let stream = tokens((*depths.iter().max().unwrap_or(&0)).max(4096 + 200), vocab);
     let mut caches = Vec::new();
@@ -278,6 +294,7 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
             sinks: 4,
             window: 4096,
             evict_step: 1,
+            precision,
         },
         &dev,
     )?;
@@ -353,6 +370,7 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
                     sinks: 0,
                     window: w,
                     evict_step: 1,
+                    precision,
                 },
                 &dev,
             )?;
@@ -365,6 +383,7 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
                 sinks: 4,
                 window: w - 4,
                 evict_step: 1,
+                precision,
             },
             &dev,
         )?;
@@ -384,6 +403,7 @@ pub fn flat(model_path: &Path, depths: &[usize], out: Option<PathBuf>, dev: Devi
             "threads": threads(),
             "device": device_name(&dev),
             "cache_device": cache_device,
+            "cache_precision": precision.on(&dev),
             "attention": std::env::var("SINKCHAT_ATTENTION").unwrap_or_else(|_| "sinkchat".into()),
             "rounds": ROUNDS,
             "tokens_per_round": n,

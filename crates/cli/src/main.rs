@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sinkchat_engine::KvPrecision;
 
 /// SinkChat on the command line: the app with no window, benchmarks and evaluations.
 #[derive(Parser)]
@@ -111,6 +112,9 @@ enum Bench {
         /// cpu or gpu
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// How the cache stores K and V: f16 (the app's default) or f32
+        #[arg(long, default_value = "f16", value_parser = parse_kv)]
+        kv: KvPrecision,
     },
     /// Each weight format's matmul alone, ours against candle's, in GMAC/s
     Kernels {
@@ -131,6 +135,9 @@ enum Bench {
         /// cpu or gpu
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// How the cache stores K and V: f16 (the app's default) or f32
+        #[arg(long, default_value = "f16", value_parser = parse_kv)]
+        kv: KvPrecision,
     },
     /// Recall beyond the window: facts asked about after 2x, 10x, 50x the window, with recall
     /// off, on, and the fact pinned (see docs/BENCHMARKS.md)
@@ -236,6 +243,9 @@ enum Eval {
         chunk: usize,
         #[arg(long, value_name = "DIR", default_value = "target/perplexity")]
         out_dir: PathBuf,
+        /// How the cache stores K and V: f32 (exact, the reference) or f16
+        #[arg(long, default_value = "f32", value_parser = parse_kv)]
+        kv: KvPrecision,
     },
     /// Gathers perplexity runs into one report and a plot
     Report {
@@ -256,6 +266,15 @@ enum Eval {
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
     },
+}
+
+/// `--kv`: how a cache stores K and V.
+fn parse_kv(s: &str) -> Result<KvPrecision, String> {
+    match s {
+        "f16" => Ok(KvPrecision::F16),
+        "f32" => Ok(KvPrecision::F32),
+        _ => Err(format!("{s:?} is not a cache precision: use f16 or f32")),
+    }
 }
 
 /// The text to score: a file, or a novel from r-cran-janeaustenr.
@@ -298,6 +317,7 @@ fn main() -> Result<()> {
             llamacpp,
             out,
             device,
+            kv,
         }) => bench::decode(
             &model.checked()?,
             prompt_tokens,
@@ -305,6 +325,7 @@ fn main() -> Result<()> {
             llamacpp,
             out,
             bench::device(Some(&device))?,
+            kv,
         ),
         Command::Bench(Bench::Kernels { prompt_tokens, out }) => bench::kernels(prompt_tokens, out),
         Command::Bench(Bench::Flat {
@@ -312,11 +333,13 @@ fn main() -> Result<()> {
             depths,
             out,
             device,
+            kv,
         }) => bench::flat(
             &model.checked()?,
             &depths,
             out,
             bench::device(Some(&device))?,
+            kv,
         ),
         Command::Bench(Bench::Recall {
             model,
@@ -360,6 +383,7 @@ fn main() -> Result<()> {
             stride,
             chunk,
             out_dir,
+            kv,
         }) => perplexity::run(perplexity::RunArgs {
             model: model.checked()?,
             text: text.source(),
@@ -367,6 +391,7 @@ fn main() -> Result<()> {
             mode: perplexity::parse_mode(&mode, sinks, window, stride)?,
             chunk,
             out_dir,
+            kv,
         }),
         Command::Eval(Eval::RecallPerplexity {
             model,

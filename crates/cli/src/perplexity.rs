@@ -15,6 +15,7 @@ use candle_core::Device;
 use serde_json::{json, Value};
 use sinkchat_engine::eval::{self, Mode};
 use sinkchat_engine::model::read_gguf_header;
+use sinkchat_engine::KvPrecision;
 use sinkchat_engine::{GgufTokenizer, LoadOptions, Model};
 
 pub struct RunArgs {
@@ -25,6 +26,8 @@ pub struct RunArgs {
     pub mode: Mode,
     pub chunk: usize,
     pub out_dir: PathBuf,
+    /// The cache's precision (f32: the reference).
+    pub kv: KvPrecision,
 }
 
 pub enum TextSource {
@@ -96,10 +99,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         ids.truncate(n);
     }
     let model = Model::load(&args.model, &Device::Cpu, LoadOptions::default())?;
-    let name = label(&args.text.label(), &args.mode, ids.len());
+    let mut name = label(&args.text.label(), &args.mode, ids.len());
+    if args.kv == KvPrecision::F16 {
+        name.push_str("-kvf16");
+    }
     std::fs::create_dir_all(&args.out_dir)?;
     let mut progress = crate::progress::Progress::new(name.clone(), ids.len() as u64, "tokens");
-    let result = eval::run(&model, &ids, args.mode, args.chunk, 8192, |p| {
+    let result = eval::run_with(&model, &ids, args.mode, args.kv, args.chunk, 8192, |p| {
         progress.set(p.done as u64);
     })?;
     progress.finish();
@@ -124,6 +130,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         "ms_per_token": result.ms_per_token,
         "peak_rss_mib": result.peak_rss_mib,
         "chunk": args.chunk,
+        "cache_precision": args.kv,
         "segments": result.segments,
         "csv": csv.file_name().map(|s| s.to_string_lossy().into_owned()),
     });

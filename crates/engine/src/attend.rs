@@ -94,6 +94,40 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'
     Ok(&d[a..b])
 }
 
+/// K or V of the cache as stored: f32, or f16 widened one row at a time as it is read.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl<'a> Rows<'a> {
+    fn of(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Self> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("decode attention: {what} must be contiguous");
+        };
+        Ok(match s {
+            CpuStorage::F32(d) => Rows::F32(&d[a..b]),
+            CpuStorage::F16(d) => Rows::F16(&d[a..b]),
+            _ => candle_core::bail!("decode attention: {what} must be f32 or f16"),
+        })
+    }
+
+    /// Row `j` of `hd` values from `start` (in values) as f32; f16 rows are widened into `buf`.
+    #[inline]
+    fn row<'b>(&'b self, start: usize, j: usize, hd: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        use half::slice::HalfFloatSliceExt;
+        let at = start + j * hd;
+        match self {
+            Rows::F32(d) => &d[at..at + hd],
+            Rows::F16(d) => {
+                d[at..at + hd].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+}
+
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent sums, so the compiler keeps them in one vector register.
@@ -175,7 +209,11 @@ impl CustomOp3 for DecodeAttention<'_> {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (f32s(sq, lq, "q")?, f32s(sk, lk, "K")?, f32s(sv, lv, "V")?);
+        let (q, k, v) = (
+            f32s(sq, lq, "q")?,
+            Rows::of(sk, lk, "K")?,
+            Rows::of(sv, lv, "V")?,
+        );
         let Dims {
             nq,
             nh,
@@ -201,21 +239,18 @@ impl CustomOp3 for DecodeAttention<'_> {
         let out_ptr = OutPtr(out.as_mut_ptr());
         let head = |h: usize| {
             let p = out_ptr;
-            let kv = h / rep;
-            let kh = &k[kv * cap * hd..(kv * cap + read) * hd];
-            let vh = &v[kv * cap * hd..(kv * cap + read) * hd];
+            let head_start = (h / rep) * cap * hd;
+            let mut buf = vec![0f32; hd];
             let q_text = &q[h * hd..(h + 1) * hd];
             let q_place = if nq == 2 {
                 &q[(nh + h) * hd..(nh + h + 1) * hd]
             } else {
                 q_text
             };
-            let mut scores: Vec<f32> = kh
-                .chunks_exact(hd)
-                .enumerate()
-                .map(|(j, kj)| {
+            let mut scores: Vec<f32> = (0..read)
+                .map(|j| {
                     let qh = if j < self.sinks { q_place } else { q_text };
-                    dot(qh, kj) * self.scale
+                    dot(qh, k.row(head_start, j, hd, &mut buf)) * self.scale
                 })
                 .collect();
             let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -226,9 +261,9 @@ impl CustomOp3 for DecodeAttention<'_> {
             }
             let inv = 1.0 / sum;
             let mut y = vec![0f32; hd];
-            for (s, vj) in scores.iter().zip(vh.chunks_exact(hd)) {
+            for (j, s) in scores.iter().enumerate() {
                 let w = s * inv;
-                for (yd, vd) in y.iter_mut().zip(vj) {
+                for (yd, vd) in y.iter_mut().zip(v.row(head_start, j, hd, &mut buf)) {
                     *yd += w * vd;
                 }
             }
@@ -499,6 +534,7 @@ unsafe impl Sync for OutPtr {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     /// Against candle's matmul/softmax on the same values, with and without the sinks scored
     /// by a second query, for grouped-query heads.
@@ -518,6 +554,36 @@ mod tests {
             return;
         };
         let err = max_error_against_reference(&gpu).unwrap();
+        assert!(err < 1e-5, "off by {err}");
+    }
+
+    /// An f16 cache: the op reads the f16 values as they are stored (widened exactly), so it
+    /// equals the reference on the same values widened to f32.
+    #[test]
+    fn reads_an_f16_cache() {
+        let (nkv, rep, cap, hd, read, sinks) = (2, 3, 40, 64, 37, 4);
+        let nh = nkv * rep;
+        let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
+        let k16 = half(test_values(&[nkv, cap, hd], 7).unwrap());
+        let v16 = half(test_values(&[nkv, cap, hd], 8).unwrap());
+        let q = test_values(&[2, nh, hd], 9).unwrap();
+        let op = DecodeAttention {
+            read,
+            sinks,
+            scale: 0.125,
+            rope: None,
+        };
+        let widen = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let want = reference(&q, &widen(&k16), &widen(&v16), op).unwrap();
+        let got = op.forward(&q, &k16, &v16).unwrap();
+        let err = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(err < 1e-5, "off by {err}");
     }
 

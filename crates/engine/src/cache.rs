@@ -17,10 +17,56 @@
 //! The sinks are stored at their own places `0..S` too, and the query is rotated a second time
 //! at its cache place for its scores against them. Angles are computed from integers in f64
 //! (see `rope`), so nothing drifts however long the conversation runs.
+//!
+//! Precision: K and V are kept in f16 or f32 ([`KvPrecision`]). f16 halves the cache's memory
+//! and the bytes a decode step reads from it (llama.cpp's default too); values are computed in
+//! f32 and rounded once, when written. f32 is kept for the exactness tests (a streamed cache
+//! against a fresh forward) and for GPUs, whose attention kernel reads f32.
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::{spec::ModelSpec, Error, Result};
+
+/// How a cache stores K and V.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KvPrecision {
+    /// Half precision: half the memory; the values written are rounded to f16.
+    F16,
+    /// Single precision, exactly what the model computed. The default of a settings file or a
+    /// snapshot written before the choice existed (their caches were f32).
+    #[default]
+    F32,
+}
+
+impl KvPrecision {
+    /// Bytes of one stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvPrecision::F16 => 2,
+            KvPrecision::F32 => 4,
+        }
+    }
+
+    /// What a cache on `device` actually stores: f16 only on the CPU, whose attention reads
+    /// it; a GPU's attention kernel (`attend.cu`) reads f32.
+    pub fn on(self, device: &Device) -> KvPrecision {
+        if device.is_cpu() {
+            self
+        } else {
+            KvPrecision::F32
+        }
+    }
+
+    pub(crate) fn dtype(self) -> DType {
+        match self {
+            KvPrecision::F16 => DType::F16,
+            KvPrecision::F32 => DType::F32,
+        }
+    }
+}
 
 /// Settings of a sink cache, fixed for the life of a conversation's cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
@@ -31,6 +77,10 @@ pub struct CacheConfig {
     pub window: usize,
     /// Tokens evicted at once when the window is full (1 as in the paper).
     pub evict_step: usize,
+    /// How K and V are stored (absent from settings and snapshots written before the choice:
+    /// f32, what those caches were).
+    #[serde(default)]
+    pub precision: KvPrecision,
 }
 
 impl Default for CacheConfig {
@@ -39,6 +89,7 @@ impl Default for CacheConfig {
             sinks: 4,
             window: 2044,
             evict_step: 1,
+            precision: KvPrecision::F16,
         }
     }
 }
@@ -76,6 +127,12 @@ impl CacheConfig {
 
     pub fn capacity(&self) -> usize {
         self.sinks + self.window
+    }
+
+    /// Bytes of K and V per cached token for a model whose f32 figure is
+    /// `f32_bytes_per_token` ([`ModelSpec::kv_bytes_per_token`]), as stored on `device`.
+    pub fn kv_bytes_per_token(&self, f32_bytes_per_token: usize, device: &Device) -> usize {
+        f32_bytes_per_token / 4 * self.precision.on(device).bytes()
     }
 }
 
@@ -121,8 +178,8 @@ pub(crate) struct CacheState {
 
 impl CacheState {
     /// The figures a cache with this bookkeeping shows (a parked cache, read from its
-    /// snapshot's header without its tensors). `kv_bytes_per_token` as in
-    /// [`ModelSpec::kv_bytes_per_token`].
+    /// snapshot's header without its tensors). `kv_bytes_per_token`: as the cache stores them
+    /// ([`CacheConfig::kv_bytes_per_token`]).
     pub(crate) fn stats(&self, kv_bytes_per_token: usize, device: &str) -> CacheStats {
         Counts {
             config: self.config,
@@ -231,11 +288,12 @@ impl SinkCache {
         config.validate()?;
         let cap = config.capacity();
         let shape = (spec.n_kv_head, cap, spec.head_dim);
+        let precision = config.precision.on(device);
         let mut layers = Vec::with_capacity(spec.n_layer);
         for _ in 0..spec.n_layer {
             layers.push(LayerKv {
-                k: Tensor::zeros(shape, DType::F32, device)?,
-                v: Tensor::zeros(shape, DType::F32, device)?,
+                k: Tensor::zeros(shape, precision.dtype(), device)?,
+                v: Tensor::zeros(shape, precision.dtype(), device)?,
             });
         }
         Ok(Self {
@@ -249,7 +307,7 @@ impl SinkCache {
             evicted_last: 0,
             view: None,
             device: device.clone(),
-            bytes: spec.n_layer * 2 * spec.n_kv_head * cap * spec.head_dim * 4,
+            bytes: spec.n_layer * 2 * spec.n_kv_head * cap * spec.head_dim * precision.bytes(),
         })
     }
 
@@ -264,6 +322,7 @@ impl SinkCache {
         sinks: usize,
         window: usize,
         chunk: usize,
+        precision: KvPrecision,
         device: &Device,
     ) -> Result<Self> {
         if chunk == 0 {
@@ -275,13 +334,9 @@ impl SinkCache {
             sinks,
             window: window + chunk - 1,
             evict_step: 1,
+            precision,
         };
-        CacheConfig {
-            sinks,
-            window,
-            evict_step: 1,
-        }
-        .validate()?;
+        CacheConfig { window, ..config }.validate()?;
         let mut c = Self::new(spec, config, device)?;
         c.view = Some(window);
         Ok(c)
@@ -308,6 +363,11 @@ impl SinkCache {
 
     pub fn config(&self) -> CacheConfig {
         self.config
+    }
+
+    /// How K and V are stored here (f32 on a GPU whatever the settings ask).
+    pub fn precision(&self) -> KvPrecision {
+        self.config.precision.on(&self.device)
     }
 
     pub fn device(&self) -> &Device {
@@ -509,7 +569,8 @@ impl SinkCache {
     }
 
     /// Rebuilds a cache from a snapshot's parts: its bookkeeping and, per layer, K and V of
-    /// the first `read_len` slots as `(n_kv_head, read_len, head_dim)` f32 values.
+    /// the first `read_len` slots as `(n_kv_head, read_len, head_dim)` f32 values (exact for
+    /// an f16 cache: every f16 value is an f32 value).
     pub(crate) fn from_parts(
         spec: &ModelSpec,
         state: &CacheState,
@@ -541,12 +602,12 @@ impl SinkCache {
                 continue;
             }
             let shape = (spec.n_kv_head, read, spec.head_dim);
-            c.layers[li]
-                .k
-                .slice_set(&Tensor::from_vec(k, shape, device)?, 1, 0)?;
-            c.layers[li]
-                .v
-                .slice_set(&Tensor::from_vec(v, shape, device)?, 1, 0)?;
+            let dtype = c.precision().dtype();
+            let put = |x: Vec<f32>| -> Result<Tensor> {
+                Ok(Tensor::from_vec(x, shape, device)?.to_dtype(dtype)?)
+            };
+            c.layers[li].k.slice_set(&put(k)?, 1, 0)?;
+            c.layers[li].v.slice_set(&put(v)?, 1, 0)?;
         }
         Ok(c)
     }
@@ -570,7 +631,10 @@ impl SinkCache {
             .iter()
             .map(|l| {
                 let get = |t: &Tensor| -> Result<Vec<f32>> {
-                    Ok(t.narrow(1, 0, read)?.flatten_all()?.to_vec1::<f32>()?)
+                    Ok(t.narrow(1, 0, read)?
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?)
                 };
                 Ok((get(&l.k)?, get(&l.v)?))
             })
@@ -604,6 +668,7 @@ mod tests {
             sinks,
             window,
             evict_step,
+            precision: KvPrecision::F32,
         }
     }
 

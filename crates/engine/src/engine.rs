@@ -267,7 +267,10 @@ pub struct ModelInfo {
     pub device: String,
     pub weights: String,
     pub trained_context: usize,
+    /// Bytes of K and V per cached token in f32 (half that for an f16 cache where `kv_f16`).
     pub kv_bytes_per_token: usize,
+    /// Whether an f16 cache is stored in f16 on this device (the CPU); a GPU keeps f32.
+    pub kv_f16: bool,
 }
 
 /// The inference engine.
@@ -479,6 +482,7 @@ impl Engine {
             weights: format!("{:?}", model.weight_dtype()),
             trained_context: spec.trained_context,
             kv_bytes_per_token: spec.kv_bytes_per_token(),
+            kv_f16: crate::KvPrecision::F16.on(&device) == crate::KvPrecision::F16,
         };
         let (tx, rx) = mpsc::channel();
         let opening = (tokenizer.clone(), template.clone());
@@ -567,16 +571,16 @@ impl Engine {
             .map_err(|_| Error::EngineStopped)
     }
 
-    /// Whether `caches` caches of `capacity` tokens of this model fit in the memory free now;
-    /// `Err` says why not, with the figures.
+    /// Whether `caches` caches shaped by `config` fit in the memory free now; `Err` says why
+    /// not, with the figures.
     pub fn check_cache_memory(
         &self,
-        capacity: usize,
+        config: &CacheConfig,
         caches: usize,
     ) -> std::result::Result<(), String> {
         crate::device::check_cache_memory(
-            self.info.kv_bytes_per_token,
-            capacity,
+            config.kv_bytes_per_token(self.info.kv_bytes_per_token, &self.device),
+            config.capacity(),
             caches as u64,
             &self.device,
         )
@@ -600,7 +604,10 @@ impl Engine {
         if meta.key != key {
             return None;
         }
-        let mut stats = state.stats(self.info.kv_bytes_per_token, &self.info.device);
+        let per_token = state
+            .config
+            .kv_bytes_per_token(self.info.kv_bytes_per_token, &self.device);
+        let mut stats = state.stats(per_token, &self.info.device);
         let mut marks = meta.marks;
         marks.apply(&mut stats);
         let first_visible_message =
@@ -913,11 +920,12 @@ impl Worker {
             sinks,
             window: req.cache.window.max(sinks),
             evict_step: req.cache.evict_step,
+            precision: req.cache.precision,
         };
         // Held against the memory free now, before anything is allocated: an allocation that
         // fails would end the process.
         crate::device::check_cache_memory(
-            self.model.spec().kv_bytes_per_token(),
+            config.kv_bytes_per_token(self.model.spec().kv_bytes_per_token(), self.model.device()),
             config.capacity(),
             1,
             self.model.device(),

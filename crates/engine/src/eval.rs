@@ -11,7 +11,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Logits;
-use crate::{CacheConfig, Error, Model, Result, SinkCache};
+use crate::{CacheConfig, Error, KvPrecision, Model, Result, SinkCache};
 
 /// How much of the past each predicted token sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,13 +119,34 @@ fn token_nll(row: &[f32], target: u32) -> f64 {
     max + sum.ln() - row[target as usize] as f64
 }
 
-/// Scores `ids` under `mode`. Chunked modes feed `chunk` tokens per forward; the results equal
-/// feeding one token at a time (see [`SinkCache::with_view`]). `segment` tokens make one
-/// timing stretch.
+/// Scores `ids` under `mode` with an f32 cache. Chunked modes feed `chunk` tokens per forward;
+/// the results equal feeding one token at a time (see [`SinkCache::with_view`]). `segment`
+/// tokens make one timing stretch.
 pub fn run(
     model: &Model,
     ids: &[u32],
     mode: Mode,
+    chunk: usize,
+    segment: usize,
+    on_progress: impl FnMut(Progress),
+) -> Result<EvalRun> {
+    run_with(
+        model,
+        ids,
+        mode,
+        KvPrecision::F32,
+        chunk,
+        segment,
+        on_progress,
+    )
+}
+
+/// [`run`] with the cache in `precision`.
+pub fn run_with(
+    model: &Model,
+    ids: &[u32],
+    mode: Mode,
+    precision: KvPrecision,
     chunk: usize,
     segment: usize,
     mut on_progress: impl FnMut(Progress),
@@ -166,6 +187,7 @@ pub fn run(
                 sinks: 0,
                 window,
                 evict_step: 1,
+                precision,
             };
             let mut cache = SinkCache::new(spec, cfg, dev)?;
             let targets: Vec<usize> = (stride..ids.len()).step_by(stride).collect();
@@ -192,17 +214,20 @@ pub fn run(
                         sinks: 0,
                         window: ids.len(),
                         evict_step: 1,
+                        precision,
                     },
                     dev,
                 )?,
-                Mode::Window { window } => SinkCache::with_view(spec, 0, window, chunk, dev)?,
+                Mode::Window { window } => {
+                    SinkCache::with_view(spec, 0, window, chunk, precision, dev)?
+                }
                 Mode::Streaming { sinks, window } => {
                     if window <= sinks {
                         return Err(Error::InvalidCacheConfig(format!(
                             "a cache of {window} tokens leaves no window after {sinks} sinks"
                         )));
                     }
-                    SinkCache::with_view(spec, sinks, window - sinks, chunk, dev)?
+                    SinkCache::with_view(spec, sinks, window - sinks, chunk, precision, dev)?
                 }
                 Mode::Recompute { .. } => unreachable!(),
             };
@@ -270,6 +295,7 @@ impl<'a> Stream<'a> {
             sinks,
             window - sinks,
             chunk.max(1),
+            KvPrecision::F32,
             model.device(),
         )?;
         let chunk = chunk.max(1).min(cache.max_chunk());

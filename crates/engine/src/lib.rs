@@ -21,7 +21,7 @@ pub mod text;
 pub mod tokenizer;
 
 pub use alloc::tune_allocator;
-pub use cache::{CacheConfig, CacheStats, SinkCache};
+pub use cache::{CacheConfig, CacheStats, KvPrecision, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{
     Cancel, Engine, EngineEvent, EngineOptions, GenerateRequest, History, HistoryReader,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::attend::{DecodeAttention, QueryRope};
 use crate::cache::{SinkCache, WritePlan};
@@ -514,8 +514,10 @@ impl Model {
         let k = rope::apply(&k, ctx.cos_t, ctx.sin_t, neox)?.squeeze(0)?; // (nkv, n, hd)
         let v = v.squeeze(0)?;
 
-        // Write the chunk's K and V in place, one slice per contiguous run of slots.
+        // Write the chunk's K and V in place, one slice per contiguous run of slots, in the
+        // cache's precision (rounded once, here).
         let kv = &mut cache.layers[li];
+        let (k, v) = (k.to_dtype(kv.k.dtype())?, v.to_dtype(kv.v.dtype())?);
         let slots = &ctx.plan.slots;
         let mut start = 0;
         while start < n {
@@ -552,15 +554,17 @@ impl Model {
             return layer.wo.forward1(&y.reshape((1, 1, nh * hd))?);
         }
         let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?.reshape((nkv, rep * n, hd))?;
+        // Prompt chunks compute in f32: an f16 cache's slots read are widened once per chunk.
+        let keys = kv.k.narrow(1, 0, read)?.to_dtype(DType::F32)?;
         let scores = match ctx.place_tables {
-            None => q_text.matmul(&kv.k.narrow(1, 0, read)?.t()?)?,
+            None => q_text.matmul(&keys.t()?)?,
             Some((cos_p, sin_p)) => {
                 // Sinks are scored with the query at its cache place, the window with the
                 // query at its text position (equal distances, see `cache`).
                 let sr = ctx.sinks_read;
                 let q_place = rope::apply(&q, cos_p, sin_p, neox)?.reshape((nkv, rep * n, hd))?;
-                let s_sinks = q_place.matmul(&kv.k.narrow(1, 0, sr)?.t()?)?;
-                let s_win = q_text.matmul(&kv.k.narrow(1, sr, read - sr)?.t()?)?;
+                let s_sinks = q_place.matmul(&keys.narrow(1, 0, sr)?.t()?)?;
+                let s_win = q_text.matmul(&keys.narrow(1, sr, read - sr)?.t()?)?;
                 Tensor::cat(&[s_sinks, s_win], D::Minus1)?
             }
         };
@@ -573,7 +577,8 @@ impl Model {
                 .reshape((nkv, rep * n, read))?,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&kv.v.narrow(1, 0, read)?)?; // (nkv, rep*n, hd)
+        let values = kv.v.narrow(1, 0, read)?.to_dtype(DType::F32)?;
+        let y = probs.matmul(&values)?; // (nkv, rep*n, hd)
         let y = y
             .reshape((nh, n, hd))?
             .transpose(0, 1)?

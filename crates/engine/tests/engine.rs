@@ -30,6 +30,7 @@ fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest 
             sinks: 4,
             window: 512,
             evict_step: 1,
+            precision: sinkchat_engine::KvPrecision::F32,
         },
         pin_system_prompt: true,
         marks: Default::default(),

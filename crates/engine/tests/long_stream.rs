@@ -49,6 +49,7 @@ fn twenty_thousand_tokens_flat_memory_sane_output() {
             sinks: 4,
             window: 252,
             evict_step: 1,
+            precision: sinkchat_engine::KvPrecision::F32,
         },
         &dev,
     )

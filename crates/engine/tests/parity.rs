@@ -80,6 +80,7 @@ fn compare(
             sinks: 4,
             window: 512,
             evict_step: 1,
+            precision: sinkchat_engine::KvPrecision::F32,
         },
         &Device::Cpu,
     )
@@ -303,7 +304,7 @@ fn rope_frequency_factors_are_applied() {
     let prompt: Vec<u32> = (0..9).map(|i| (i * 7 + 3) % 96).collect();
     let logits = |path: &Path| {
         let m = Model::load(path, &Device::Cpu, LoadOptions::default()).unwrap();
-        let cfg = CacheConfig { sinks: 4, window: 64, evict_step: 1 };
+        let cfg = CacheConfig { sinks: 4, window: 64, evict_step: 1, precision: sinkchat_engine::KvPrecision::F32 };
         let mut c = SinkCache::new(m.spec(), cfg, &Device::Cpu).unwrap();
         m.forward(&prompt, &mut c, Logits::Last).unwrap()
     };

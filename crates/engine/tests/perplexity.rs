@@ -40,6 +40,7 @@ fn one_at_a_time(model: &Model, ids: &[u32], sinks: usize, window: usize) -> Vec
         sinks,
         window,
         evict_step: 1,
+        precision: sinkchat_engine::KvPrecision::F32,
     };
     let mut cache = SinkCache::new(model.spec(), cfg, &Device::Cpu).unwrap();
     let mut out = Vec::new();

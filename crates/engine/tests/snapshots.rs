@@ -11,10 +11,21 @@ use std::time::Duration;
 use candle_core::Device;
 use sinkchat_engine::chat::{Role, Turn};
 use sinkchat_engine::{
-    CacheConfig, Engine, EngineEvent, EngineOptions, GenerateRequest, MemorySource, SamplingParams,
+    CacheConfig, Engine, EngineEvent, EngineOptions, GenerateRequest, KvPrecision, MemorySource,
+    SamplingParams,
 };
 
 fn request(conv: i64, text: &str, history: Vec<Turn>, ids: (i64, i64)) -> GenerateRequest {
+    request_in(KvPrecision::F32, conv, text, history, ids)
+}
+
+fn request_in(
+    precision: KvPrecision,
+    conv: i64,
+    text: &str,
+    history: Vec<Turn>,
+    ids: (i64, i64),
+) -> GenerateRequest {
     GenerateRequest {
         conversation: conv,
         cache_key: format!("key-{conv}"),
@@ -32,6 +43,7 @@ fn request(conv: i64, text: &str, history: Vec<Turn>, ids: (i64, i64)) -> Genera
             sinks: 4,
             window: 256,
             evict_step: 1,
+            precision,
         },
         pin_system_prompt: true,
         marks: Default::default(),
@@ -80,6 +92,11 @@ fn start(model: &Path, dir: &Path) -> Engine {
 
 /// Turns 1 and 2 of conversation `conv`, and the history a caller passes for turn 3.
 fn two_turns(engine: &Engine, conv: i64) -> Vec<Turn> {
+    two_turns_in(KvPrecision::F32, engine, conv)
+}
+
+fn two_turns_in(precision: KvPrecision, engine: &Engine, conv: i64) -> Vec<Turn> {
+    let request = |conv, text: &str, history, ids| request_in(precision, conv, text, history, ids);
     let a = run(engine, request(conv, "Name a colour.", vec![], (1, 2)));
     let h1 = vec![
         Turn {
@@ -110,8 +127,20 @@ fn two_turns(engine: &Engine, conv: i64) -> Vec<Turn> {
 
 #[test]
 fn parked_conversation_resumes_exactly_from_disk() {
+    resumes_exactly_from_disk(KvPrecision::F32);
+}
+
+/// An f16 memory too: its values go to disk widened to f32 and come back to the same f16.
+#[test]
+fn parked_f16_conversation_resumes_exactly_from_disk() {
+    resumes_exactly_from_disk(KvPrecision::F16);
+}
+
+fn resumes_exactly_from_disk(precision: KvPrecision) {
     let model = common::smollm_path();
     let dir = tempfile::tempdir().unwrap();
+    let request = |conv, text: &str, history, ids| request_in(precision, conv, text, history, ids);
+    let two_turns = |engine: &Engine, conv| two_turns_in(precision, engine, conv);
     // Reference: the conversation never leaves memory.
     let live = start(&model, &dir.path().join("live"));
     let history = two_turns(&live, 1);
@@ -194,6 +223,24 @@ fn damaged_stale_or_foreign_snapshots_are_rebuilt() {
         message_id: 9,
     });
     rebuilt(&engine, moved);
+
+    // Made with an f32 memory, asked for with a compact one (Settings changed): rebuilt in
+    // the precision asked for, not restored in the old one.
+    two_turns(&engine, 7);
+    assert_eq!(engine.park_all(), 1);
+    assert!(path.exists());
+    let r = run(
+        &engine,
+        request_in(KvPrecision::F16, 7, "And a fruit?", history.clone(), (5, 6)),
+    );
+    assert_eq!(r.source, MemorySource::Rebuilt);
+    let stats = engine.memory(7).expect("live").stats;
+    // SmolLM2-135M: 30 layers, 3 K/V heads of 64; K and V of 2 bytes each per value.
+    assert_eq!(
+        stats.bytes,
+        2 * 30 * 3 * 64 * 2 * stats.capacity,
+        "f16: half of f32"
+    );
 
     // Another chat's: a later chat with the same id and message ids (an id reused after a
     // delete whose snapshot stayed behind) has another key, and must not answer from it.

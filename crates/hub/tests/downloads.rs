@@ -190,6 +190,7 @@ async fn a_full_download_ends_verified_and_the_engine_runs_it() {
             sinks: 4,
             window: 64,
             evict_step: 1,
+            precision: sinkchat_engine::KvPrecision::F32,
         },
         &dev,
     )

@@ -3,4 +3,12 @@
 /**
  * What the UI shows about the loaded model.
  */
-export type ModelInfo = { name: string, architecture: string, device: string, weights: string, trained_context: number, kv_bytes_per_token: number, };
+export type ModelInfo = { name: string, architecture: string, device: string, weights: string, trained_context: number, 
+/**
+ * Bytes of K and V per cached token in f32 (half that for an f16 cache where `kv_f16`).
+ */
+kv_bytes_per_token: number, 
+/**
+ * Whether an f16 cache is stored in f16 on this device (the CPU); a GPU keeps f32.
+ */
+kv_f16: boolean, };
