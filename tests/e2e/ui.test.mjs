@@ -173,6 +173,16 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     assert.equal(await d.exec("return document.getElementById('set-recall-share').value"), "80", "the form keeps what was typed");
     await d.exec("document.getElementById('set-recall-share').value = '25'; document.getElementById('set-window').dispatchEvent(new Event('input'));");
     assert.match(await d.text("#cache-memory"), /takes/);
+    // Memory precision: compact (f16) on a new install; exact (f32) takes twice the memory.
+    const memoryBytes = async () => {
+      const [, v, unit] = /takes ([\d.]+) (bytes|KB|MB|GB)/.exec(await d.text("#cache-memory"));
+      return Number(v) * { bytes: 1, KB: 1e3, MB: 1e6, GB: 1e9 }[unit];
+    };
+    assert.equal(await d.exec("return document.getElementById('set-precision').value"), "f16");
+    const compact = await memoryBytes();
+    await d.exec("const p = document.getElementById('set-precision'); p.value = 'f32'; p.dispatchEvent(new Event('input'));");
+    const exact = await memoryBytes();
+    assert.ok(Math.abs(exact / compact - 2) < 0.1, `f32 ${exact} against f16 ${compact}`);
     // The snapshots' disk budget is shown with what is used, and saved.
     assert.equal(await d.exec("return document.getElementById('set-snapshot-budget').value"), "2048");
     assert.match(await d.text("#snapshot-usage"), /Saved now: .* for 0 chat/);
@@ -182,6 +192,7 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     const saved = JSON.parse(sql(join(data, "chats.db"), "SELECT value FROM settings WHERE key = 'app'")[0].value);
     assert.equal(saved.snapshot_budget_mb, 512);
     assert.equal(saved.recall_share, 25);
+    assert.equal(saved.cache.precision, "f32", "the precision chosen is saved");
     await d.click("#views [data-view=chat]");
 
     const evicted = async () => Number(await d.exec("return document.getElementById('gauge').dataset.evicted || 0"));

@@ -158,3 +158,27 @@ impl Settings {
         Ok(store.set_setting(KEY, &v).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sinkchat_engine::KvPrecision;
+
+    /// A new install gets the compact memory; settings saved before the choice existed keep
+    /// the f32 memory their chats were built with (so their saved memories still restore).
+    #[test]
+    fn memory_precision_defaults_to_f16_and_older_settings_keep_f32() {
+        assert_eq!(Settings::default().cache.precision, KvPrecision::F16);
+        let old: Settings =
+            serde_json::from_str(r#"{"cache":{"sinks":4,"window":1020,"evict_step":1}}"#).unwrap();
+        assert_eq!(old.cache.precision, KvPrecision::F32);
+        assert_eq!(old.cache.window, 1020);
+        let mut s = Settings::default();
+        s.cache.precision = KvPrecision::F32;
+        let back: Settings = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.cache.precision, KvPrecision::F32);
+        assert!(serde_json::to_string(&s)
+            .unwrap()
+            .contains(r#""precision":"f32""#));
+    }
+}

@@ -5,12 +5,16 @@
 //! File layout (all integers little-endian):
 //!
 //! ```text
-//! "SINKKV01"            magic and format version
+//! "SINKKV02"            magic and format version
 //! u64                   length of the header
-//! header                JSON: model identity, model shape, cache bookkeeping, caller's meta
-//! f32 * ...             per layer, K then V of the slots written, (n_kv_head, slots, head_dim)
+//! header                JSON: model identity, model shape, cache bookkeeping, caller's meta,
+//!                       the values' precision
+//! f16|f32 * ...         per layer, K then V of the slots written, (n_kv_head, slots, head_dim)
 //! [u8; 32]              SHA-256 of everything above
 //! ```
+//!
+//! An f16 cache is written in f16, so its snapshot is half the size and restores exactly.
+//! Version 1 files (f32 values, no precision in the header) are still read.
 //!
 //! A snapshot is written to a temporary file, synced and renamed into place, so a crash leaves
 //! either the old snapshot or the new one. One that is missing, damaged (checksum), for another
@@ -25,9 +29,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cache::CacheState;
-use crate::{Error, ModelSpec, Result, SinkCache};
+use crate::{Error, KvPrecision, ModelSpec, Result, SinkCache};
 
-const MAGIC: &[u8; 8] = b"SINKKV01";
+const MAGIC: &[u8; 8] = b"SINKKV02";
+/// Version 1: the same layout with f32 values only.
+const MAGIC_V1: &[u8; 8] = b"SINKKV01";
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -37,6 +43,9 @@ struct Header {
     head_dim: usize,
     cache: CacheState,
     meta: serde_json::Value,
+    /// How the values are written (absent in version 1: f32).
+    #[serde(default)]
+    values: KvPrecision,
 }
 
 /// A cheap identity of a model file: its name, size and the SHA-256 of its first MiB (the
@@ -72,6 +81,7 @@ fn snap_err(e: impl std::fmt::Display) -> Error {
 pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value) -> Result<u64> {
     let layers = cache.layer_data()?;
     let spec_shape = cache.shape();
+    let values = cache.precision();
     let header = serde_json::to_vec(&Header {
         model: model.to_string(),
         n_layer: spec_shape.0,
@@ -79,16 +89,21 @@ pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value
         head_dim: spec_shape.2,
         cache: cache.state(),
         meta,
+        values,
     })
     .map_err(snap_err)?;
     let floats: usize = layers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let mut buf = Vec::with_capacity(16 + header.len() + floats * 4 + 32);
+    let mut buf = Vec::with_capacity(16 + header.len() + floats * values.bytes() + 32);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
     buf.extend_from_slice(&header);
     for (k, v) in &layers {
-        for x in k.iter().chain(v) {
-            buf.extend_from_slice(&x.to_le_bytes());
+        for &x in k.iter().chain(v) {
+            match values {
+                // Exact: an f16 cache's values, widened by `layer_data`, narrow back as they were.
+                KvPrecision::F16 => buf.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
+                KvPrecision::F32 => buf.extend_from_slice(&x.to_le_bytes()),
+            }
         }
     }
     let digest = Sha256::digest(&buf);
@@ -129,7 +144,7 @@ pub(crate) fn peek(path: &Path, model: &str) -> Option<(CacheState, serde_json::
     let mut f = std::fs::File::open(path).ok()?;
     let mut head = [0u8; 16];
     f.read_exact(&mut head).ok()?;
-    if &head[..8] != MAGIC {
+    if &head[..8] != MAGIC && &head[..8] != MAGIC_V1 {
         return None;
     }
     let hlen = u64::from_le_bytes(head[8..16].try_into().ok()?);
@@ -150,7 +165,7 @@ pub fn load(
     device: &Device,
 ) -> Result<(SinkCache, serde_json::Value)> {
     let buf = std::fs::read(path).map_err(|e| snap_err(format!("reading it: {e}")))?;
-    if buf.len() < 48 || &buf[..8] != MAGIC {
+    if buf.len() < 48 || (&buf[..8] != MAGIC && &buf[..8] != MAGIC_V1) {
         return Err(snap_err("it is not a SinkChat snapshot"));
     }
     let (body, digest) = buf.split_at(buf.len() - 32);
@@ -172,13 +187,24 @@ pub fn load(
         return Err(snap_err("its shape does not match the model"));
     }
     let data = &body[hend..];
-    if data.len() % 4 != 0 {
+    let values = if &buf[..8] == MAGIC_V1 {
+        KvPrecision::F32
+    } else {
+        header.values
+    };
+    if data.len() % values.bytes() != 0 {
         return Err(snap_err("its data is cut short"));
     }
-    let floats: Vec<f32> = data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-        .collect();
+    let floats: Vec<f32> = match values {
+        KvPrecision::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        KvPrecision::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect(),
+    };
     // No data at all is refused here too: a zero chunk size panics below (tests/fuzz.rs).
     if spec.n_layer == 0 || floats.is_empty() || !floats.len().is_multiple_of(2 * spec.n_layer) {
         return Err(snap_err("its data does not fit the model"));
