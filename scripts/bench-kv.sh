@@ -9,8 +9,10 @@
 #     three runs: this 2-core machine drifts by 10% or more between runs);
 # on the default SmolLM2-135M Q4_1 and, when scripts/kquant-files.sh has fetched it, the
 # Qwen2.5-Coder-0.5B-Instruct Q4_K_M file.
+#   scripts/bench-kv.sh [all|perplexity|speed]   (the JSON is written from what target/ holds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+what=${1:-all}
 cargo build --release -p sinkchat-cli
 export CANDLE_NUM_THREADS=${THREADS:-2} RAYON_NUM_THREADS=${THREADS:-2}
 MODELS=(.data/models/SmolLM2-135M-Instruct.Q4_1.gguf)
@@ -22,12 +24,14 @@ S=target/release/sinkchat
 for m in "${MODELS[@]}"; do
   name=$(basename "$m" .gguf)
   for book in emma persuasion; do
+    [ "$what" = speed ] && break
     for kv in f32 f16; do
       $S eval perplexity --model "$m" --book "$book" --tokens 8192 --kv "$kv" --out-dir "$OUT/$name"
     done
     $S eval perplexity --model "$m" --book "$book" --tokens 8192 --chunk 100 --out-dir "$OUT/$name/chunk100"
   done
   for round in 1 2 3; do
+    [ "$what" = perplexity ] && break
     for kv in f32 f16; do
       $S bench decode --model "$m" --kv "$kv" --out "$OUT/$name/decode-$kv-$round.json"
     done

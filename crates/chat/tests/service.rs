@@ -447,7 +447,7 @@ async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(dir.path(), 4).await;
     let mut s = svc.settings().await;
-    s.cache.window = 10_000_000; // 10M slots of SmolLM2: 460 GB
+    s.cache.window = 10_000_000; // 10M slots of SmolLM2: 230 GB in f16 (460 GB in f32)
     let e = svc.save_settings(s.clone()).await.unwrap_err();
     assert_eq!(e.code, "invalid_settings");
     assert!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor, D};
 
 use crate::attend::{DecodeAttention, QueryRope};
 use crate::cache::{SinkCache, WritePlan};
@@ -555,7 +555,7 @@ impl Model {
         }
         let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?.reshape((nkv, rep * n, hd))?;
         // Prompt chunks compute in f32: an f16 cache's slots read are widened once per chunk.
-        let keys = kv.k.narrow(1, 0, read)?.to_dtype(DType::F32)?;
+        let keys = SinkCache::read_f32(&kv.k, read)?;
         let scores = match ctx.place_tables {
             None => q_text.matmul(&keys.t()?)?,
             Some((cos_p, sin_p)) => {
@@ -577,7 +577,7 @@ impl Model {
                 .reshape((nkv, rep * n, read))?,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let values = kv.v.narrow(1, 0, read)?.to_dtype(DType::F32)?;
+        let values = SinkCache::read_f32(&kv.v, read)?;
         let y = probs.matmul(&values)?; // (nkv, rep*n, hd)
         let y = y
             .reshape((nh, n, hd))?
