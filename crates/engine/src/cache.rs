@@ -631,7 +631,7 @@ impl SinkCache {
     pub(crate) fn read_f32(t: &Tensor, read: usize) -> Result<Tensor> {
         use half::slice::HalfFloatSliceExt;
         let part = t.narrow(1, 0, read)?;
-        if t.dtype() != DType::F16 || !t.device().is_cpu() {
+        if t.dtype() != DType::F16 || !t.device().is_cpu() || read == 0 {
             return Ok(part.to_dtype(DType::F32)?);
         }
         let (nkv, cap, hd) = t.dims3()?;
@@ -724,6 +724,41 @@ mod tests {
         places.sort();
         assert_eq!(places, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(c.window_start(), 6);
+    }
+
+    /// An f16 cache's slots come back widened exactly, an empty read included (a snapshot
+    /// of a cache that holds nothing yet).
+    #[test]
+    fn f16_slots_read_back_exactly() {
+        let mut c = SinkCache::new(
+            &spec(),
+            CacheConfig {
+                precision: KvPrecision::F16,
+                ..cfg(2, 4, 1)
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(c.layers[0].k.dtype(), DType::F16);
+        assert_eq!(c.stats().bytes, 2 * 6 * 4 * 2);
+        assert_eq!(c.layer_data().unwrap(), vec![(vec![], vec![])]);
+        let vals: Vec<f32> = (0..24).map(|i| i as f32 / 8.0 - 1.3).collect();
+        let t = Tensor::from_vec(vals, (1, 6, 4), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        c.layers[0].k = t.clone();
+        let want = t.narrow(1, 0, 3).unwrap().to_dtype(DType::F32).unwrap();
+        let got = SinkCache::read_f32(&c.layers[0].k, 3).unwrap();
+        assert_eq!(got.dims(), &[1, 3, 4]);
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert_eq!(
+            SinkCache::read_f32(&c.layers[0].k, 0).unwrap().dims(),
+            &[1, 0, 4]
+        );
     }
 
     #[test]
