@@ -193,6 +193,7 @@ fn phi3_after_evictions_equals_fresh_forward() {
 #[test]
 fn an_f16_memory_is_within_the_f32_noise_floor() {
     use sinkchat_engine::model::read_gguf_header;
+    use sinkchat_engine::sampling::argmax;
     use sinkchat_engine::{GgufTokenizer, KvPrecision};
     let path = smollm_path();
     let model = Model::load(&path, &Device::Cpu, LoadOptions::default()).unwrap();
@@ -221,11 +222,10 @@ fn an_f16_memory_is_within_the_f32_noise_floor() {
     for c in prompt.chunks(7) {
         model.forward(c, &mut rechunked, Logits::Last).unwrap();
     }
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
     let (mut kl_half, mut kl_floor, mut same) = (0f64, 0f64, 0usize);
     let steps = &ids[100..400];
     for &tok in steps {
-        let mut step = |c: &mut SinkCache| {
+        let step = |c: &mut SinkCache| {
             let l = model.forward(&[tok], c, Logits::Last).unwrap();
             l.to_vec1::<f32>().unwrap()
         };
