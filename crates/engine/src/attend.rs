@@ -5,12 +5,15 @@
 //! the whole K window first, which alone took a tenth of a decode step), a softmax, a second
 //! matmul with V, and, once the sinks are scored at their own places, a concatenation. Here
 //! each query head walks its K/V head once, in place, and the heads are spread over candle's
-//! thread pool. Prompt chunks (several queries, a mask) still go through candle's matmuls,
-//! which are efficient at that size.
+//! thread pool. Prompt chunks (several queries, a mask) have their own CPU kernel,
+//! [`PromptAttention`]; on a GPU they go through candle's matmuls.
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor, D};
 
 use crate::Result;
+
+pub mod prompt;
+pub use prompt::PromptAttention;
 
 /// `softmax(q · Kᵀ · scale) · V` for one query per head.
 ///

@@ -260,6 +260,16 @@ pub(crate) struct WritePlan {
     pub needs_mask: bool,
 }
 
+/// The mask of [`SinkCache::mask`] as data: query at text position `q` sees the slot holding
+/// `p` unless `p` is `u64::MAX` (empty), `p > q`, or `p >= pinned && q - p >= view`.
+#[derive(Debug, Clone)]
+pub(crate) struct Visibility {
+    /// Text position held by each slot read.
+    pub slot_pos: Vec<u64>,
+    pub pinned: u64,
+    pub view: u64,
+}
+
 /// The attention-sink KV cache of one conversation.
 #[derive(Debug, Clone)]
 pub struct SinkCache {
@@ -530,6 +540,16 @@ impl SinkCache {
             }
         }
         Ok(Tensor::from_vec(m, (positions.len(), read), &self.device)?)
+    }
+
+    /// What decides visibility as [`SinkCache::mask`] does, for an attention that applies it
+    /// itself ([`crate::attend::PromptAttention`]) instead of adding an `(n, read)` mask.
+    pub(crate) fn visibility(&self) -> Visibility {
+        Visibility {
+            slot_pos: self.slot_pos[..self.read_len()].to_vec(),
+            pinned: self.config.sinks as u64,
+            view: self.view.map_or(u64::MAX, |v| v as u64),
+        }
     }
 
     /// Text position held by each of the first `read_len` slots (`None` when empty).

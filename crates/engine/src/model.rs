@@ -9,8 +9,8 @@ use std::sync::Arc;
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor, D};
 
-use crate::attend::{DecodeAttention, QueryRope};
-use crate::cache::{SinkCache, WritePlan};
+use crate::attend::{DecodeAttention, PromptAttention, QueryRope};
+use crate::cache::{SinkCache, Visibility, WritePlan};
 use crate::qmatmul::{self, QGroup, QMatrix};
 use crate::rope;
 use crate::spec::ModelSpec;
@@ -142,6 +142,9 @@ pub struct Model {
     /// One-token steps use [`DecodeAttention`] (on the CPU and on CUDA) instead of candle's
     /// matmul/softmax. `SINKCHAT_ATTENTION=candle` turns it off, to measure the difference.
     fused_decode: bool,
+    /// Masked chunks use [`PromptAttention`] (CPU only); `SINKCHAT_ATTENTION=candle` turns it
+    /// off too.
+    fused_prompt: bool,
 }
 
 fn open_gguf(path: &Path) -> Result<(gguf_file::Content, BufReader<File>)> {
@@ -367,6 +370,7 @@ impl Model {
             device: device.clone(),
             weight_dtype,
             fused_decode,
+            fused_prompt: fused_decode && device.is_cpu(),
         })
     }
 
@@ -410,7 +414,10 @@ impl Model {
         } else {
             None
         };
-        let mask = if plan.needs_mask {
+        // On the CPU a masked chunk's attention applies the mask itself, from the slots' text
+        // positions; elsewhere candle adds it as a tensor.
+        let visibility = (plan.needs_mask && self.fused_prompt).then(|| cache.visibility());
+        let mask = if plan.needs_mask && visibility.is_none() {
             Some(cache.mask(&plan.positions)?)
         } else {
             None
@@ -421,6 +428,7 @@ impl Model {
             sin_t: &sin_t,
             place_tables: place_tables.as_ref(),
             mask: mask.as_ref(),
+            visibility: visibility.as_ref(),
             read_len: cache.read_len(),
             sinks_read: cache.sinks_read(),
         };
@@ -533,7 +541,7 @@ impl Model {
 
         let read = ctx.read_len;
         let scale = 1.0 / (hd as f64).sqrt();
-        if n == 1 && ctx.mask.is_none() && self.fused_decode {
+        if n == 1 && !ctx.plan.needs_mask && self.fused_decode {
             // One decode step: our kernel rotates the query and reads K and V in place (see
             // `attend`).
             let (place, sinks) = match ctx.place_tables {
@@ -552,6 +560,28 @@ impl Model {
             };
             let y = op.forward(&q.reshape((1, nh, hd))?, &kv.k, &kv.v)?;
             return layer.wo.forward1(&y.reshape((1, 1, nh * hd))?);
+        }
+        if let Some(vis) = ctx.visibility {
+            // A prompt chunk (or a step past evicted holes) on the CPU: see `attend::prompt`.
+            let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?; // (1, nh, n, hd)
+            let (q_all, sinks) = match ctx.place_tables {
+                None => (q_text, 0),
+                Some((cos_p, sin_p)) => {
+                    let q_place = rope::apply(&q, cos_p, sin_p, neox)?;
+                    (Tensor::cat(&[q_text, q_place], 0)?, ctx.sinks_read)
+                }
+            };
+            let op = PromptAttention {
+                read,
+                sinks,
+                scale: scale as f32,
+                slot_pos: &vis.slot_pos,
+                q_pos: &ctx.plan.positions,
+                pinned: vis.pinned,
+                view: vis.view,
+            };
+            let y = op.forward(&q_all, &kv.k, &kv.v)?; // (n, nh * hd)
+            return layer.wo.forward1(&y.reshape((1, n, nh * hd))?);
         }
         let q_text = rope::apply(&q, ctx.cos_t, ctx.sin_t, neox)?.reshape((nkv, rep * n, hd))?;
         // Prompt chunks compute in f32: an f16 cache's slots read are widened once per chunk.
@@ -696,6 +726,8 @@ struct StepCtx<'a> {
     sin_t: &'a Tensor,
     place_tables: Option<&'a (Tensor, Tensor)>,
     mask: Option<&'a Tensor>,
+    /// Set where [`PromptAttention`] runs a masked chunk (then `mask` is `None`).
+    visibility: Option<&'a Visibility>,
     read_len: usize,
     sinks_read: usize,
 }
