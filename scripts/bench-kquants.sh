@@ -2,6 +2,9 @@
 # K-quant files against llama.cpp, all in one run on this machine (release build, 2 threads):
 #   scripts/bench-kquants.sh speed        decode and 512-token prompt tokens/s of SinkChat and
 #                                         llama-bench on each file -> docs/bench/decode-kquants.json
+#                                         (REPEAT rounds over all the files, default 3; each
+#                                         figure is the median of its rounds: single runs on a
+#                                         shared 2-core machine spread by 10-30%)
 #   scripts/bench-kquants.sh perplexity   perplexity on the first 8,192 tokens of Emma under
 #                                         SinkChat's kernels and candle's, for each file ->
 #                                         docs/bench/kernels-perplexity-kquants.json
@@ -16,10 +19,19 @@ FILES=(SmolLM2-135M-Instruct.Q4_K_M SmolLM2-135M-Instruct.Q5_K_M SmolLM2-135M-In
        SmolLM2-135M-Instruct.Q8_0 Qwen2.5-Coder-0.5B-Instruct.Q4_K_M)
 OUT=target/kquants
 mkdir -p "$OUT"
+REPEAT=${REPEAT:-3}
+if [ "$what" = speed ]; then
+  rm -f "$OUT"/*.speed.*.json
+  for r in $(seq "$REPEAT"); do
+    for f in "${FILES[@]}"; do
+      target/release/sinkchat bench decode --model "$K/$f.gguf" \
+        --llamacpp .cache/llama.cpp/build/bin/llama-bench --out "$OUT/$f.speed.$r.json"
+    done
+  done
+fi
 for f in "${FILES[@]}"; do
   case "$what" in
-    speed) target/release/sinkchat bench decode --model "$K/$f.gguf" \
-             --llamacpp .cache/llama.cpp/build/bin/llama-bench --out "$OUT/$f.speed.json" ;;
+    speed) ;;
     perplexity)
       # candle's side depends only on the file and candle: computed once, kept in $OUT.
       [ -f "$OUT/$f.candle.json" ] || target/release/sinkchat eval kernels --side candle \
@@ -29,12 +41,17 @@ for f in "${FILES[@]}"; do
   esac
 done
 python3 - "$what" "$OUT" "${FILES[@]}" <<'PY'
-import json, sys, datetime
+import datetime, glob, json, statistics, sys
 what, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = []
 for f in files:
     if what == "speed":
-        d = json.load(open(f"{out}/{f}.speed.json"))
+        runs = [json.load(open(p)) for p in sorted(glob.glob(f"{out}/{f}.speed.*.json"))]
+        d = dict(runs[0])
+        for k, v in runs[0].items():
+            if k.endswith("tokens_per_s") or k.endswith("_after_prompt"):
+                d[k] = statistics.median(r[k] for r in runs)
+        d["rounds"] = len(runs)
         d["decode_ratio"] = round(d["sinkchat_tokens_per_s"] / d["llamacpp_tokens_per_s"], 3)
         d["prompt_ratio"] = round(d["sinkchat_prompt_tokens_per_s"] / d["llamacpp_prompt_tokens_per_s"], 3)
     else:

@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod text;
 pub mod tokenizer;
+mod vecmath;
 
 pub use alloc::tune_allocator;
 pub use cache::{CacheConfig, CacheStats, KvPrecision, SinkCache};

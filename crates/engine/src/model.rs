@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{CpuStorage, DType, Device, Layout, Module, Shape, Tensor, D};
 
 use crate::attend::{DecodeAttention, PromptAttention, QueryRope};
 use crate::cache::{SinkCache, Visibility, WritePlan};
@@ -96,6 +96,96 @@ fn split_outputs(parts: Vec<Tensor>, widths: &[usize]) -> Result<Vec<Tensor>> {
     }
     Ok(out)
 }
+
+/// `silu(gate) · up`: on the CPU one pass of our own over the two halves of the gate/up
+/// output, in parallel over tokens (candle's `silu` walked the strided half on one thread and
+/// called `expf` per value, then a second op multiplied); elsewhere candle's ops.
+fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.device().is_cpu() && gate.dtype() == DType::F32 {
+        Ok(gate.apply_op2_no_bwd(up, &SwiGlu)?)
+    } else {
+        Ok((candle_nn::ops::silu(gate)? * up)?)
+    }
+}
+
+struct SwiGlu;
+
+/// Offsets of each row (last dimension) of a layout whose rows are contiguous.
+fn row_starts(l: &Layout) -> candle_core::Result<Vec<usize>> {
+    let (dims, strides) = (l.dims(), l.stride());
+    let Some((&width, lead)) = dims.split_last() else {
+        candle_core::bail!("swiglu: a scalar");
+    };
+    if width > 1 && strides[dims.len() - 1] != 1 {
+        candle_core::bail!("swiglu: rows must be contiguous");
+    }
+    let rows: usize = lead.iter().product();
+    Ok((0..rows)
+        .map(|mut i| {
+            let mut at = l.start_offset();
+            for (&n, &st) in lead.iter().zip(strides).rev() {
+                at += (i % n) * st;
+                i /= n;
+            }
+            at
+        })
+        .collect())
+}
+
+impl candle_core::CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(g), CpuStorage::F32(u)) = (s1, s2) else {
+            candle_core::bail!("swiglu: f32 only");
+        };
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("swiglu: shapes {:?} and {:?}", l1.shape(), l2.shape());
+        }
+        let width = *l1.dims().last().unwrap_or(&1);
+        let (gs, us) = (row_starts(l1)?, row_starts(l2)?);
+        let mut out = vec![0f32; gs.len() * width];
+        let row = |i: usize, o: &mut [f32]| {
+            let (g, u) = (&g[gs[i]..gs[i] + width], &u[us[i]..us[i] + width]);
+            for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                *o = crate::vecmath::swiglu(*g, *u);
+            }
+        };
+        if gs.len() < 4 {
+            for (i, o) in out.chunks_mut(width.max(1)).enumerate() {
+                row(i, o);
+            }
+        } else {
+            let out_ptr = OutRows(out.as_mut_ptr());
+            candle_core::utils::barrier_pool().execute_chunked(gs.len(), |rows| {
+                // The whole pointer, not its field: only the wrapper is Send.
+                let p = out_ptr;
+                for i in rows {
+                    // SAFETY: row `i` is written by this call only, and `out` outlives the
+                    // pool's parallel region.
+                    row(i, unsafe {
+                        std::slice::from_raw_parts_mut(p.0.add(i * width), width)
+                    });
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OutRows(*mut f32);
+// SAFETY: see the one use above: disjoint rows written while the buffer lives.
+unsafe impl Send for OutRows {}
+unsafe impl Sync for OutRows {}
 
 #[derive(Debug)]
 struct Layer {
@@ -438,9 +528,7 @@ impl Model {
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.spec.rms_norm_eps as f32)?;
             let gu = split_outputs(layer.gate_up.forward(&h)?, &[layer.ffn_width; 2])?;
-            let m = layer
-                .down
-                .forward1(&(candle_nn::ops::silu(&gu[0])? * &gu[1])?)?;
+            let m = layer.down.forward1(&swiglu(&gu[0], &gu[1])?)?;
             x = (x + m)?;
         }
         let x = match logits {
@@ -730,4 +818,40 @@ struct StepCtx<'a> {
     visibility: Option<&'a Visibility>,
     read_len: usize,
     sinks_read: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our SwiGLU on the two strided halves of a gate/up output equals candle's `silu(g) · u`
+    /// (a decode step's one row and a prompt chunk's many, and a 3-d contiguous pair).
+    #[test]
+    fn swiglu_equals_candles_silu_times_up() {
+        for (n, f) in [(1, 40), (3, 17), (37, 96)] {
+            let vals: Vec<f32> = (0..n * 2 * f)
+                .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 90.0)
+                .collect();
+            let gu = Tensor::from_vec(vals, (1, n, 2 * f), &Device::Cpu).unwrap();
+            let (g, u) = (gu.narrow(2, 0, f).unwrap(), gu.narrow(2, f, f).unwrap());
+            let want = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap();
+            for (g, u) in [
+                (g.clone(), u.clone()),
+                (g.contiguous().unwrap(), u.contiguous().unwrap()),
+            ] {
+                let got = swiglu(&g, &u).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let (a, b) = (
+                    got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(
+                        (x - y).abs() <= 1e-6 * y.abs().max(1e-3),
+                        "{n}x{f}: {x} against {y}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -173,8 +173,10 @@ const LEGACY: [GgmlDType; 5] = [
 
 /// Q4_K, Q5_K and Q6_K models (every row whole super-blocks of 256) through our kernels and
 /// forward pass against candle-transformers' quantized llama and qwen2 on the same file; and
-/// candle's own kernels under our forward pass, which must agree with candle-transformers to
-/// float precision (the forward pass itself adds nothing).
+/// candle's own kernels under our forward pass. Both to the same bound: our prompt attention
+/// and SwiGLU sum in another order than candle's ops, and candle's K-quant kernels, like ours,
+/// re-quantize each matmul's input to 8 bits, which turns an ulp into a rounding step (up to
+/// 0.9% here). That the forward pass itself adds nothing is held to 1e-3 on f32 weights above.
 #[test]
 fn tiny_k_quant_models_match_candle() {
     let prompt: Vec<u32> = (0..9).map(|i| (i * 11 + 2) % 96).collect();
@@ -194,7 +196,7 @@ fn tiny_k_quant_models_match_candle() {
             };
             let (e_candle, _) = compare(&q, candle, &q, &prompt, 12);
             assert!(
-                e_candle < 1e-5,
+                e_candle < 0.1,
                 "{arch} {dtype:?}: candle's own kernels off by {e_candle}"
             );
         }

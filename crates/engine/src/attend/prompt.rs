@@ -18,6 +18,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::OutPtr;
+use crate::vecmath::{exp_neg, fma};
 use crate::Result;
 
 /// Queries of one head taken together (the rows of a register tile).
@@ -310,55 +311,6 @@ impl CustomOp3 for PromptAttention<'_> {
         candle_core::utils::barrier_pool()
             .execute_chunked(nh * tiles, |items| items.for_each(work));
         Ok((CpuStorage::F32(out), Shape::from((n, width))))
-    }
-}
-
-/// `a · b + c`, fused where the CPU has FMA (and not through a slow library call where not).
-#[inline(always)]
-fn fma(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(target_feature = "fma")]
-    {
-        a.mul_add(b, c)
-    }
-    #[cfg(not(target_feature = "fma"))]
-    {
-        a * b + c
-    }
-}
-
-/// `e^x` for `x <= 0` (a score minus the largest), within 2 ulp of the exact value, exactly 0
-/// below -87 (and for `-inf`: a masked slot weighs nothing), NaN for NaN. Written so that a loop
-/// of it vectorizes: `expf` called per score was a twelfth of a prompt. Cephes' method: `x = n ·
-/// ln 2 + r` with `|r| <= ln 2 / 2`, a degree-5 polynomial for `e^r`, `2^n` from the exponent
-/// bits.
-#[inline(always)]
-fn exp_neg(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts, the first exact in few bits, so `n · LN2_HI` is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.max(-87.0);
-    // `ROUND + n` exactly; its low bits hold `n` (so `2^n` needs no float-to-int conversion,
-    // which kept the loop scalar).
-    let t = fma(xc, LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = fma(n, -LN2_LO, fma(n, -LN2_HI, xc));
-    let mut p = 1.987_569_1e-4;
-    p = fma(p, r, 1.398_199_9e-3);
-    p = fma(p, r, 8.333_452e-3);
-    p = fma(p, r, 4.166_579_6e-2);
-    p = fma(p, r, 1.666_666_5e-1);
-    p = fma(p, r, 0.5);
-    let er = fma(p, r * r, r) + 1.0;
-    let two_n = f32::from_bits(t.to_bits().wrapping_add(127).wrapping_sub(ROUND.to_bits()) << 23);
-    if x.is_nan() {
-        x
-    } else if x < -87.0 {
-        0.0
-    } else {
-        er * two_n
     }
 }
 
@@ -661,26 +613,6 @@ mod tests {
             let want = whole.get(i).unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(got, want, "query {i}");
         }
-    }
-
-    /// The vectorizable `e^x` against f64's, over the range a softmax meets.
-    #[test]
-    fn exp_is_within_two_ulp() {
-        let mut worst = 0f64;
-        for i in 0..=2_000_000u32 {
-            let x = -(i as f32) * 4.35e-5; // 0 down to -87
-            let want = (x as f64).exp();
-            let got = exp_neg(x) as f64;
-            worst = worst.max((got - want).abs() / want);
-        }
-        assert!(
-            worst < 2.0 * f32::EPSILON as f64,
-            "relative error {worst:e}"
-        );
-        assert_eq!(exp_neg(0.0), 1.0);
-        assert_eq!(exp_neg(-88.0), 0.0);
-        assert_eq!(exp_neg(f32::NEG_INFINITY), 0.0);
-        assert!(exp_neg(f32::NAN).is_nan());
     }
 
     /// Shapes that do not fit, and positions that do not match, are refused.

@@ -278,17 +278,34 @@ struct Acts {
 impl Acts {
     /// `kinds`: the blocks the group's matrices read.
     fn new(x: &[f32], cols: usize, kinds: &[ActKind]) -> Self {
-        /// Each row of `x` quantized into `cols / len` blocks by `quantize`.
-        fn rows<B: Clone + Default>(
+        /// Each row of `x` quantized into `cols / len` blocks by `quantize`; a prompt chunk's
+        /// rows in parallel (on one thread this was a twentieth of a prompt, the other thread
+        /// waiting).
+        fn rows<B: Clone + Default + Send>(
             x: &[f32],
             cols: usize,
             len: usize,
             quantize: fn(&[f32], &mut [B]),
         ) -> Vec<B> {
             let mut out = vec![B::default(); x.len() / len];
-            for (xr, br) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols / len)) {
-                quantize(xr, br);
+            let (n, per) = (x.len() / cols, cols / len);
+            if n < 8 {
+                for (xr, br) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per)) {
+                    quantize(xr, br);
+                }
+                return out;
             }
+            let out_ptr = BlockPtr(out.as_mut_ptr());
+            candle_core::utils::barrier_pool().execute_chunked(n, |ts| {
+                // The whole pointer, not its field: only the wrapper is Send.
+                let p = out_ptr;
+                for t in ts {
+                    // SAFETY: row `t`'s blocks are written by this call only, and `out`
+                    // outlives the pool's parallel region.
+                    let br = unsafe { std::slice::from_raw_parts_mut(p.0.add(t * per), per) };
+                    quantize(&x[t * cols..(t + 1) * cols], br);
+                }
+            });
             out
         }
         let mut acts = Acts::default();
@@ -749,6 +766,18 @@ impl QGroup {
         out
     }
 }
+
+/// Blocks of quantized activations, written by the pool's threads at disjoint rows.
+struct BlockPtr<B>(*mut B);
+impl<B> Clone for BlockPtr<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for BlockPtr<B> {}
+// SAFETY: see `Acts::new`: disjoint rows written while the owning Vec lives.
+unsafe impl<B: Send> Send for BlockPtr<B> {}
+unsafe impl<B: Send> Sync for BlockPtr<B> {}
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
