@@ -588,13 +588,16 @@ impl SinkCache {
         &self.layers[layer].v
     }
 
-    /// Rebuilds a cache from a snapshot's parts: its bookkeeping and, per layer, K and V of
-    /// the first `read_len` slots as `(n_kv_head, read_len, head_dim)` f32 values (exact for
-    /// an f16 cache: every f16 value is an f32 value).
+    /// Rebuilds a cache from a snapshot's parts: its bookkeeping and `data`, per layer K then
+    /// V of the first `read_len` slots, `(n_kv_head, read_len, head_dim)` values each, stored
+    /// little-endian in `values` precision (what [`SinkCache::write_layers`] wrote). Values go
+    /// into the tensors as they are stored; only where the new cache holds another precision
+    /// (an f16 snapshot restored on a GPU, whose cache is f32) are they converted, exactly.
     pub(crate) fn from_parts(
         spec: &ModelSpec,
         state: &CacheState,
-        layers: Vec<(Vec<f32>, Vec<f32>)>,
+        data: &[u8],
+        values: KvPrecision,
         device: &Device,
     ) -> Result<Self> {
         let mut c = Self::new(spec, state.config, device)?;
@@ -603,7 +606,6 @@ impl SinkCache {
         if state.slot_pos.len() != cap
             || state.sinks_used > state.config.sinks
             || state.win_len > state.config.window
-            || layers.len() != spec.n_layer
         {
             return Err(bad("its bookkeeping does not fit its settings"));
         }
@@ -613,21 +615,27 @@ impl SinkCache {
         c.win_len = state.win_len;
         c.evicted_total = state.evicted_total;
         let read = c.read_len();
-        let n = spec.n_kv_head * read * spec.head_dim;
-        for (li, (k, v)) in layers.into_iter().enumerate() {
-            if k.len() != n || v.len() != n {
-                return Err(bad("a layer has the wrong size"));
-            }
-            if read == 0 {
-                continue;
-            }
-            let shape = (spec.n_kv_head, read, spec.head_dim);
-            let dtype = c.precision().dtype();
-            let put = |x: Vec<f32>| -> Result<Tensor> {
-                Ok(Tensor::from_vec(x, shape, device)?.to_dtype(dtype)?)
+        let per = spec.n_kv_head * read * spec.head_dim * values.bytes();
+        if data.len() != 2 * spec.n_layer * per {
+            return Err(bad("its data does not fit the model"));
+        }
+        if read == 0 {
+            return Ok(c);
+        }
+        let shape = (spec.n_kv_head, read, spec.head_dim);
+        let dtype = c.precision().dtype();
+        for (li, kv) in data.chunks_exact(2 * per).enumerate() {
+            let put = |bytes: &[u8]| -> Result<Tensor> {
+                Ok(Tensor::from_raw_buffer(
+                    bytes,
+                    values.dtype(),
+                    &[shape.0, shape.1, shape.2],
+                    device,
+                )?
+                .to_dtype(dtype)?)
             };
-            c.layers[li].k.slice_set(&put(k)?, 1, 0)?;
-            c.layers[li].v.slice_set(&put(v)?, 1, 0)?;
+            c.layers[li].k.slice_set(&put(&kv[..per])?, 1, 0)?;
+            c.layers[li].v.slice_set(&put(&kv[per..])?, 1, 0)?;
         }
         Ok(c)
     }
@@ -669,18 +677,32 @@ impl SinkCache {
         Ok(Tensor::from_vec(out, (nkv, read, hd), t.device())?)
     }
 
-    /// K and V of the slots written so far, per layer, for a snapshot.
-    pub(crate) fn layer_data(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    /// Appends K then V of the slots written so far, per layer, to `out` as they are stored
+    /// (little-endian f16 or f32, [`SinkCache::precision`]): what a snapshot holds, with no
+    /// conversion either way.
+    pub(crate) fn write_layers(&self, out: &mut Vec<u8>) -> Result<()> {
         let read = self.read_len();
-        self.layers
-            .iter()
-            .map(|l| {
-                let get = |t: &Tensor| -> Result<Vec<f32>> {
-                    Ok(Self::read_f32(t, read)?.flatten_all()?.to_vec1::<f32>()?)
-                };
-                Ok((get(&l.k)?, get(&l.v)?))
-            })
-            .collect()
+        if read == 0 {
+            return Ok(());
+        }
+        for l in &self.layers {
+            for t in [&l.k, &l.v] {
+                let part = t.narrow(1, 0, read)?.flatten_all()?;
+                match self.precision() {
+                    KvPrecision::F16 => {
+                        for x in part.to_vec1::<half::f16>()? {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                    KvPrecision::F32 => {
+                        for x in part.to_vec1::<f32>()? {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -761,7 +783,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.layers[0].k.dtype(), DType::F16);
         assert_eq!(c.stats().bytes, 2 * 6 * 4 * 2);
-        assert_eq!(c.layer_data().unwrap(), vec![(vec![], vec![])]);
+        let mut empty = Vec::new();
+        c.write_layers(&mut empty).unwrap();
+        assert!(
+            empty.is_empty(),
+            "a cache that holds nothing writes nothing"
+        );
         let vals: Vec<f32> = (0..24).map(|i| i as f32 / 8.0 - 1.3).collect();
         let t = Tensor::from_vec(vals, (1, 6, 4), &Device::Cpu)
             .unwrap()

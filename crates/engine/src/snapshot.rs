@@ -73,13 +73,16 @@ pub fn model_identity(path: &Path) -> Result<String> {
     ))
 }
 
+// The values are written little-endian and read back as the machine's own (`from_parts`).
+#[cfg(target_endian = "big")]
+compile_error!("snapshots hold little-endian values; a big-endian build would misread them");
+
 fn snap_err(e: impl std::fmt::Display) -> Error {
     Error::Snapshot(e.to_string())
 }
 
 /// Writes `cache` and the caller's `meta` to `path`. Returns the bytes written.
 pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value) -> Result<u64> {
-    let layers = cache.layer_data()?;
     let spec_shape = cache.shape();
     let values = cache.precision();
     let header = serde_json::to_vec(&Header {
@@ -92,20 +95,12 @@ pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value
         values,
     })
     .map_err(snap_err)?;
-    let floats: usize = layers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let mut buf = Vec::with_capacity(16 + header.len() + floats * values.bytes() + 32);
+    let values_len = 2 * spec_shape.0 * spec_shape.1 * cache.read_len() * spec_shape.2;
+    let mut buf = Vec::with_capacity(16 + header.len() + values_len * values.bytes() + 32);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
     buf.extend_from_slice(&header);
-    for (k, v) in &layers {
-        for &x in k.iter().chain(v) {
-            match values {
-                // Exact: an f16 cache's values, widened by `layer_data`, narrow back as they were.
-                KvPrecision::F16 => buf.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
-                KvPrecision::F32 => buf.extend_from_slice(&x.to_le_bytes()),
-            }
-        }
-    }
+    cache.write_layers(&mut buf)?;
     let digest = Sha256::digest(&buf);
     buf.extend_from_slice(&digest);
     if let Some(dir) = path.parent() {
@@ -192,31 +187,9 @@ pub fn load(
     } else {
         header.values
     };
-    if data.len() % values.bytes() != 0 {
-        return Err(snap_err("its data is cut short"));
-    }
-    let floats: Vec<f32> = match values {
-        KvPrecision::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        KvPrecision::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect(),
-    };
-    // No data at all is refused here too: a zero chunk size panics below (tests/fuzz.rs).
-    if spec.n_layer == 0 || floats.is_empty() || !floats.len().is_multiple_of(2 * spec.n_layer) {
-        return Err(snap_err("its data does not fit the model"));
-    }
-    let per = floats.len() / (2 * spec.n_layer);
-    let layers = floats
-        .chunks_exact(per)
-        .collect::<Vec<_>>()
-        .chunks_exact(2)
-        .map(|kv| (kv[0].to_vec(), kv[1].to_vec()))
-        .collect();
-    let cache = SinkCache::from_parts(spec, &header.cache, layers, device)?;
+    // No data at all where the bookkeeping says slots were written, or data of the wrong
+    // length, is refused in `from_parts` (tests/fuzz.rs).
+    let cache = SinkCache::from_parts(spec, &header.cache, data, values, device)?;
     Ok((cache, header.meta))
 }
 
