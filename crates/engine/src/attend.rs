@@ -89,10 +89,10 @@ impl DecodeAttention<'_> {
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(d) = s else {
-        candle_core::bail!("decode attention: {what} must be f32");
+        candle_core::bail!("attention: {what} must be f32");
     };
     let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("decode attention: {what} must be contiguous");
+        candle_core::bail!("attention: {what} must be contiguous");
     };
     Ok(&d[a..b])
 }

@@ -17,7 +17,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::OutPtr;
+use super::{f32s, OutPtr};
 use crate::vecmath::{exp_neg, fma};
 use crate::Result;
 
@@ -107,17 +107,11 @@ impl CustomOp3 for PromptAttention<'_> {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(q) = sq else {
-            candle_core::bail!("prompt attention: q must be f32");
+        let q = f32s(sq, lq, "q")?;
+        let (Some((ka, _)), Some((va, _))) = (lk.contiguous_offsets(), lv.contiguous_offsets())
+        else {
+            candle_core::bail!("prompt attention: K and V must be contiguous");
         };
-        let (Some((qa, qb)), Some((ka, _)), Some((va, _))) = (
-            lq.contiguous_offsets(),
-            lk.contiguous_offsets(),
-            lv.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("prompt attention: inputs must be contiguous");
-        };
-        let q = &q[qa..qb];
         let (ks, vs) = (Src::of(sk, ka)?, Src::of(sv, va)?);
         let (nq, nh, n, hd) = lq.shape().dims4()?;
         let (nkv, cap, hd2) = lk.shape().dims3()?;
