@@ -2,8 +2,9 @@
 # The cache's precision, f16 against f32, all in one run on this machine (release build,
 # 2 threads) -> docs/bench/kv-precision.json:
 #   - perplexity on the first 8,192 tokens of Emma and of Persuasion, 4 sinks + 1,020 window
-#     (`sinkchat eval perplexity --kv f32|f16`), and, as the noise floor, the f32 cache fed in
-#     chunks of 100 tokens instead of 256 (another order of the same f32 sums);
+#     (`sinkchat eval perplexity --kv f32|f16`), and, as the noise floor, the f32 cache fed
+#     one token at a time instead of in chunks of 256 (the one-token kernels: another order of
+#     the same f32 sums; chunks of any other size give the same bits since 2026-12-01);
 #   - decode and 512-token prompt speed (`sinkchat bench decode --kv f32|f16`, each best of
 #     three; the two precisions alternate three times and each figure is the median of its
 #     three runs: this 2-core machine drifts by 10% or more between runs);
@@ -28,7 +29,7 @@ for m in "${MODELS[@]}"; do
     for kv in f32 f16; do
       $S eval perplexity --model "$m" --book "$book" --tokens 8192 --kv "$kv" --out-dir "$OUT/$name"
     done
-    $S eval perplexity --model "$m" --book "$book" --tokens 8192 --chunk 100 --out-dir "$OUT/$name/chunk100"
+    $S eval perplexity --model "$m" --book "$book" --tokens 8192 --chunk 1 --out-dir "$OUT/$name/chunk1"
   done
   for round in 1 2 3; do
     [ "$what" = perplexity ] && break
@@ -49,9 +50,9 @@ for m in models:
         base = f"{book}-streaming-s4-w1024-n8192"
         f32 = json.load(open(f"{d}/{base}.json"))["perplexity"]
         f16 = json.load(open(f"{d}/{base}-kvf16.json"))["perplexity"]
-        floor = json.load(open(f"{d}/chunk100/{base}.json"))["perplexity"]
+        floor = json.load(open(f"{d}/chunk1/{base}.json"))["perplexity"]
         row["perplexity"][book] = {
-            "f32": round(f32, 4), "f16": round(f16, 4), "f32_chunks_of_100": round(floor, 4),
+            "f32": round(f32, 4), "f16": round(f16, 4), "f32_token_by_token": round(floor, 4),
             "f16_change_pct": round(100 * (f16 / f32 - 1), 3),
             "noise_floor_change_pct": round(100 * (floor / f32 - 1), 3),
         }

@@ -10,10 +10,10 @@ use sinkchat_engine::eval::{self, Mode};
 use sinkchat_engine::model::read_gguf_header;
 use sinkchat_engine::{CpuWeights, GgufTokenizer, LoadOptions, Model};
 
-/// Perplexity of `ids` under `model`, dense (no eviction), in chunks of 256: the perplexity
-/// tool's own dense mode.
-fn perplexity(model: &Model, ids: &[u32]) -> Result<f64> {
-    Ok(eval::run(model, ids, Mode::Dense, 256, usize::MAX, |_| {})?.perplexity)
+/// Perplexity of `ids` under `model`, dense (no eviction), in chunks of `chunk` (256: the
+/// perplexity tool's own dense mode).
+fn perplexity(model: &Model, ids: &[u32], chunk: usize) -> Result<f64> {
+    Ok(eval::run(model, ids, Mode::Dense, chunk, usize::MAX, |_| {})?.perplexity)
 }
 
 /// Dense perplexity of the same tokens three ways: the Q4_1 weights through candle's reference
@@ -26,7 +26,10 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
     let dev = Device::Cpu;
     let run = |w: CpuWeights| -> Result<(f64, String)> {
         let m = Model::load(model_path, &dev, LoadOptions { cpu_weights: w })?;
-        Ok((perplexity(&m, &ids)?, format!("{:?}", m.weight_dtype())))
+        Ok((
+            perplexity(&m, &ids, 256)?,
+            format!("{:?}", m.weight_dtype()),
+        ))
     };
     let (reference, _) = run(CpuWeights::Candle)?;
     let (native, native_dtype) = run(CpuWeights::Native)?;
@@ -53,15 +56,17 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
 /// (`side = "candle"`) or SinkChat's (`"sinkchat"`, the default loading), for any GGUF. Both run
 /// the same weights with the same arithmetic. One side per run, so a script computes candle's
 /// reference once per file and reruns only ours after a change. The JSON lists the file's
-/// tensor types too.
+/// tensor types too. `chunk` 1 feeds one token per forward (the one-token paths).
 pub fn kernels(
     model_path: &Path,
     label: &str,
     body: &str,
     tokens: usize,
     side: &str,
+    chunk: usize,
     out: Option<std::path::PathBuf>,
 ) -> Result<()> {
+    anyhow::ensure!(chunk >= 1, "--chunk must be at least 1");
     let weights = match side {
         "candle" => CpuWeights::Candle,
         "sinkchat" => CpuWeights::Native,
@@ -83,7 +88,7 @@ pub fn kernels(
         },
     )?;
     let t = std::time::Instant::now();
-    let p = perplexity(&m, &ids)?;
+    let p = perplexity(&m, &ids, chunk)?;
     eprintln!(
         "{side}: perplexity {p:.4} in {:.0} s",
         t.elapsed().as_secs_f64()
@@ -96,6 +101,7 @@ pub fn kernels(
             "tensor_types": types,
             "text": label,
             "tokens": ids.len(),
+            "chunk": chunk,
             "perplexity": (p * 10000.0).round() / 10000.0,
         }),
     )

@@ -193,6 +193,10 @@ enum Eval {
         /// sinkchat or candle
         #[arg(long, default_value = "sinkchat")]
         side: String,
+        /// Tokens fed per forward: 1 runs every token through the one-token paths (another
+        /// order of sums than a chunk's: the model's own noise floor)
+        #[arg(long, default_value_t = 256)]
+        chunk: usize,
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
@@ -368,10 +372,11 @@ fn main() -> Result<()> {
             text,
             tokens,
             side,
+            chunk,
             out,
         }) => {
             let (label, body) = read_text(&text)?;
-            eval::kernels(&model.checked()?, &label, &body, tokens, &side, out)
+            eval::kernels(&model.checked()?, &label, &body, tokens, &side, chunk, out)
         }
         Command::Eval(Eval::Perplexity {
             model,
