@@ -6,7 +6,10 @@
 #                                         figure is the median of its rounds: single runs on a
 #                                         shared 2-core machine spread by 10-30%)
 #   scripts/bench-kquants.sh perplexity   perplexity on the first 8,192 tokens of Emma under
-#                                         SinkChat's kernels and candle's, for each file ->
+#                                         SinkChat's kernels and candle's, for each file, and
+#                                         candle's again fed token by token (its one-token
+#                                         paths: candle's own noise floor) for the files in
+#                                         FLOOR (default: SmolLM2 Q4_K_M and Q6_K) ->
 #                                         docs/bench/kernels-perplexity-kquants.json
 # The files come from scripts/kquant-files.sh (SHA-256 pinned).
 set -euo pipefail
@@ -36,6 +39,10 @@ for f in "${FILES[@]}"; do
       # candle's side depends only on the file and candle: computed once, kept in $OUT.
       [ -f "$OUT/$f.candle.json" ] || target/release/sinkchat eval kernels --side candle \
         --model "$K/$f.gguf" --out "$OUT/$f.candle.json"
+      case " ${FLOOR:-SmolLM2-135M-Instruct.Q4_K_M SmolLM2-135M-Instruct.Q6_K} " in
+        *" $f "*) [ -f "$OUT/$f.candle1.json" ] || target/release/sinkchat eval kernels \
+          --side candle --chunk 1 --model "$K/$f.gguf" --out "$OUT/$f.candle1.json" ;;
+      esac
       target/release/sinkchat eval kernels --side sinkchat --model "$K/$f.gguf" --out "$OUT/$f.sinkchat.json" ;;
     *) echo "usage: scripts/bench-kquants.sh speed|perplexity" >&2; exit 64 ;;
   esac
@@ -61,6 +68,12 @@ for f in files:
         d["perplexity_candle_kernels"] = c["perplexity"]
         d["perplexity_sinkchat_kernels"] = s["perplexity"]
         d["change_percent"] = round((s["perplexity"] - c["perplexity"]) / c["perplexity"] * 100, 4)
+        try:
+            c1 = json.load(open(f"{out}/{f}.candle1.json"))["perplexity"]
+            d["perplexity_candle_kernels_token_by_token"] = c1
+            d["candle_token_by_token_change_percent"] = round((c1 - c["perplexity"]) / c["perplexity"] * 100, 4)
+        except FileNotFoundError:
+            pass
     rows.append(d)
 name = "decode-kquants.json" if what == "speed" else "kernels-perplexity-kquants.json"
 doc = {"date": datetime.date.today().isoformat(), "threads": 2, "files": rows}
