@@ -10,6 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor, D};
 
+use crate::par::SendPtr;
 use crate::Result;
 
 pub mod prompt;
@@ -109,7 +110,7 @@ enum Rows<'a> {
 impl<'a> Rows<'a> {
     fn of(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Self> {
         let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("decode attention: {what} must be contiguous");
+            candle_core::bail!("attention: {what} must be contiguous");
         };
         Ok(match s {
             CpuStorage::F32(d) => Rows::F32(&d[a..b]),
@@ -117,8 +118,17 @@ impl<'a> Rows<'a> {
                 d: &d[a..b],
                 simd: f16_simd(),
             },
-            _ => candle_core::bail!("decode attention: {what} must be f32 or f16"),
+            _ => candle_core::bail!("attention: {what} must be f32 or f16"),
         })
+    }
+
+    /// `out.len()` values from `start`, widened to f32.
+    fn widen(&self, start: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        match *self {
+            Rows::F32(d) => out.copy_from_slice(&d[start..start + out.len()]),
+            Rows::F16 { d, .. } => d[start..start + out.len()].convert_to_f32_slice(out),
+        }
     }
 
     /// `q · row j` (`hd` values from `start`).
@@ -362,7 +372,7 @@ impl CustomOp3 for DecodeAttention<'_> {
         };
         let read = self.read;
         let mut out = vec![0f32; nh * hd];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.as_mut_ptr());
         let head = |h: usize| {
             let p = out_ptr;
             let head_start = (h / rep) * cap * hd;
@@ -646,12 +656,6 @@ fn reference(q: &Tensor, k: &Tensor, v: &Tensor, op: DecodeAttention) -> Result<
     let p = candle_nn::ops::softmax_last_dim(&(s * op.scale as f64)?)?;
     Ok(p.matmul(&v.narrow(1, 0, read)?)?.reshape((nh, hd))?)
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: see the one use above: disjoint writes while the buffer lives.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 #[cfg(test)]
 mod tests {

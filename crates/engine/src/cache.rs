@@ -260,8 +260,16 @@ pub(crate) struct WritePlan {
     pub needs_mask: bool,
 }
 
-/// The mask of [`SinkCache::mask`] as data: query at text position `q` sees the slot holding
-/// `p` unless `p` is `u64::MAX` (empty), `p > q`, or `p >= pinned && q - p >= view`.
+/// Whether a query at text position `q` sees the slot holding text position `p`: not when the
+/// slot is empty (`u64::MAX`), in the query's future, or, for a window token (`p >= pinned`),
+/// `view` or more behind it (evaluation only). [`SinkCache::mask`] and
+/// [`crate::attend::PromptAttention`] both decide by this.
+#[inline]
+pub(crate) fn visible(q: u64, p: u64, pinned: u64, view: u64) -> bool {
+    p != u64::MAX && p <= q && !(p >= pinned && q - p >= view)
+}
+
+/// The mask of [`SinkCache::mask`] as data, for [`visible`].
 #[derive(Debug, Clone)]
 pub(crate) struct Visibility {
     /// Text position held by each slot read.
@@ -531,11 +539,10 @@ impl SinkCache {
         let mut m = Vec::with_capacity(positions.len() * read);
         for &q in positions {
             for &p in &self.slot_pos[..read] {
-                let hidden = p >= s && p <= q && q - p >= view;
-                m.push(if p == u64::MAX || p > q || hidden {
-                    f32::NEG_INFINITY
-                } else {
+                m.push(if visible(q, p, s, view) {
                     0.0
+                } else {
+                    f32::NEG_INFINITY
                 });
             }
         }

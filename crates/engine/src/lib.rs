@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod inspect;
 pub mod model;
+mod par;
 pub mod qmatmul;
 pub mod rope;
 pub mod sampling;

@@ -153,39 +153,15 @@ impl candle_core::CustomOp2 for SwiGlu {
         let width = *l1.dims().last().unwrap_or(&1);
         let (gs, us) = (row_starts(l1)?, row_starts(l2)?);
         let mut out = vec![0f32; gs.len() * width];
-        let row = |i: usize, o: &mut [f32]| {
+        crate::par::rows_mut(&mut out, width, 4, |i, o| {
             let (g, u) = (&g[gs[i]..gs[i] + width], &u[us[i]..us[i] + width]);
             for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
                 *o = crate::vecmath::swiglu(*g, *u);
             }
-        };
-        if gs.len() < 4 {
-            for (i, o) in out.chunks_mut(width.max(1)).enumerate() {
-                row(i, o);
-            }
-        } else {
-            let out_ptr = OutRows(out.as_mut_ptr());
-            candle_core::utils::barrier_pool().execute_chunked(gs.len(), |rows| {
-                // The whole pointer, not its field: only the wrapper is Send.
-                let p = out_ptr;
-                for i in rows {
-                    // SAFETY: row `i` is written by this call only, and `out` outlives the
-                    // pool's parallel region.
-                    row(i, unsafe {
-                        std::slice::from_raw_parts_mut(p.0.add(i * width), width)
-                    });
-                }
-            });
-        }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
-
-#[derive(Clone, Copy)]
-struct OutRows(*mut f32);
-// SAFETY: see the one use above: disjoint rows written while the buffer lives.
-unsafe impl Send for OutRows {}
-unsafe impl Sync for OutRows {}
 
 #[derive(Debug)]
 struct Layer {

@@ -18,7 +18,8 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::{f32s, OutPtr};
+use super::{f32s, Rows};
+use crate::par::SendPtr;
 use crate::vecmath::{exp_neg, fma};
 use crate::Result;
 
@@ -61,33 +62,7 @@ impl PromptAttention<'_> {
 
     #[inline]
     fn sees(&self, q: u64, p: u64) -> bool {
-        p != u64::MAX && p <= q && !(p >= self.pinned && q - p >= self.view)
-    }
-}
-
-/// K or V of the cache as stored (from the tensor's offset).
-#[derive(Clone, Copy)]
-enum Src<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
-}
-
-impl<'a> Src<'a> {
-    fn of(s: &'a CpuStorage, at: usize) -> candle_core::Result<Self> {
-        Ok(match s {
-            CpuStorage::F32(d) => Src::F32(&d[at..]),
-            CpuStorage::F16(d) => Src::F16(&d[at..]),
-            _ => candle_core::bail!("prompt attention: K and V must be f32 or f16"),
-        })
-    }
-
-    /// `out.len()` values from `start`, widened.
-    fn widen(&self, start: usize, out: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        match self {
-            Src::F32(d) => out.copy_from_slice(&d[start..start + out.len()]),
-            Src::F16(d) => d[start..start + out.len()].convert_to_f32_slice(out),
-        }
+        crate::cache::visible(q, p, self.pinned, self.view)
     }
 }
 
@@ -109,11 +84,7 @@ impl CustomOp3 for PromptAttention<'_> {
         lv: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let q = f32s(sq, lq, "q")?;
-        let (Some((ka, _)), Some((va, _))) = (lk.contiguous_offsets(), lv.contiguous_offsets())
-        else {
-            candle_core::bail!("prompt attention: K and V must be contiguous");
-        };
-        let (ks, vs) = (Src::of(sk, ka)?, Src::of(sv, va)?);
+        let (ks, vs) = (Rows::of(sk, lk, "K")?, Rows::of(sv, lv, "V")?);
         let (nq, nh, n, hd) = lq.shape().dims4()?;
         let (nkv, cap, hd2) = lk.shape().dims3()?;
         let read = self.read;
@@ -146,11 +117,11 @@ impl CustomOp3 for PromptAttention<'_> {
         // widened when it is f16 (an f32 V is read where it lies): once per chunk, in parallel.
         let mut kt = vec![0f32; nkv * hd * padded];
         let mut v16 = match vs {
-            Src::F16(_) => vec![0f32; nkv * read * hd],
-            Src::F32(_) => Vec::new(),
+            Rows::F16 { .. } => vec![0f32; nkv * read * hd],
+            Rows::F32(_) => Vec::new(),
         };
         {
-            let (kt_ptr, v_ptr) = (OutPtr(kt.as_mut_ptr()), OutPtr(v16.as_mut_ptr()));
+            let (kt_ptr, v_ptr) = (SendPtr(kt.as_mut_ptr()), SendPtr(v16.as_mut_ptr()));
             let parts = read.div_ceil(PREP);
             let prep = |item: usize| {
                 let (kt_ptr, v_ptr) = (kt_ptr, v_ptr);
@@ -169,7 +140,7 @@ impl CustomOp3 for PromptAttention<'_> {
                         *o = rows[l * hd + d];
                     }
                 }
-                if matches!(vs, Src::F16(_)) {
+                if matches!(vs, Rows::F16 { .. }) {
                     // SAFETY: as above, slots j0..j0 + m of head g's V.
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(v_ptr.0.add((g * read + j0) * hd), m * hd)
@@ -183,8 +154,8 @@ impl CustomOp3 for PromptAttention<'_> {
         // Head g's V rows.
         let v_rows = |g: usize| -> &[f32] {
             match vs {
-                Src::F16(_) => &v16[g * read * hd..(g + 1) * read * hd],
-                Src::F32(d) => &d[g * cap * hd..g * cap * hd + read * hd],
+                Rows::F16 { .. } => &v16[g * read * hd..(g + 1) * read * hd],
+                Rows::F32(d) => &d[g * cap * hd..g * cap * hd + read * hd],
             }
         };
 
@@ -211,7 +182,7 @@ impl CustomOp3 for PromptAttention<'_> {
         let tiles = n.div_ceil(TQ);
         let width = nh * hd;
         let mut out = vec![0f32; n * width];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.as_mut_ptr());
         let (kt, block_min, block_max) = (&kt, &block_min, &block_max);
         let work = |item: usize| {
             let p = out_ptr;

@@ -288,23 +288,9 @@ impl Acts {
             quantize: fn(&[f32], &mut [B]),
         ) -> Vec<B> {
             let mut out = vec![B::default(); x.len() / len];
-            let (n, per) = (x.len() / cols, cols / len);
-            if n < 8 {
-                for (xr, br) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per)) {
-                    quantize(xr, br);
-                }
-                return out;
-            }
-            let out_ptr = BlockPtr(out.as_mut_ptr());
-            candle_core::utils::barrier_pool().execute_chunked(n, |ts| {
-                // The whole pointer, not its field: only the wrapper is Send.
-                let p = out_ptr;
-                for t in ts {
-                    // SAFETY: row `t`'s blocks are written by this call only, and `out`
-                    // outlives the pool's parallel region.
-                    let br = unsafe { std::slice::from_raw_parts_mut(p.0.add(t * per), per) };
-                    quantize(&x[t * cols..(t + 1) * cols], br);
-                }
+            let per = cols / len;
+            crate::par::rows_mut(&mut out, per, 8, |t, br| {
+                quantize(&x[t * cols..(t + 1) * cols], br)
             });
             out
         }
@@ -743,7 +729,7 @@ impl QGroup {
             }
             col0 += m.rows;
         }
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let out_ptr = crate::par::SendPtr(out.as_mut_ptr());
         let (acts, items) = (&acts, &items);
         let run = |range: std::ops::Range<usize>| {
             let p = out_ptr;
@@ -766,25 +752,6 @@ impl QGroup {
         out
     }
 }
-
-/// Blocks of quantized activations, written by the pool's threads at disjoint rows.
-struct BlockPtr<B>(*mut B);
-impl<B> Clone for BlockPtr<B> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<B> Copy for BlockPtr<B> {}
-// SAFETY: see `Acts::new`: disjoint rows written while the owning Vec lives.
-unsafe impl<B: Send> Send for BlockPtr<B> {}
-unsafe impl<B: Send> Sync for BlockPtr<B> {}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only written at disjoint places by the pool's threads while the
-// owning Vec is alive (see `matmul`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 impl CustomOp1 for QGroup {
     fn name(&self) -> &'static str {
