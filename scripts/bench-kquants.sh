@@ -9,7 +9,15 @@
 #                                         SinkChat's kernels and candle's, for each file, and
 #                                         candle's again fed token by token (its one-token
 #                                         paths: candle's own noise floor) for the files in
-#                                         FLOOR (default: SmolLM2 Q4_K_M and Q6_K) ->
+#                                         FLOOR (default: SmolLM2 Q4_K_M and Q6_K), and
+#                                         both again on the model nudged by one ulp (its
+#                                         norm weights, `eval kernels --nudge SEED`) for each
+#                                         seed in NUDGES (default "1 2 3 4"): rounding alone
+#                                         moves one run by up to 0.3% on the 135M files, so
+#                                         the claim is the mean over the original and the
+#                                         nudged runs; NUDGE_FILES limits which files get them
+#                                         (default all; about 4 min a seed for a 135M file
+#                                         and 13 for the 0.5B on 2 idle cores) ->
 #                                         docs/bench/kernels-perplexity-kquants.json
 # The files come from scripts/kquant-files.sh (SHA-256 pinned).
 set -euo pipefail
@@ -36,19 +44,28 @@ for f in "${FILES[@]}"; do
   case "$what" in
     speed) ;;
     perplexity)
-      # candle's side depends only on the file and candle: computed once, kept in $OUT.
-      [ -f "$OUT/$f.candle.json" ] || target/release/sinkchat eval kernels --side candle \
-        --model "$K/$f.gguf" --out "$OUT/$f.candle.json"
+      # A figure is kept while it is newer than the binary that computed it (both sides run our
+      # forward pass, so a rebuild invalidates both): a rerun only fills in what is missing.
+      run() { local out=$1; shift
+        [ "$OUT/$out" -nt target/release/sinkchat ] || target/release/sinkchat eval kernels \
+          --model "$K/$f.gguf" --out "$OUT/$out" "$@"; }
+      run "$f.candle.json" --side candle
+      run "$f.sinkchat.json" --side sinkchat
       case " ${FLOOR:-SmolLM2-135M-Instruct.Q4_K_M SmolLM2-135M-Instruct.Q6_K} " in
-        *" $f "*) [ -f "$OUT/$f.candle1.json" ] || target/release/sinkchat eval kernels \
-          --side candle --chunk 1 --model "$K/$f.gguf" --out "$OUT/$f.candle1.json" ;;
+        *" $f "*) run "$f.candle1.json" --side candle --chunk 1 ;;
       esac
-      target/release/sinkchat eval kernels --side sinkchat --model "$K/$f.gguf" --out "$OUT/$f.sinkchat.json" ;;
+      case " ${NUDGE_FILES:-${FILES[*]}} " in
+        *" $f "*)
+          for n in ${NUDGES-1 2 3 4}; do
+            run "$f.candle.n$n.json" --side candle --nudge "$n"
+            run "$f.sinkchat.n$n.json" --side sinkchat --nudge "$n"
+          done ;;
+      esac ;;
     *) echo "usage: scripts/bench-kquants.sh speed|perplexity" >&2; exit 64 ;;
   esac
 done
 python3 - "$what" "$OUT" "${FILES[@]}" <<'PY'
-import datetime, glob, json, statistics, sys
+import datetime, glob, json, os, statistics, sys
 what, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = []
 for f in files:
@@ -74,6 +91,34 @@ for f in files:
             d["candle_token_by_token_change_percent"] = round((c1 - c["perplexity"]) / c["perplexity"] * 100, 4)
         except FileNotFoundError:
             pass
+        # The nudged runs: the same comparison on the model moved by an ulp, one seed each.
+        runs = [(c["perplexity"], s["perplexity"])]
+        built = os.path.getmtime("target/release/sinkchat")
+        for sp in sorted(glob.glob(f"{out}/{f}.sinkchat.n*.json")):
+            n = sp.rsplit(".n", 1)[1][:-len(".json")]
+            if os.path.getmtime(sp) < built:
+                continue  # computed by an older build
+            try:
+                cn = json.load(open(f"{out}/{f}.candle.n{n}.json"))["perplexity"]
+            except FileNotFoundError:
+                continue
+            sn = json.load(open(sp))["perplexity"]
+            d.setdefault("nudged", []).append({
+                "seed": int(n), "perplexity_candle_kernels": cn, "perplexity_sinkchat_kernels": sn,
+                "change_percent": round((sn - cn) / cn * 100, 4)})
+            runs.append((cn, sn))
+        if len(runs) > 1:
+            cm = statistics.mean(r[0] for r in runs)
+            sm = statistics.mean(r[1] for r in runs)
+            d["runs"] = len(runs)
+            d["mean_perplexity_candle_kernels"] = round(cm, 4)
+            d["mean_perplexity_sinkchat_kernels"] = round(sm, 4)
+            d["mean_change_percent"] = round((sm - cm) / cm * 100, 4)
+            # How far rounding alone moves one run of candle's kernels (sample std, % of mean),
+            # and so the standard error of the mean change.
+            sd = statistics.stdev(r[0] for r in runs) / cm * 100
+            d["candle_run_std_percent"] = round(sd, 4)
+            d["mean_change_standard_error_percent"] = round(sd * (2 / len(runs)) ** 0.5, 4)
     rows.append(d)
 name = "decode-kquants.json" if what == "speed" else "kernels-perplexity-kquants.json"
 doc = {"date": datetime.date.today().isoformat(), "threads": 2, "files": rows}

@@ -25,7 +25,14 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
     ids.truncate(tokens);
     let dev = Device::Cpu;
     let run = |w: CpuWeights| -> Result<(f64, String)> {
-        let m = Model::load(model_path, &dev, LoadOptions { cpu_weights: w })?;
+        let m = Model::load(
+            model_path,
+            &dev,
+            LoadOptions {
+                cpu_weights: w,
+                ..Default::default()
+            },
+        )?;
         Ok((
             perplexity(&m, &ids, 256)?,
             format!("{:?}", m.weight_dtype()),
@@ -52,22 +59,32 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
     Ok(())
 }
 
+/// How [`kernels`] runs.
+pub struct KernelRun {
+    /// `"candle"` or `"sinkchat"`.
+    pub side: String,
+    /// Tokens per forward; 1 runs every token through the one-token paths.
+    pub chunk: usize,
+    /// [`LoadOptions::nudge`]: the norm weights moved by an ulp from this seed.
+    pub nudge: Option<u64>,
+}
+
 /// Dense perplexity of the first `tokens` tokens of a text under candle's own kernels
 /// (`side = "candle"`) or SinkChat's (`"sinkchat"`, the default loading), for any GGUF. Both run
 /// the same weights with the same arithmetic. One side per run, so a script computes candle's
 /// reference once per file and reruns only ours after a change. The JSON lists the file's
-/// tensor types too. `chunk` 1 feeds one token per forward (the one-token paths).
+/// tensor types too.
 pub fn kernels(
     model_path: &Path,
     label: &str,
     body: &str,
     tokens: usize,
-    side: &str,
-    chunk: usize,
+    how: KernelRun,
     out: Option<std::path::PathBuf>,
 ) -> Result<()> {
+    let KernelRun { side, chunk, nudge } = how;
     anyhow::ensure!(chunk >= 1, "--chunk must be at least 1");
-    let weights = match side {
+    let weights = match side.as_str() {
         "candle" => CpuWeights::Candle,
         "sinkchat" => CpuWeights::Native,
         other => anyhow::bail!("--side takes candle or sinkchat, not {other}"),
@@ -85,6 +102,7 @@ pub fn kernels(
         &Device::Cpu,
         LoadOptions {
             cpu_weights: weights,
+            nudge,
         },
     )?;
     let t = std::time::Instant::now();
@@ -102,6 +120,7 @@ pub fn kernels(
             "text": label,
             "tokens": ids.len(),
             "chunk": chunk,
+            "nudge": nudge,
             "perplexity": (p * 10000.0).round() / 10000.0,
         }),
     )

@@ -197,6 +197,11 @@ enum Eval {
         /// order of sums than a chunk's: the model's own noise floor)
         #[arg(long, default_value_t = 256)]
         chunk: usize,
+        /// Move each RMS-norm weight by one ulp, pseudo-randomly from this seed: the same model
+        /// to float precision with every rounding downstream free to land elsewhere (the spread
+        /// over seeds is what rounding alone does to the perplexity)
+        #[arg(long, value_name = "SEED")]
+        nudge: Option<u64>,
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
@@ -373,10 +378,12 @@ fn main() -> Result<()> {
             tokens,
             side,
             chunk,
+            nudge,
             out,
         }) => {
             let (label, body) = read_text(&text)?;
-            eval::kernels(&model.checked()?, &label, &body, tokens, &side, chunk, out)
+            let how = eval::KernelRun { side, chunk, nudge };
+            eval::kernels(&model.checked()?, &label, &body, tokens, how, out)
         }
         Command::Eval(Eval::Perplexity {
             model,

@@ -39,6 +39,12 @@ pub enum CpuWeights {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {
     pub cpu_weights: CpuWeights,
+    /// Measurement only (`sinkchat eval kernels --nudge`): move each RMS-norm weight by one ulp
+    /// up, down or not at all, pseudo-randomly from this seed. The model is the same to float
+    /// precision, but every rounding downstream can land differently, as it does when a kernel
+    /// sums in another order; runs over several seeds give the spread that rounding alone makes
+    /// in a perplexity, the floor against which two kernels can be compared. `None` in the app.
+    pub nudge: Option<u64>,
 }
 
 /// Matrices that read the same input, run as one product where the kernel allows.
@@ -308,6 +314,7 @@ impl Model {
                 None
             },
             weight_dtype: None,
+            nudge: opts.nudge,
         };
         let arch = spec.architecture;
         let mut layers = Vec::with_capacity(spec.n_layer);
@@ -681,6 +688,29 @@ impl Model {
     }
 }
 
+/// `xs` with each nonzero value moved by one ulp (`+1`, `-1` or `0` in its bit pattern, from a
+/// hash of `seed`, `name` and the index: the same seed nudges the same way on every run).
+fn nudged(xs: &[f32], seed: u64, name: &str) -> Vec<f32> {
+    // FNV-1a of the name, then splitmix64 per value.
+    let salt = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    xs.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let mut z = seed ^ salt ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            match (x.is_finite() && x != 0.0, z % 3) {
+                (true, 1) => f32::from_bits(x.to_bits() + 1),
+                (true, 2) => f32::from_bits(x.to_bits() - 1),
+                _ => x,
+            }
+        })
+        .collect()
+}
+
 /// Reads named tensors of one GGUF file, choosing each matmul's kernel.
 struct Loader<'a> {
     ct: &'a gguf_file::Content,
@@ -690,6 +720,8 @@ struct Loader<'a> {
     /// `None` on a GPU: weights run as stored.
     cpu_weights: Option<CpuWeights>,
     weight_dtype: Option<GgmlDType>,
+    /// [`LoadOptions::nudge`].
+    nudge: Option<u64>,
 }
 
 impl Loader<'_> {
@@ -722,7 +754,14 @@ impl Loader<'_> {
     }
 
     fn f32(&mut self, name: &str) -> Result<Tensor> {
-        Ok(self.q(name)?.dequantize(self.device)?)
+        let t = self.q(name)?.dequantize(self.device)?;
+        match self.nudge {
+            Some(seed) if name.ends_with("norm.weight") => {
+                let v = nudged(&t.flatten_all()?.to_vec1::<f32>()?, seed, name);
+                Ok(Tensor::from_vec(v, t.shape(), self.device)?)
+            }
+            _ => Ok(t),
+        }
     }
 
     fn optional_f32(&mut self, name: &str) -> Result<Option<Tensor>> {
@@ -799,6 +838,29 @@ struct StepCtx<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--nudge` moves each value by at most one ulp, moves about two thirds of them, never
+    /// touches a zero, and is a function of its seed and the tensor's name.
+    #[test]
+    fn nudge_moves_by_an_ulp_and_repeats() {
+        let xs: Vec<f32> = (0..3000)
+            .map(|i| 0.5 + i as f32 * 1e-3)
+            .chain([0.0])
+            .collect();
+        let a = nudged(&xs, 7, "blk.0.attn_norm.weight");
+        let moved = xs.iter().zip(&a).filter(|(x, y)| x != y).count();
+        for (x, y) in xs.iter().zip(&a) {
+            assert!(
+                (x.to_bits() as i64 - y.to_bits() as i64).abs() <= 1,
+                "{x} -> {y}"
+            );
+        }
+        assert!((1800..2200).contains(&moved), "{moved} of 3001 moved");
+        assert_eq!(a.last(), Some(&0.0));
+        assert_eq!(a, nudged(&xs, 7, "blk.0.attn_norm.weight"));
+        assert_ne!(a, nudged(&xs, 8, "blk.0.attn_norm.weight"));
+        assert_ne!(a, nudged(&xs, 7, "blk.1.attn_norm.weight"));
+    }
 
     /// Our SwiGLU on the two strided halves of a gate/up output equals candle's `silu(g) · u`
     /// (a decode step's one row and a prompt chunk's many, and a 3-d contiguous pair).

@@ -193,6 +193,7 @@ fn tiny_k_quant_models_match_candle() {
             );
             let candle = LoadOptions {
                 cpu_weights: CpuWeights::Candle,
+                ..Default::default()
             };
             let (e_candle, _) = compare(&q, candle, &q, &prompt, 12);
             assert!(
@@ -267,6 +268,7 @@ fn smollm2_converted_weights_match_candle() {
         &p,
         LoadOptions {
             cpu_weights: CpuWeights::Q8_0,
+            ..Default::default()
         },
         &q8,
         &smollm_prompt(),
