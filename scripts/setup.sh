@@ -3,7 +3,7 @@
 #   scripts/setup.sh run    install everything, then start the app on the default model
 #   scripts/setup.sh test   install everything, then build once and run every test
 #   scripts/setup.sh deps   install everything the app needs (no tests)
-#   scripts/setup.sh package   build the installable .deb (target/release/bundle/deb)
+#   scripts/setup.sh package   build the installable .deb (target/package/release/bundle/deb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -97,13 +97,25 @@ install_test_deps() {
 # default model among its resources so the installed app works offline from its first start.
 # $1: release (what people install) or debug (CI: reuses the test build instead of a second,
 # optimised one, which would not fit CI's time on two cores).
+# The release package is compiled for x86-64-v3 (AVX2/FMA/F16C), not for this machine's CPU as
+# .cargo/config.toml's target-cpu=native would: a .deb built on an AVX-512 machine would die with
+# "Illegal instruction" on most laptops. Our kernels pick AVX2, AVX-512 or VNNI at run time, so
+# this costs nothing where those exist (docs/BENCHMARKS.md); the package's preinst refuses, in
+# words, a processor without AVX2. Its own target folder (target/package), so that switching
+# flags does not rebuild target/release for the benchmarks and back.
+package_dir() {
+  if [ "$1" = release ]; then echo "$ROOT/target/package/release"; else echo "$ROOT/target/$1"; fi
+}
 build_package() {
   local profile=${1:-release} flags=()
   [ "$profile" = debug ] && flags=(--debug)
   say "building the .deb package ($profile)"
+  if [ "$profile" = release ]; then
+    export RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR="$ROOT/target/package"
+  fi
   (cd src-tauri && ../ui/node_modules/.bin/tauri build "${flags[@]}" --bundles deb --config \
     '{"bundle":{"active":true,"resources":{"../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf":"models/SmolLM2-135M-Instruct.Q4_1.gguf"}}}')
-  ls "$ROOT"/target/"$profile"/bundle/deb/*.deb
+  ls "$(package_dir "$profile")"/bundle/deb/*.deb
 }
 
 case "$mode" in
@@ -111,7 +123,7 @@ case "$mode" in
     install_app_deps
     fetch_model "$ROOT/.data/models"
     build_package "${SINKCHAT_PACKAGE_PROFILE:-release}"
-    echo "Install it with: sudo apt install ./target/${SINKCHAT_PACKAGE_PROFILE:-release}/bundle/deb/<file>.deb"
+    echo "Install it with: sudo apt install $(package_dir "${SINKCHAT_PACKAGE_PROFILE:-release}")/bundle/deb/<file>.deb"
     ;;
   deps)
     install_app_deps
