@@ -23,9 +23,10 @@ pub struct ModelSummary {
     pub parameters: u64,
     pub trained_context: usize,
     pub file_bytes: u64,
-    /// K and V bytes per cached token in f32 (the engine's cache format).
+    /// K and V bytes per cached token in f32 (an f16 cache stores half).
     pub kv_bytes_per_token: u64,
-    /// Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache.
+    /// Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache
+    /// in f16 (the precision a new install uses; "Exact" in Settings adds as much again).
     pub memory_bytes: u64,
     /// The vocabulary type (`gpt2`: byte-level BPE, `llama`: SentencePiece).
     pub vocabulary: String,
@@ -150,7 +151,7 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         trained_context: spec.trained_context,
         file_bytes,
         kv_bytes_per_token: kv,
-        memory_bytes: weight_bytes_cpu + 2048 * kv,
+        memory_bytes: weight_bytes_cpu + 2048 * kv / 2,
         vocabulary: tokenizer.vocab_type().gguf_name().to_string(),
         chat_template: template.family().to_string(),
         template_from_file: template.from_file(),

@@ -17,11 +17,12 @@ quantization: string,
  */
 parameters: number, trained_context: number, file_bytes: number, 
 /**
- * K and V bytes per cached token in f32 (the engine's cache format).
+ * K and V bytes per cached token in f32 (an f16 cache stores half).
  */
 kv_bytes_per_token: number, 
 /**
- * Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache.
+ * Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache
+ * in f16 (the precision a new install uses; "Exact" in Settings adds as much again).
  */
 memory_bytes: number, 
 /**
