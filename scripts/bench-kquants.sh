@@ -114,11 +114,11 @@ for f in files:
             d["mean_perplexity_candle_kernels"] = round(cm, 4)
             d["mean_perplexity_sinkchat_kernels"] = round(sm, 4)
             d["mean_change_percent"] = round((sm - cm) / cm * 100, 4)
-            # How far rounding alone moves one run of candle's kernels (sample std, % of mean),
-            # and so the standard error of the mean change.
-            sd = statistics.stdev(r[0] for r in runs) / cm * 100
-            d["candle_run_std_percent"] = round(sd, 4)
-            d["mean_change_standard_error_percent"] = round(sd * (2 / len(runs)) ** 0.5, 4)
+            # How far rounding alone moves one run of candle's kernels (sample std, % of its
+            # mean), and the standard error of the mean change, from the runs' own changes.
+            d["candle_run_std_percent"] = round(statistics.stdev(r[0] for r in runs) / cm * 100, 4)
+            ch = [(s - c) / c * 100 for c, s in runs]
+            d["mean_change_standard_error_percent"] = round(statistics.stdev(ch) / len(ch) ** 0.5, 4)
     rows.append(d)
 name = "decode-kquants.json" if what == "speed" else "kernels-perplexity-kquants.json"
 doc = {"date": datetime.date.today().isoformat(), "threads": 2, "files": rows}
