@@ -71,8 +71,8 @@ pub struct KernelRun {
 
 /// Dense perplexity of the first `tokens` tokens of a text under candle's own kernels
 /// (`side = "candle"`) or SinkChat's (`"sinkchat"`, the default loading), for any GGUF. Both run
-/// the same weights with the same arithmetic. One side per run, so a script computes candle's
-/// reference once per file and reruns only ours after a change. The JSON lists the file's
+/// the same weights with the same arithmetic. One side per run, so a script can keep each
+/// figure until the binary changes (`scripts/bench-kquants.sh`). The JSON lists the file's
 /// tensor types too.
 pub fn kernels(
     model_path: &Path,
