@@ -102,17 +102,18 @@ install_test_deps() {
 # "Illegal instruction" on most laptops. Our kernels pick AVX2, AVX-512 or VNNI at run time, so
 # on an AVX-512 machine this build decodes as fast and reads prompts 2-12% slower than a native
 # one (what the compiler vectorizes by itself: docs/BENCHMARKS.md, scripts/bench-target.sh); the
-# package's preinst refuses, in words, a processor without AVX2. Its own target folder (target/package), so that switching
-# flags does not rebuild target/release for the benchmarks and back.
+# package's preinst refuses, in words, a processor without AVX2. Its own target folder
+# (PACKAGE_TARGET), so that switching flags does not rebuild target/release for the benchmarks.
+PACKAGE_TARGET="$ROOT/target/package"
 package_dir() {
-  if [ "$1" = release ]; then echo "$ROOT/target/package/release"; else echo "$ROOT/target/$1"; fi
+  if [ "$1" = release ]; then echo "$PACKAGE_TARGET/release"; else echo "$ROOT/target/$1"; fi
 }
 build_package() {
   local profile=${1:-release} flags=()
   [ "$profile" = debug ] && flags=(--debug)
   say "building the .deb package ($profile)"
   if [ "$profile" = release ]; then
-    export RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR="$ROOT/target/package"
+    export RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR="$PACKAGE_TARGET"
   fi
   (cd src-tauri && ../ui/node_modules/.bin/tauri build "${flags[@]}" --bundles deb --config \
     '{"bundle":{"active":true,"resources":{"../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf":"models/SmolLM2-135M-Instruct.Q4_1.gguf"}}}')
