@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-speed}
 K=$(scripts/kquant-files.sh)
-cargo build --release -p sinkchat-cli
+cargo build --release -p sinkchat-bench
 export CANDLE_NUM_THREADS=${THREADS:-2} RAYON_NUM_THREADS=${THREADS:-2}
 FILES=(SmolLM2-135M-Instruct.Q4_K_M SmolLM2-135M-Instruct.Q5_K_M SmolLM2-135M-Instruct.Q6_K
        SmolLM2-135M-Instruct.Q8_0 Qwen2.5-Coder-0.5B-Instruct.Q4_K_M)
@@ -35,7 +35,7 @@ if [ "$what" = speed ]; then
   rm -f "$OUT"/*.speed.*.json
   for r in $(seq "$REPEAT"); do
     for f in "${FILES[@]}"; do
-      target/release/sinkchat bench decode --model "$K/$f.gguf" \
+      target/release/sinkchat-bench decode --model "$K/$f.gguf" \
         --llamacpp .cache/llama.cpp/build/bin/llama-bench --out "$OUT/$f.speed.$r.json"
     done
   done
@@ -47,7 +47,7 @@ for f in "${FILES[@]}"; do
       # A figure is kept while it is newer than the binary that computed it (both sides run our
       # forward pass, so a rebuild invalidates both): a rerun only fills in what is missing.
       run() { local out=$1; shift
-        [ "$OUT/$out" -nt target/release/sinkchat ] || target/release/sinkchat eval kernels \
+        [ "$OUT/$out" -nt target/release/sinkchat-bench ] || target/release/sinkchat-bench eval kernels \
           --model "$K/$f.gguf" --out "$OUT/$out" "$@"; }
       run "$f.candle.json" --side candle
       run "$f.sinkchat.json" --side sinkchat
@@ -93,7 +93,7 @@ for f in files:
             pass
         # The nudged runs: the same comparison on the model moved by an ulp, one seed each.
         runs = [(c["perplexity"], s["perplexity"])]
-        built = os.path.getmtime("target/release/sinkchat")
+        built = os.path.getmtime("target/release/sinkchat-bench")
         for sp in sorted(glob.glob(f"{out}/{f}.sinkchat.n*.json")):
             n = sp.rsplit(".n", 1)[1][:-len(".json")]
             if os.path.getmtime(sp) < built:

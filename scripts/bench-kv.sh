@@ -2,10 +2,10 @@
 # The cache's precision, f16 against f32, all in one run on this machine (release build,
 # 2 threads) -> docs/bench/kv-precision.json:
 #   - perplexity on the first 8,192 tokens of Emma and of Persuasion, 4 sinks + 1,020 window
-#     (`sinkchat eval perplexity --kv f32|f16`), and, as the noise floor, the f32 cache fed
+#     (`sinkchat-bench eval perplexity --kv f32|f16`), and, as the noise floor, the f32 cache fed
 #     one token at a time instead of in chunks of 256 (the one-token kernels: another order of
 #     the same f32 sums; chunks of any other size give the same bits since 2026-12-01);
-#   - decode and 512-token prompt speed (`sinkchat bench decode --kv f32|f16`, each best of
+#   - decode and 512-token prompt speed (`sinkchat-bench decode --kv f32|f16`, each best of
 #     three; the two precisions alternate three times and each figure is the median of its
 #     three runs: this 2-core machine drifts by 10% or more between runs);
 # on the default SmolLM2-135M Q4_1 and, when scripts/kquant-files.sh has fetched it, the
@@ -14,14 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
-cargo build --release -p sinkchat-cli
+cargo build --release -p sinkchat-bench
 export CANDLE_NUM_THREADS=${THREADS:-2} RAYON_NUM_THREADS=${THREADS:-2}
 MODELS=(.data/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 QWEN=.cache/kquants/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf
 if [ -f "$QWEN" ]; then MODELS+=("$QWEN"); else echo "no $QWEN (scripts/kquant-files.sh): SmolLM2 only" >&2; fi
 OUT=target/kv-precision
 mkdir -p "$OUT"
-S=target/release/sinkchat
+S=target/release/sinkchat-bench
 for m in "${MODELS[@]}"; do
   name=$(basename "$m" .gguf)
   for book in emma persuasion; do
@@ -34,7 +34,7 @@ for m in "${MODELS[@]}"; do
   for round in 1 2 3; do
     [ "$what" = perplexity ] && break
     for kv in f32 f16; do
-      $S bench decode --model "$m" --kv "$kv" --out "$OUT/$name/decode-$kv-$round.json"
+      $S decode --model "$m" --kv "$kv" --out "$OUT/$name/decode-$kv-$round.json"
     done
   done
 done

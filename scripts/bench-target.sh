@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 K=$(scripts/kquant-files.sh)
-cargo build --release -p sinkchat-cli
-RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/package cargo build --release -p sinkchat-cli
+cargo build --release -p sinkchat-bench
+RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/package cargo build --release -p sinkchat-bench
 export CANDLE_NUM_THREADS=${THREADS:-2} RAYON_NUM_THREADS=${THREADS:-2}
 OUT=target/bench-target
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -18,7 +18,7 @@ FILES=(.data/models/SmolLM2-135M-Instruct.Q4_1.gguf "$K/SmolLM2-135M-Instruct.Q4
 for r in $(seq "${REPEAT:-3}"); do
   for f in "${FILES[@]}"; do
     for b in release package/release; do
-      target/$b/sinkchat bench decode --model "$f" \
+      target/$b/sinkchat-bench decode --model "$f" \
         --out "$OUT/$(basename "$f" .gguf).$(echo $b | tr / _).$r.json" >/dev/null
     done
   done

@@ -8,18 +8,10 @@ cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
 DEPTHS=${DEPTHS:-2000,20000,200000}
 scripts/setup.sh test-deps >/dev/null
-if ! command -v cmake >/dev/null; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; fi
 LC=.cache/llama.cpp
-if [ ! -x "$LC/build/bin/llama-bench" ]; then
-  echo "building llama.cpp's llama-bench (about 10 minutes on 2 cores)"
-  mkdir -p "$LC"
-  tar -xzf .cache/llama_cpp_python-0.3.36.tar.gz -C "$LC" --strip-components=3 'llama_cpp_python-0.3.36/vendor/llama.cpp'
-  cmake -S "$LC" -B "$LC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >/dev/null
-  cmake --build "$LC/build" --target llama-bench -j"$(nproc)" >/dev/null
-fi
-cargo build --release -p sinkchat-cli
+scripts/llamacpp.sh llama-bench >/dev/null
+cargo build --release -p sinkchat-bench
 export CANDLE_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 MODEL=.data/models/SmolLM2-135M-Instruct.Q4_1.gguf
-target/release/sinkchat bench decode --model "$MODEL" --llamacpp "$LC/build/bin/llama-bench" --out docs/bench/decode.json
-target/release/sinkchat bench flat --model "$MODEL" --depths "$DEPTHS" --out docs/bench/flat.json
+target/release/sinkchat-bench decode --model "$MODEL" --llamacpp "$LC/build/bin/llama-bench" --out docs/bench/decode.json
+target/release/sinkchat-bench flat --model "$MODEL" --depths "$DEPTHS" --out docs/bench/flat.json

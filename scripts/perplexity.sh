@@ -7,11 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SINKCHAT_DATA_DIR=${SINKCHAT_DATA_DIR:-$PWD/.data}
-B=target/release/sinkchat
+B=target/release/sinkchat-bench
 D=target/perplexity
 MAIN=65536     # the table: first 65K tokens of Emma
 ABL=16384      # the ablations: first 16K tokens
-[ "${1:-}" = report ] || cargo build --release -p sinkchat-cli
+[ "${1:-}" = report ] || cargo build --release -p sinkchat-bench
 mkdir -p "$D"
 run() {  # $1: label of the result, rest: arguments
   local label=$1; shift

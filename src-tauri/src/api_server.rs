@@ -23,8 +23,14 @@ impl ApiServer {
         self.0.lock().await.forced = Some(port.unwrap_or(0));
     }
 
-    /// Starts, stops or restarts the server to match `settings`.
+    /// Starts, stops or restarts the server to match `settings`, and tells the service where
+    /// it stands (the `api_server_state` command reads it there).
     pub async fn apply(&self, svc: &ChatService, settings: &Settings) {
+        self.switch(svc, settings).await;
+        svc.set_server_state(self.state().await);
+    }
+
+    async fn switch(&self, svc: &ChatService, settings: &Settings) {
         let mut inner = self.0.lock().await;
         let port = match inner.forced {
             Some(p) if p != 0 => p,

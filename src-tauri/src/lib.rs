@@ -3,7 +3,6 @@
 
 pub mod api_server;
 pub mod commands;
-pub mod models;
 
 use std::path::PathBuf;
 
@@ -15,42 +14,7 @@ pub fn builder<R: tauri::Runtime>() -> tauri::Builder<R> {
     tauri::Builder::<R>::new()
         .plugin(tauri_plugin_dialog::init())
         .plugin(tauri_plugin_opener::init())
-        .invoke_handler(tauri::generate_handler![
-            commands::app_status,
-            commands::list_conversations,
-            commands::create_conversation,
-            commands::get_messages,
-            commands::rename_conversation,
-            commands::pin_message,
-            commands::delete_conversation,
-            commands::delete_conversation_later,
-            commands::undo_delete,
-            commands::search,
-            commands::send_message,
-            commands::stop_reply,
-            commands::conversation_memory,
-            commands::retry_save,
-            commands::leave_conversation,
-            commands::export_conversations,
-            commands::import_conversations,
-            commands::import_conversations_file,
-            commands::delete_exports,
-            commands::snapshot_usage,
-            commands::diagnostics,
-            commands::regenerate_reply,
-            commands::edit_and_resend,
-            commands::get_settings,
-            commands::save_settings,
-            commands::api_server_state,
-            models::models_overview,
-            models::start_download,
-            models::pause_download,
-            models::cancel_download,
-            models::inspect_model_file,
-            models::import_model,
-            models::delete_model,
-            models::use_model,
-        ])
+        .invoke_handler(commands::handler())
 }
 
 /// Opens the conversation service on `data_dir` and starts loading the model on its own
@@ -65,6 +29,18 @@ pub fn init_state<R: tauri::Runtime>(
     let svc = tauri::async_runtime::block_on(ChatService::open(&data_dir, model))?;
     tracing::info!(db = %svc.store().path().display(), "transcripts opened");
     svc.load_model();
+    // Saving the settings (from any door) starts, stops or moves the window's local server.
+    let handle = app.clone();
+    svc.on_settings_saved(std::sync::Arc::new(move |settings| {
+        let handle = handle.clone();
+        Box::pin(async move {
+            let svc = handle.state::<ChatService>();
+            handle
+                .state::<api_server::ApiServer>()
+                .apply(&svc, &settings)
+                .await;
+        })
+    }));
     app.manage(api_server::ApiServer::default());
     app.manage(svc);
     Ok(())

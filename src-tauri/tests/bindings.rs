@@ -1,8 +1,9 @@
 //! The TypeScript side of the commands is generated, not hand-written: the types of everything
-//! the commands send and receive come from the Rust types (ts-rs), and `commands.ts` (one typed
-//! function per `#[tauri::command]`, with the argument names Tauri expects) is read off the
-//! command functions themselves with syn. Both land in `ui/src/bindings/`; this test
-//! regenerates them and fails if the committed files differ.
+//! the commands send and receive come from the Rust types (ts-rs), `commands.ts` (one typed
+//! function per command, with the argument names Tauri expects) from the command table
+//! (`sinkchat_chat::commands::COMMANDS`, the table the window's and the browser's doors are
+//! generated from), and `constants.ts` from the service's constants. All land in
+//! `ui/src/bindings/`; this test regenerates them and fails if the committed files differ.
 //! `SINKCHAT_UPDATE_BINDINGS=1 cargo test -p sinkchat-app --test bindings` writes them.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ fn generate(dir: &Path) {
     }
     export!(
         sinkchat_chat::UiError,
+        sinkchat_chat::ErrorCode,
         sinkchat_chat::ModelState,
         sinkchat_chat::Status,
         sinkchat_chat::Sent,
@@ -31,8 +33,7 @@ fn generate(dir: &Path) {
         sinkchat_chat::Settings,
         sinkchat_chat::models::ModelsOverview,
         sinkchat_chat::models::DownloadEvent,
-        sinkchat_engine::EngineEvent,
-        sinkchat_engine::MemoryView,
+        sinkchat_chat::MemoryView,
         sinkchat_engine::engine::SnapshotUsage,
         sinkchat_engine::ModelSummary,
         sinkchat_store::Conversation,
@@ -90,89 +91,40 @@ fn camel(s: &str) -> String {
     out
 }
 
-fn last_ident(ty: &syn::Type) -> Option<String> {
-    match ty {
-        syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
-        _ => None,
-    }
-}
-
-/// `commands.ts`: a typed function for each `#[tauri::command]` in the shell's sources.
-/// Returns the file's text and the command names found.
-fn commands_ts(src_dir: &Path) -> (String, Vec<String>) {
+/// `commands.ts`: a typed function for each command of the table.
+fn commands_ts() -> String {
     let mut named = std::collections::BTreeSet::new();
     let mut fns = Vec::new();
-    let mut names = Vec::new();
-    for file in ["commands.rs", "models.rs"] {
-        let text = std::fs::read_to_string(src_dir.join(file)).unwrap();
-        let ast = syn::parse_file(&text).unwrap();
-        for item in ast.items {
-            let syn::Item::Fn(f) = item else { continue };
-            let is_command = f.attrs.iter().any(|a| {
-                let p: Vec<String> = a
-                    .path()
-                    .segments
-                    .iter()
-                    .map(|s| s.ident.to_string())
-                    .collect();
-                p == ["tauri", "command"]
-            });
-            if !is_command {
-                continue;
-            }
-            let name = f.sig.ident.to_string();
-            let (mut params, mut payload) = (Vec::new(), Vec::new());
-            for input in &f.sig.inputs {
-                let syn::FnArg::Typed(pt) = input else {
-                    continue;
-                };
-                let syn::Pat::Ident(id) = &*pt.pat else {
-                    continue;
-                };
-                let arg = camel(&id.ident.to_string());
-                match last_ident(&pt.ty).as_deref() {
-                    Some("State") | Some("Svc") | Some("AppHandle") => {}
-                    Some("Channel") => {
-                        let syn::Type::Path(p) = &*pt.ty else {
-                            unreachable!()
-                        };
-                        let syn::PathArguments::AngleBracketed(a) =
-                            &p.path.segments.last().unwrap().arguments
-                        else {
-                            panic!("Channel without a type")
-                        };
-                        let Some(syn::GenericArgument::Type(t)) = a.args.first() else {
-                            panic!("Channel type")
-                        };
-                        let ev = ts_type(t, &mut named);
-                        params.push(format!("{arg}: (event: {ev}) => void"));
-                        payload.push(format!("{arg}: channel({arg})"));
-                    }
-                    _ => {
-                        params.push(format!("{arg}: {}", ts_type(&pt.ty, &mut named)));
-                        payload.push(arg);
-                    }
-                }
-            }
-            let ret = match &f.sig.output {
-                syn::ReturnType::Default => "void".into(),
-                syn::ReturnType::Type(_, t) => ts_type(t, &mut named),
-            };
-            let payload = if payload.is_empty() {
-                "{}".to_string()
-            } else {
-                format!("{{ {} }}", payload.join(", "))
-            };
-            fns.push(format!(
-                "  {}: ({}) => invoke<{ret}>(\"{name}\", {payload}),",
-                camel(&name),
-                params.join(", "),
-            ));
-            names.push(name);
+    let parse = |t: &str| -> syn::Type {
+        syn::parse_str(t).unwrap_or_else(|e| panic!("the table's type {t:?}: {e}"))
+    };
+    for c in sinkchat_chat::commands::COMMANDS {
+        let (mut params, mut payload) = (Vec::new(), Vec::new());
+        for (arg, ty) in c.args {
+            let arg = camel(arg);
+            params.push(format!("{arg}: {}", ts_type(&parse(ty), &mut named)));
+            payload.push(arg);
         }
+        if let Some(ev) = c.events {
+            let ev = ts_type(&parse(ev), &mut named);
+            params.push(format!("onEvent: (event: {ev}) => void"));
+            payload.push("onEvent: channel(onEvent)".into());
+        }
+        let ret = ts_type(&parse(c.returns), &mut named);
+        let payload = if payload.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("{{ {} }}", payload.join(", "))
+        };
+        fns.push(format!(
+            "  {}: ({}) => invoke<{ret}>(\"{}\", {payload}),",
+            camel(c.name),
+            params.join(", "),
+            c.name,
+        ));
     }
     let mut out = String::from(
-        "// Generated from the #[tauri::command] functions of src-tauri by src-tauri/tests/bindings.rs.\n// Do not edit this file manually.\n",
+        "// Generated from the command table (crates/chat/src/command_table.rs) by src-tauri/tests/bindings.rs.\n// Do not edit this file manually.\n",
     );
     for n in &named {
         out.push_str(&format!("import type {{ {n} }} from \"./{n}.js\";\n"));
@@ -180,7 +132,20 @@ fn commands_ts(src_dir: &Path) -> (String, Vec<String>) {
     out.push_str("import { invoke, channel } from \"../ipc.js\";\n\nexport const commands = {\n");
     out.push_str(&fns.join("\n"));
     out.push_str("\n};\n");
-    (out, names)
+    out
+}
+
+/// `constants.ts`: the service's figures the UI shows or waits on.
+fn constants_ts() -> String {
+    format!(
+        "// Generated from sinkchat-chat's constants by src-tauri/tests/bindings.rs.\n// Do not edit this file manually.\n\n\
+         /** Chats per page of the sidebar. */\nexport const CONVERSATION_PAGE = {};\n\
+         /** Messages per page of a chat's transcript. */\nexport const MESSAGE_PAGE = {};\n\
+         /** How long a deleted chat can be brought back, in milliseconds. */\nexport const UNDO_WINDOW_MS = {};\n",
+        sinkchat_chat::CONVERSATION_PAGE,
+        sinkchat_chat::MESSAGE_PAGE,
+        sinkchat_chat::UNDO_WINDOW.as_millis(),
+    )
 }
 
 fn read_all(dir: &Path) -> BTreeMap<String, String> {
@@ -202,32 +167,21 @@ fn typescript_bindings_match_the_rust_types() {
     let committed: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src/bindings");
     let tmp = tempfile::tempdir().unwrap();
     generate(tmp.path());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let (commands, names) = commands_ts(&src);
+    let commands = commands_ts();
     std::fs::write(tmp.path().join("commands.ts"), &commands).unwrap();
-    // Every command the UI can call is registered with Tauri, and the other way round.
-    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
-    let handler = &lib[lib.find("generate_handler![").expect("generate_handler")..];
-    let handler = &handler[..handler.find("])").unwrap()];
-    let mut registered: Vec<String> = handler
-        .split(|c: char| c == ',' || c == '[' || c.is_whitespace())
-        .filter_map(|s| {
-            s.rsplit("::")
-                .next()
-                .filter(|n| !n.is_empty() && s.contains("::"))
-        })
-        .map(String::from)
-        .collect();
-    let mut found = names.clone();
-    registered.sort();
-    found.sort();
-    assert_eq!(
-        registered, found,
-        "generate_handler! and the #[tauri::command] functions differ"
-    );
+    std::fs::write(tmp.path().join("constants.ts"), constants_ts()).unwrap();
     assert!(commands.contains("sendMessage: (conversationId: number, text: string, onEvent: (event: ReplyEvent) => void) => invoke<Sent>(\"send_message\""), "{commands}");
     let fresh = read_all(tmp.path());
-    assert!(fresh.contains_key("EngineEvent.ts") && fresh.contains_key("Settings.ts"));
+    assert!(fresh.contains_key("ReplyEvent.ts") && fresh.contains_key("Settings.ts"));
+    assert!(
+        !fresh.contains_key("EngineEvent.ts"),
+        "the UI sees the service's events, not the engine's"
+    );
+    assert!(
+        fresh["ErrorCode.ts"].contains("\"model_loading\""),
+        "{}",
+        fresh["ErrorCode.ts"]
+    );
     assert!(
         fresh["Message.ts"].contains("id: number"),
         "64-bit ids must be numbers: {}",

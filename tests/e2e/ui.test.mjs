@@ -360,10 +360,12 @@ test("Models: download from a hub on loopback, use, delete, and import checks", 
   } finally { hub.kill(); }
 });
 
-test("Models: import a SentencePiece GGUF and a Qwen3 GGUF, and get a streamed reply from each", { timeout: 600_000 }, async () => {
+test("Models: import a SentencePiece GGUF, a Qwen3 GGUF and Gemma 3 270M, and get a streamed reply from each", { timeout: 900_000 }, async () => {
   // Tiny random-weight models around real vocabularies (llama.cpp's test files), written by
   // the engine's `tiny_gguf` example: a Llama-2-style SentencePiece model with no template of
-  // its own, and a Qwen3 model with Qwen's byte-level BPE and template.
+  // its own, and a Qwen3 model with Qwen's byte-level BPE and template. Then the real Gemma 3
+  // 270M (the set-up fetches it): sliding and global layers, a 262K SentencePiece vocabulary,
+  // Gemma's turns though the file carries no template.
   const dir = mkdtempSync(join(tmpdir(), "sinkchat-tiny-"));
   const tiny = join(root, "target/debug/examples/tiny_gguf");
   const spm = join(dir, "tiny-spm-llama.gguf");
@@ -377,6 +379,7 @@ test("Models: import a SentencePiece GGUF and a Qwen3 GGUF, and get a streamed r
       // Named as people read file names (not the GGUF's general.name).
       { path: spm, file: "tiny-spm-llama.gguf", name: "Tiny Spm Llama", verdict: /llama.*none in the file, so SinkChat uses ChatML/s },
       { path: qwen3, file: "tiny-qwen3.gguf", name: "Tiny Qwen3", verdict: /qwen3.*Chat template: ChatML \(from the file\)/s },
+      { path: join(root, ".cache/gemma3/gemma-3-270m-q4_k_m.gguf"), file: "gemma-3-270m-q4_k_m.gguf", name: "Gemma 3 270m", verdict: /gemma3.*none in the file, so SinkChat uses Gemma/s },
     ];
     for (const [i, c] of cases.entries()) {
       await d.click("#views [data-view=models]");

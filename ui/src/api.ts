@@ -4,7 +4,6 @@
 import type { UiError } from "./bindings/UiError.js";
 import type { Conversation } from "./bindings/Conversation.js";
 import type { Message } from "./bindings/Message.js";
-import type { EngineEvent } from "./bindings/EngineEvent.js";
 import type { ReplyEvent } from "./bindings/ReplyEvent.js";
 import type { Status } from "./bindings/Status.js";
 import type { Sent } from "./bindings/Sent.js";
@@ -17,8 +16,8 @@ import type { InstalledModel } from "./bindings/InstalledModel.js";
 import { commands } from "./bindings/commands.js";
 import { t } from "./strings.js";
 
-export type { UiError, Conversation, Message, EngineEvent, ReplyEvent, Status, Sent, SearchHit, Settings, ModelsOverview, DownloadEvent, ModelSummary, InstalledModel };
-export type { CacheStats } from "./bindings/CacheStats.js";
+export type { UiError, Conversation, Message, ReplyEvent, Status, Sent, SearchHit, Settings, ModelsOverview, DownloadEvent, ModelSummary, InstalledModel };
+export type { Gauge } from "./bindings/Gauge.js";
 
 /** The calls the screens make, by the names they use; each is a generated command function. */
 export const api = {

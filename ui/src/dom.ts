@@ -1,6 +1,7 @@
 // Small DOM helpers shared by the screens.
 
 import { t } from "./strings.js";
+import { UNDO_WINDOW_MS } from "./bindings/constants.js";
 
 export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -45,7 +46,7 @@ export function showToast(text: string, undo?: () => void) {
   b.onclick = () => { undo?.(); toast.hidden = true; };
   toast.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { toast.hidden = true; }, 6000);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, UNDO_WINDOW_MS);
 }
 
 export async function copyText(text: string) {

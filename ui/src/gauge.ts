@@ -2,7 +2,7 @@
 // window in use | recalled text in the window | free, as fractions of the capacity; and a
 // timeline of occupancy and evictions over the conversation.
 
-import type { CacheStats } from "./bindings/CacheStats.js";
+import type { Gauge } from "./bindings/Gauge.js";
 import { t } from "./strings.js";
 
 export interface GaugeParts {
@@ -12,7 +12,7 @@ export interface GaugeParts {
   pinsNote: string;
 }
 
-export function gaugeParts(s: CacheStats): GaugeParts {
+export function gaugeParts(s: Gauge): GaugeParts {
   const cap = Math.max(1, s.capacity);
   const pinsUsed = Math.min(s.pins_used ?? 0, s.pinned_used);
   const recalledUsed = Math.min(s.recalled_used ?? 0, s.window_used);
@@ -24,7 +24,8 @@ export function gaugeParts(s: CacheStats): GaugeParts {
   let label = t.gaugeLabel(s.pinned_used, s.window_used, s.window, s.tokens_seen, s.evicted_total);
   if (pinsUsed > 0) label += t.gaugePins(pinsUsed, s.pins_room ?? 0);
   if (recalledUsed > 0) label += t.gaugeRecalled(recalledUsed);
-  const pinsNote = (s.pins_room ?? 0) > 0 ? t.gaugePinsNote(pinsUsed, s.pins_room) : "";
+  let pinsNote = (s.pins_room ?? 0) > 0 ? t.gaugePinsNote(pinsUsed, s.pins_room) : "";
+  if ((s.sliding_layers ?? 0) > 0) pinsNote = `${pinsNote} ${t.gaugeSliding(s.sliding_layers, s.sliding_window)}`.trim();
   return { pinned, pins, window, recalled, free, label, pinsNote };
 }
 
@@ -49,7 +50,7 @@ export class Timeline {
     return tl;
   }
 
-  add(s: CacheStats) {
+  add(s: Gauge) {
     const fill = (s.pinned_used + s.window_used) / Math.max(1, s.capacity);
     const last = this.samples[this.samples.length - 1];
     if (last && last.seen === s.tokens_seen) { last.fill = fill; last.evicted = s.evicted_total; return; }

@@ -1,11 +1,12 @@
 // SinkChat's window: conversations, messages streaming in, the cache gauge, search, and the
 // Models and Settings screens (models.ts, settings.ts).
 
-import { api, errorText, type CacheStats, type Conversation, type ReplyEvent, type Message, type Sent } from "./api.js";
+import { api, errorText, type Gauge, type Conversation, type ReplyEvent, type Message, type Sent } from "./api.js";
 import { gaugeParts, Timeline } from "./gauge.js";
 import { renderMarkdown, StreamingMarkdown } from "./markdown.js";
 import { snippetParts } from "./search.js";
 import { PendingDeletes } from "./undo.js";
+import { CONVERSATION_PAGE, MESSAGE_PAGE, UNDO_WINDOW_MS } from "./bindings/constants.js";
 import { t } from "./strings.js";
 import { $, el, button, applyStrings, showBanner, showToast, copyText } from "./dom.js";
 import { initModels, showModels } from "./models.js";
@@ -26,7 +27,7 @@ let current: Conversation | null = null;
 let streaming = false;
 let editing = false;
 let stickToBottom = true;
-const pendingDeletes = new PendingDeletes(6000);
+const pendingDeletes = new PendingDeletes(UNDO_WINDOW_MS);
 const timelines = new Map<number, Timeline>();
 // Each chat's gauge timeline is kept with the chat in the page's storage (numbers only: tokens
 // seen, fill, evictions), so it survives a restart; saved a second after it last changed.
@@ -178,7 +179,7 @@ function clearGauge() {
 }
 setInterval(() => { if (!streaming && !document.hidden) void refreshGauge(); }, 1500);
 
-function showGauge(s: CacheStats, flash = true) {
+function showGauge(s: Gauge, flash = true) {
   const g = gaugeParts(s);
   const gauge = $("gauge");
   for (const part of ["pinned", "pins", "window", "recalled", "free"] as const) {
@@ -228,7 +229,7 @@ function showMemoryLine(firstVisible: number | null) {
 // ---------- conversations ----------
 
 /** The backend's page of chats; the sidebar shows `pages` of them and offers the next. */
-const PAGE = 50;
+const PAGE = CONVERSATION_PAGE;
 let pages = 1;
 
 async function refreshList() {
@@ -309,7 +310,6 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
 
 /** Messages come a page at a time, newest first: a chat of any length opens at once, and a
  *  button above the oldest one shown loads the page before it. */
-const MESSAGE_PAGE = 200;
 function earlierButton(c: Conversation, page: Message[]): HTMLElement[] {
   if (page.length < MESSAGE_PAGE) return [];
   const wrap = el("div", { cls: "earlier" });
@@ -540,6 +540,9 @@ export async function pollModel() {
   const s = await api.status();
   if (s.model.state === "ready") {
     statusEl.textContent = `${s.model.info.name} · ${s.model.info.device}`;
+    // A GPU build running on the CPU says why, once, in the status bar's help.
+    statusEl.title = s.model.info.device_note ?? "";
+    if (s.model.info.device_note) statusEl.textContent += ` · ${t.noGpu}`;
     showError(null);
   } else if (s.model.state === "failed") {
     statusEl.textContent = t.noModel;

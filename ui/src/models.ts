@@ -7,7 +7,7 @@ import type { InstalledModel } from "./bindings/InstalledModel.js";
 import { $, el, button, showBanner, showToast } from "./dom.js";
 import { bytes, count, duration } from "./format.js";
 import { t } from "./strings.js";
-import { inWindow, pickFile } from "./ipc.js";
+import { inWindow, pickFile, openExternal } from "./ipc.js";
 
 /** Live state of downloads started in this session, by key. */
 const live = new Map<string, { progress?: Progress; repo: string; file: string }>();
@@ -67,7 +67,20 @@ function progressBar(done: number, total: number): HTMLElement {
   return bar;
 }
 
-function downloadControls(key: string, repo: string, file: string, downloaded = 0, total = 0): HTMLElement {
+/** A licence with terms of its own (Gemma's, Llama's): shown, with a link, and agreed to before
+ *  the download starts. */
+function askTerms(box: HTMLElement, license: string, terms: string, go: () => void) {
+  const link = el("a", { text: terms, attrs: { href: terms, rel: "noopener noreferrer" } });
+  // In the system's browser, never inside the app's window.
+  link.addEventListener("click", (e) => { e.preventDefault(); void openExternal(terms); });
+  const ask = el("div", { cls: "terms", attrs: { role: "group", "aria-label": t.termsTitle(license) } });
+  ask.append(el("span", { text: t.termsAsk(license) }), link,
+    button(t.termsAccept, () => go(), "accept-terms"),
+    button(t.cancel, () => { ask.remove(); }, "cancel-terms"));
+  box.replaceChildren(ask);
+}
+
+function downloadControls(key: string, repo: string, file: string, downloaded = 0, total = 0, license?: { name: string; terms: string | null }): HTMLElement {
   const box = el("div", { cls: "download" });
   const l = live.get(key);
   if (l) {
@@ -80,7 +93,9 @@ function downloadControls(key: string, repo: string, file: string, downloaded = 
       button(t.resume, () => void startDownload(repo, file), "resume"),
       button(t.cancel, async () => { await api.cancelDownload(key); await showModels(); }, "cancel"));
   } else {
-    box.append(button(t.download, () => void startDownload(repo, file), "download", `${t.download} ${file}`));
+    const start = () => void startDownload(repo, file);
+    const terms = license?.terms;
+    box.append(button(t.download, terms ? () => askTerms(box, license.name, terms, start) : start, "download", `${t.download} ${file}`));
   }
   return box;
 }
@@ -126,7 +141,7 @@ function render() {
       if (installed.has(c.file)) li.append(el("span", { cls: "badge", text: c.file === o.active ? t.inUse : t.installed }));
       else {
         const u = o.unfinished.find((x) => x.key === key);
-        li.append(downloadControls(key, c.repo, c.file, u?.downloaded, u?.total));
+        li.append(downloadControls(key, c.repo, c.file, u?.downloaded, u?.total, { name: c.license, terms: c.terms }));
       }
       return li;
     }),

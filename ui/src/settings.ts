@@ -9,6 +9,7 @@ import { t } from "./strings.js";
 let loaded: Settings | null = null;
 let kvBytesPerToken = 0; // in f32
 let kvF16 = false; // whether a compact memory is stored in f16 on this device
+let slidingBytes = 0; // in f32: sliding layers' memory, whatever the window
 
 const num = (id: string) => Number($<HTMLInputElement>(id).value);
 
@@ -18,8 +19,10 @@ export function applyTheme(theme: string) {
 
 function showCacheMemory() {
   const slots = num("set-sinks") + num("set-window");
-  const perToken = kvF16 && $<HTMLSelectElement>("set-precision").value === "f16" ? kvBytesPerToken / 2 : kvBytesPerToken;
-  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * perToken)) : "";
+  const half = kvF16 && $<HTMLSelectElement>("set-precision").value === "f16";
+  const perToken = half ? kvBytesPerToken / 2 : kvBytesPerToken;
+  const fixed = half ? slidingBytes / 2 : slidingBytes;
+  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * perToken + fixed)) : "";
 }
 
 export function initSettings() {
@@ -45,6 +48,7 @@ export async function showSettings() {
   loaded = s;
   kvBytesPerToken = status.model.state === "ready" ? status.model.info.kv_bytes_per_token : 0;
   kvF16 = status.model.state === "ready" && status.model.info.kv_f16;
+  slidingBytes = status.model.state === "ready" ? status.model.info.sliding_kv_bytes : 0;
   $<HTMLTextAreaElement>("set-system-prompt").value = s.system_prompt;
   $<HTMLInputElement>("set-pin").checked = s.pin_system_prompt;
   $<HTMLInputElement>("set-recall").checked = s.recall;

@@ -5,6 +5,7 @@ export const t = {
   starting: "Starting…",
   loadingModel: "Loading the model…",
   noModel: "No model",
+  noGpu: "no GPU found (hover for why)",
   newChat: "New chat",
   typeFirst: "Type a message first.",
   placeholder: "Type a message… (Enter to send, Shift+Enter for a new line)",
@@ -61,6 +62,7 @@ export const t = {
   gaugePinsNote: (used: number, room: number) => used > 0
     ? `Your pinned messages take ${used} of the ${room} tokens of room for pins.`
     : `Room for pinned messages: ${room} tokens.`,
+  gaugeSliding: (layers: number, window: number) => `${layers} of this model's layers were trained to look only at the last ${window} tokens; each keeps a small memory of just those, so a long chat needs far less memory.`,
   gaugeLabel: (pinned: number, used: number, window: number, seen: number, evicted: number) =>
     `${pinned} pinned · ${used}/${window} window · ${seen} seen · ${evicted} evicted`,
   timelineTitle: "How full the model's memory was over this chat; red ticks: moments it let old words go.",
@@ -101,6 +103,9 @@ export const t = {
   cancel: "Cancel",
   catalog: "Get a model",
   download: "Download",
+  termsTitle: (license: string) => `The ${license}`,
+  termsAsk: (license: string) => `This model comes under the ${license}, not an open-source licence. Read them here, and download only if you agree:`,
+  termsAccept: "I agree, download",
   pause: "Pause",
   resume: "Resume",
   downloading: (got: string, total: string, speed: string, left: string) => `${got} of ${total} · ${speed}/s · ${left} left`,
@@ -119,7 +124,7 @@ export const t = {
   check: "Check",
   import: "Import",
   canRun: (arch: string, quant: string, params: string, ctx: number) => `SinkChat can run it: ${arch}, ${quant}, ${params} parameters, trained on ${ctx} tokens of context.`,
-  template: (family: string, fromFile: boolean) => fromFile ? `Chat template: ${family} (from the file)` : "Chat template: none in the file, so SinkChat uses ChatML",
+  template: (family: string, fromFile: boolean) => fromFile ? `Chat template: ${family} (from the file)` : `Chat template: none in the file, so SinkChat uses ${family}`,
   catalogTemplate: (family: string) => `Chat template: ${family}`,
   size: "Size",
   memory: "Memory",

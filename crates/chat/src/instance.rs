@@ -39,6 +39,8 @@ pub struct Instance {
 /// Takes the data folder for this process, or reports the process that has it. Creates the
 /// folder only when it is free (a second launch writes nothing anywhere).
 pub fn claim(data_dir: &Path) -> io::Result<Claim> {
+    // The lock, the socket and the log files made next are private from their first byte.
+    crate::private::restrict_new_files();
     let lock_path = data_dir.join(LOCK_FILE);
     if lock_path.exists() {
         // Try the lock without creating or truncating anything.

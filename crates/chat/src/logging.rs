@@ -23,7 +23,9 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
 pub fn init(data_dir: Option<&Path>, default_filter: &str) {
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()));
+        .with_filter(quiet_text(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        ));
     let file = data_dir.and_then(|d| {
         // The folder first: the appender prunes old files before it would create it.
         let _ = std::fs::create_dir_all(log_dir(d));
@@ -40,12 +42,26 @@ pub fn init(data_dir: Option<&Path>, default_filter: &str) {
         fmt::layer()
             .with_ansi(false)
             .with_writer(appender)
-            .with_filter(EnvFilter::new("info,sqlx=warn,tao=warn,wry=warn"))
+            .with_filter(quiet_text(EnvFilter::new(
+                "info,sqlx=warn,tao=warn,wry=warn",
+            )))
     });
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(file)
         .try_init();
+}
+
+/// Libraries whose detailed lines carry the text they work on: the tokenizer's normalizer
+/// writes the prompt, system prompt included, one character per line at `trace`. Held to
+/// warnings at every level (`RUST_LOG=trace` too), so no log line carries chat text.
+pub const TEXT_TARGETS: &[&str] = &["tokenizers"];
+
+fn quiet_text(mut filter: EnvFilter) -> EnvFilter {
+    for t in TEXT_TARGETS {
+        filter = filter.add_directive(format!("{t}=warn").parse().expect("a plain directive"));
+    }
+    filter
 }
 
 /// The last `n` lines of the newest log file in `dir`.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sinkchat_hub::download::{self, Unfinished};
 use sinkchat_hub::{models, CatalogEntry, Control, InstalledModel, ModelRef, Outcome, Progress};
 
-use crate::error::{UiError, UiResult};
+use crate::error::{ErrorCode, UiError, UiResult};
 use crate::settings::Settings;
 use crate::ChatService;
 
@@ -13,7 +13,7 @@ use crate::ChatService;
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> UiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| UiError::new("io", e.to_string()))
+        .map_err(|e| UiError::new(ErrorCode::Io, e.to_string()))
 }
 
 #[derive(Serialize, ts_rs::TS)]
@@ -63,7 +63,7 @@ impl ChatService {
                 .collect(),
             active,
             models_dir: dir.display().to_string(),
-            free_bytes: download::free_space(&dir),
+            free_bytes: sinkchat_hub::folder::free_space(&dir),
         })
     }
 
@@ -81,7 +81,10 @@ impl ChatService {
         {
             let mut running = self.0.downloads.lock().expect("downloads");
             if running.contains_key(&key) {
-                return Err(UiError::new("busy", "This model is already downloading."));
+                return Err(UiError::new(
+                    ErrorCode::Busy,
+                    "This model is already downloading.",
+                ));
             }
             running.insert(key.clone(), ctl.clone());
         }
@@ -141,7 +144,7 @@ impl ChatService {
         }
         if key.contains(['/', '\\']) || key.starts_with('.') {
             return Err(UiError::new(
-                "bad_reference",
+                ErrorCode::BadReference,
                 "That is not a download of this app.",
             ));
         }
@@ -167,7 +170,7 @@ impl ChatService {
         let active = self.active_model_path();
         if active.file_name().and_then(|n| n.to_str()) == Some(file) {
             return Err(UiError::new(
-                "model_in_use",
+                ErrorCode::ModelInUse,
                 "This model is in use. Switch to another model first, then delete it.",
             ));
         }
@@ -185,143 +188,9 @@ impl ChatService {
         settings.active_model = file.to_string();
         settings.save(self.store()).await?;
         let svc = self.clone();
-        blocking(move || svc.unload_engine(path)).await?;
+        blocking(move || svc.unload_backend(path)).await?;
         self.load_model();
         Ok(())
-    }
-
-    /// Writes conversations (`None`: all) to a file in the data folder's `exports` and returns
-    /// its path. `format`: `json` (complete, can be imported back) or `markdown`.
-    pub async fn export_conversations(
-        &self,
-        ids: Option<&[i64]>,
-        format: &str,
-    ) -> UiResult<String> {
-        let store = self.store();
-        let (body, ext) = match format {
-            "json" => (
-                serde_json::to_string_pretty(&store.export(ids).await?)
-                    .map_err(|e| UiError::new("export_failed", e.to_string()))?,
-                "json",
-            ),
-            "markdown" => (store.export_markdown(ids).await?, "md"),
-            other => {
-                return Err(UiError::new(
-                    "bad_format",
-                    format!("Export as {other:?} is not offered; choose JSON or Markdown."),
-                ))
-            }
-        };
-        let dir = self.data_dir().join("exports");
-        let stamp = stamp();
-        // Never over an earlier export: two in one second get -2, -3...
-        let write = |path: &std::path::Path| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)?;
-            f.write_all(body.as_bytes())
-        };
-        let mut path = dir.join(format!("sinkchat-{stamp}.{ext}"));
-        let written = std::fs::create_dir_all(&dir).and_then(|_| {
-            let mut n = 1;
-            loop {
-                match write(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
-                        n += 1;
-                        path = dir.join(format!("sinkchat-{stamp}-{n}.{ext}"));
-                    }
-                    other => return other,
-                }
-            }
-        });
-        written.map_err(|e| {
-            UiError::new(
-                "export_failed",
-                format!("The export could not be written to {}: {e}", path.display()),
-            )
-        })?;
-        Ok(path.display().to_string())
-    }
-
-    /// Removes every file SinkChat exported (the `exports` folder of the data folder): an
-    /// export is a plain copy of chats, and deleting a chat does not reach copies. Returns how
-    /// many files went. Files written elsewhere by the person are not touched.
-    pub async fn delete_exports(&self) -> UiResult<usize> {
-        let dir = self.data_dir().join("exports");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => {
-                return Err(UiError::new(
-                    "delete_failed",
-                    format!(
-                        "The exports folder {} could not be read: {e}",
-                        dir.display()
-                    ),
-                ))
-            }
-        };
-        let mut n = 0;
-        for e in entries.flatten() {
-            let path = e.path();
-            if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                std::fs::remove_file(&path).map_err(|err| {
-                    UiError::new(
-                        "delete_failed",
-                        format!("{} could not be deleted: {err}", path.display()),
-                    )
-                })?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Adds the conversations of an export file's text.
-    pub async fn import_conversations(
-        &self,
-        text: &str,
-    ) -> UiResult<sinkchat_store::ImportSummary> {
-        Ok(self.store().import(text).await?)
-    }
-
-    /// Adds the conversations of an export file, read here rather than sent whole through
-    /// the window's IPC. A folder, a pipe or a file over the size limit is refused before
-    /// anything is read.
-    pub async fn import_conversations_file(
-        &self,
-        path: &str,
-    ) -> UiResult<sinkchat_store::ImportSummary> {
-        let path = std::path::PathBuf::from(path);
-        let refuse = |why: String| {
-            UiError::new(
-                "invalid_import",
-                format!("This file can't be imported: {why}"),
-            )
-        };
-        let meta = tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| refuse(format!("{} could not be read ({e})", path.display())))?;
-        if !meta.is_file() {
-            return Err(refuse(format!("{} is not a file", path.display())));
-        }
-        let max = sinkchat_store::MAX_IMPORT_BYTES;
-        if meta.len() > max {
-            return Err(refuse(format!(
-                "it is {} MB; the largest export SinkChat imports at once is {} MB. Split it \
-                 and import the parts",
-                meta.len() >> 20,
-                max >> 20
-            )));
-        }
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| refuse(format!("{} could not be read ({e})", path.display())))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| refuse("it is not a SinkChat export (not UTF-8 text)".into()))?;
-        self.import_conversations(&text).await
     }
 }
 
@@ -340,14 +209,4 @@ impl Drop for Running {
             .expect("downloads")
             .remove(&self.key);
     }
-}
-
-/// `YYYYMMDD-HHMMSS` in local time where the platform gives it safely (a multi-threaded Unix
-/// process gets UTC: `time` refuses to read the offset there), for export file
-/// names. (The `time` crate, where the first version had a home-made calendar.)
-fn stamp() -> String {
-    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    now.format(&fmt)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

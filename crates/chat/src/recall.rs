@@ -6,7 +6,7 @@
 //! Why FTS5 first: the transcript is already indexed, a lookup costs a millisecond or two (the
 //! rowid range keeps it to this chat's span), and a fact stated once is usually asked about
 //! with its own words (a name, a number, a place). Embeddings or InfLLM-style KV blocks would
-//! catch paraphrases; they wait for `sinkchat bench recall` to show where FTS5 falls short.
+//! catch paraphrases; they wait for `sinkchat-bench recall` to show where FTS5 falls short.
 //!
 //! The recalled lines enter the window as part of the user's turn and scroll out with it, so
 //! the sinks and the window stay as they are and positions stay by place in the cache.
@@ -242,6 +242,73 @@ pub fn with_recall(lines: &[String], user_text: &str) -> String {
         "(Recalled from earlier in this conversation, which you can no longer see:\n{})\n\n{user_text}",
         lines.join("\n")
     )
+}
+
+/// The service's side of recall: which messages to give back for a new message.
+impl crate::ChatService {
+    /// The messages to give back for `user` ([`find`]): finished, unpinned messages of this
+    /// chat that have left the model's window and cover the question's words, best first,
+    /// within the recall share of the window (Settings; at most three), then in transcript
+    /// order. Nothing when the message asks nothing, nothing has left the window or nothing
+    /// matches. A chat with no memory yet counts back what its rebuild will hold.
+    pub(crate) async fn recall_for(
+        &self,
+        backend: &crate::Backend,
+        conv: &sinkchat_store::Conversation,
+        user: &Message,
+        settings: &crate::Settings,
+    ) -> Vec<Message> {
+        if query(&user.content).is_empty() {
+            return Vec::new();
+        }
+        let first_visible = match self.memory(conv.id).await {
+            Some(view) => view.first_visible_message,
+            // No memory yet (a chat made with earlier turns, or one whose snapshot is gone):
+            // the backend will rebuild it from the newest turns that fit; what is older than
+            // those is out of view.
+            None => {
+                self.rebuild_start(backend, conv.id, user.id, settings)
+                    .await
+            }
+        };
+        let Some(first_visible) = first_visible else {
+            return Vec::new();
+        };
+        find(
+            self.store(),
+            conv.id,
+            first_visible.min(user.id),
+            &user.content,
+            budget(settings.cache.window, settings.recall_share),
+            |line| backend.count_tokens(line).ok(),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "recall lookup failed; answering without it");
+            Vec::new()
+        })
+    }
+
+    /// The oldest message a rebuild of the chat's memory would hold, as the backend decides it
+    /// (the newest turns that fit its rebuild budget, counted as it counts them), read from the
+    /// newest page of the transcript; the new message itself when no earlier turn fits.
+    async fn rebuild_start(
+        &self,
+        backend: &crate::Backend,
+        conversation_id: i64,
+        before: i64,
+        settings: &crate::Settings,
+    ) -> Option<i64> {
+        let page = self
+            .store()
+            .messages_before(conversation_id, Some(before), 200)
+            .await
+            .ok()?;
+        let turns: Vec<_> = page.iter().rev().map(crate::replies::to_turn).collect();
+        let history = sinkchat_engine::History::Turns(turns);
+        let start = backend.rebuild_start(&history, &settings.cache).ok()?;
+        start.or(Some(before))
+    }
 }
 
 #[cfg(test)]

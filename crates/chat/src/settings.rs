@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sinkchat_engine::{CacheConfig, SamplingParams};
 use sinkchat_store::Store;
 
-use crate::error::{UiError, UiResult};
+use crate::error::{ErrorCode, UiError, UiResult};
 
 const KEY: &str = "app";
 
@@ -88,37 +88,37 @@ impl Settings {
         self.sampling.validate().map_err(UiError::from)?;
         if !matches!(self.theme.as_str(), "system" | "light" | "dark") {
             return Err(UiError::new(
-                "invalid_settings",
+                ErrorCode::InvalidSettings,
                 "The theme must be system, light or dark.",
             ));
         }
         if self.system_prompt.chars().count() > 8000 {
             return Err(UiError::new(
-                "invalid_settings",
+                ErrorCode::InvalidSettings,
                 "The system prompt is too long (at most 8,000 characters).",
             ));
         }
         if self.api_port < 1024 {
             return Err(UiError::new(
-                "invalid_settings",
+                ErrorCode::InvalidSettings,
                 "The server's port must be between 1024 and 65535.",
             ));
         }
         if self.api_server && self.api_token.len() < 16 {
             return Err(UiError::new(
-                "invalid_settings",
+                ErrorCode::InvalidSettings,
                 "The server's access key must be at least 16 characters.",
             ));
         }
         if self.snapshot_budget_mb > 1 << 24 {
             return Err(UiError::new(
-                "invalid_settings",
+                ErrorCode::InvalidSettings,
                 "The disk budget for chat memories must be at most 16,777,216 MB (16 TB).",
             ));
         }
         if !(1..=50).contains(&self.recall_share) {
             return Err(UiError::new(
-                "invalid_settings",
+                ErrorCode::InvalidSettings,
                 "Recall may use between 1% and 50% of the memory window.",
             ));
         }

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, SaveEvent, Sent};
-use sinkchat_engine::{EngineEvent, MemorySource, StopReason};
+use sinkchat_chat::{
+    ChatService, MemorySource, ModelState, ReplyEvent, ReplyOptions, Sent, StopReason,
+};
 use sinkchat_store::{MessageStatus, Role};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -55,10 +56,7 @@ async fn until_done(rx: &mut Events) -> Vec<ReplyEvent> {
             .await
             .expect("the reply ended")
             .expect("the reply's events");
-        let end = matches!(
-            e,
-            ReplyEvent::Engine(EngineEvent::Done { .. } | EngineEvent::Error { .. })
-        );
+        let end = matches!(e, ReplyEvent::Done { .. } | ReplyEvent::Error { .. });
         all.push(e);
         if end {
             return all;
@@ -70,7 +68,7 @@ fn text_of(events: &[ReplyEvent]) -> String {
     events
         .iter()
         .filter_map(|e| match e {
-            ReplyEvent::Engine(EngineEvent::Token { text }) => Some(text.as_str()),
+            ReplyEvent::Token { text } => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -131,10 +129,10 @@ async fn two_sends_at_once_start_one_reply_and_stop_stops_it() {
     assert!(
         matches!(
             events.last(),
-            Some(ReplyEvent::Engine(EngineEvent::Done {
+            Some(ReplyEvent::Done {
                 reason: StopReason::Cancelled,
                 ..
-            }))
+            })
         ),
         "the reply was not stopped: {:?}",
         events.last()
@@ -230,7 +228,7 @@ async fn a_failed_save_is_shown_and_the_reply_kept_for_a_retry() {
         all.push(e);
     }
     let notice = all.iter().find_map(|e| match e {
-        ReplyEvent::Save(SaveEvent::NotSaved { reply_id, message }) => Some((*reply_id, message)),
+        ReplyEvent::NotSaved { reply_id, message } => Some((*reply_id, message)),
         _ => None,
     });
     let (id, message) = notice.expect("a not-saved event");
@@ -269,7 +267,7 @@ async fn history_is_read_only_when_the_cache_must_be_rebuilt() {
     for q in ["Hello!", "Name a colour.", "Name a fruit."] {
         let (_, events) = ask(&svc, conv.id, q).await;
         memory.extend(events.iter().find_map(|e| match e {
-            ReplyEvent::Engine(EngineEvent::Memory { source }) => Some(*source),
+            ReplyEvent::Memory { source } => Some(*source),
             _ => None,
         }));
         reads.push(svc.history_reads());
@@ -617,6 +615,33 @@ async fn edited_away_text_is_in_no_file_of_the_data_folder() {
         .await
         .unwrap();
     finish(&svc, conv.id, &mut rx).await;
+    assert_eq!(
+        svc.conversation(conv.id).await.unwrap().title,
+        "Locker",
+        "a title the user typed stays"
+    );
+    // A chat titled from its first message, that message edited away: the title follows it.
+    let titled = svc.create_conversation().await.unwrap();
+    ask(
+        &svc,
+        titled.id,
+        &format!("My bike lock is {SECRET}. Say ok."),
+    )
+    .await;
+    assert!(svc
+        .conversation(titled.id)
+        .await
+        .unwrap()
+        .title
+        .contains(SECRET));
+    let (cb, mut rx) = listener();
+    svc.edit_and_resend(titled.id, "Say ok.", cb).await.unwrap();
+    finish(&svc, titled.id, &mut rx).await;
+    assert_eq!(svc.conversation(titled.id).await.unwrap().title, "Say ok.");
+    assert!(
+        svc.search(SECRET).await.unwrap().is_empty(),
+        "search still finds the edited-away text"
+    );
     svc.shutdown().await;
     drop(svc);
     assert!(
@@ -678,7 +703,7 @@ async fn small_window(svc: &ChatService) -> sinkchat_chat::Settings {
 
 fn memory_source(events: &[ReplyEvent]) -> Option<MemorySource> {
     events.iter().find_map(|e| match e {
-        ReplyEvent::Engine(EngineEvent::Memory { source }) => Some(*source),
+        ReplyEvent::Memory { source } => Some(*source),
         _ => None,
     })
 }
@@ -792,7 +817,7 @@ fn prompt_tokens(events: &[ReplyEvent]) -> usize {
     events
         .iter()
         .find_map(|e| match e {
-            ReplyEvent::Engine(EngineEvent::Done { prompt_tokens, .. }) => Some(*prompt_tokens),
+            ReplyEvent::Done { prompt_tokens, .. } => Some(*prompt_tokens),
             _ => None,
         })
         .expect("a finished reply")

@@ -70,6 +70,12 @@ pub fn run(args: Args) -> Result<()> {
         )
         .await
         .map_err(anyhow::Error::msg)?;
+        // The page is served by the API's own server: it runs, at this address.
+        svc.set_server_state(sinkchat_chat::ServerState {
+            running: true,
+            url: Some(format!("{}/v1", server.url())),
+            error: None,
+        });
         // The first line is the address, for whoever started us (tests, scripts).
         println!("{}/", server.url());
         println!(

@@ -12,8 +12,22 @@
 // position), and writes the chunk's max score, its sum of exp(score - max) and its unnormalized
 // weighted sum of V rows. The second kernel merges the chunks of each head.
 
+#include <cuda_fp16.h>
+
 #define THREADS 128
 #define CHUNK 128
+
+// The cache's values in f32, or in f16 (the compact memory, as on the CPU): widened as read.
+__device__ __forceinline__ float4 load4(const float* p) {
+    return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 load4(const __half* p) {
+    const __half2* h = reinterpret_cast<const __half2*>(p);
+    const float2 a = __half22float2(h[0]), b = __half22float2(h[1]);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 
 __device__ __forceinline__ float warp_max(float x) {
     for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
@@ -52,9 +66,10 @@ __device__ float block_sum(float x, float* red) {
 // rotated here with the tables cos_t/sin_t (text position) and, if two_q, cos_p/sin_p (cache
 // place), each hd/2 floats: the rotation the caller would otherwise launch per query, once or
 // twice per layer, is folded in, so a streaming step launches what a plain one does.
-// hd % 4 == 0 and k, v 16-byte aligned (checked by the caller).
-extern "C" __global__ void sink_decode_partial(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+// hd % 4 == 0 and k, v aligned to 4 values (checked by the caller). KV: float or __half.
+template <typename KV>
+__device__ void sink_decode_partial(
+    const float* __restrict__ q, const KV* __restrict__ k, const KV* __restrict__ v,
     const float* __restrict__ cos_t, const float* __restrict__ sin_t,
     const float* __restrict__ cos_p, const float* __restrict__ sin_p, float* __restrict__ part,
     int nh, int rep, int cap, int hd, int read, int sinks, int two_q, int rope, float scale) {
@@ -94,17 +109,17 @@ extern "C" __global__ void sink_decode_partial(
 
     const int start = split * CHUNK;
     const int n = min(read - start, CHUNK);
-    const float* kb = k + ((size_t)kvh * cap + start) * hd;
-    const float* vb = v + ((size_t)kvh * cap + start) * hd;
+    const KV* kb = k + ((size_t)kvh * cap + start) * hd;
+    const KV* vb = v + ((size_t)kvh * cap + start) * hd;
 
     float mx = -__int_as_float(0x7f800000);
     for (int i = threadIdx.x; i < n; i += THREADS) {
         const float* qq = (start + i < sinks) ? qp : qt;
-        const float4* kr = reinterpret_cast<const float4*>(kb + (size_t)i * hd);
+        const KV* kr = kb + (size_t)i * hd;
         float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
 #pragma unroll 4
         for (int d4 = 0; d4 < hd / 4; d4++) {
-            const float4 kk = kr[d4];
+            const float4 kk = load4(kr + 4 * d4);
             s0 += qq[4 * d4] * kk.x;
             s1 += qq[4 * d4 + 1] * kk.y;
             s2 += qq[4 * d4 + 2] * kk.z;
@@ -132,10 +147,10 @@ extern "C" __global__ void sink_decode_partial(
         if (g < G) {
             int i = g;
             for (; i + G < n; i += 2 * G) {
-                a0 += p[i] * vb[(size_t)i * hd + d];
-                a1 += p[i + G] * vb[(size_t)(i + G) * hd + d];
+                a0 += p[i] * to_f32(vb[(size_t)i * hd + d]);
+                a1 += p[i + G] * to_f32(vb[(size_t)(i + G) * hd + d]);
             }
-            if (i < n) a0 += p[i] * vb[(size_t)i * hd + d];
+            if (i < n) a0 += p[i] * to_f32(vb[(size_t)i * hd + d]);
         }
         acc[threadIdx.x] = a0 + a1;
         __syncthreads();
@@ -147,7 +162,7 @@ extern "C" __global__ void sink_decode_partial(
     } else {
         for (int d = threadIdx.x; d < hd; d += THREADS) {
             float a = 0.f;
-            for (int i = 0; i < n; i++) a += p[i] * vb[(size_t)i * hd + d];
+            for (int i = 0; i < n; i++) a += p[i] * to_f32(vb[(size_t)i * hd + d]);
             out[2 + d] = a;
         }
     }
@@ -156,6 +171,19 @@ extern "C" __global__ void sink_decode_partial(
         out[1] = sum;
     }
 }
+
+// The two entry points: the cache in f32, and in f16.
+#define PARTIAL_ARGS(KV)                                                                       \
+    const float* __restrict__ q, const KV* __restrict__ k, const KV* __restrict__ v,           \
+        const float* __restrict__ cos_t, const float* __restrict__ sin_t,                      \
+        const float* __restrict__ cos_p, const float* __restrict__ sin_p,                      \
+        float* __restrict__ part, int nh, int rep, int cap, int hd, int read, int sinks,        \
+        int two_q, int rope, float scale
+#define PARTIAL_CALL                                                                           \
+    sink_decode_partial(q, k, v, cos_t, sin_t, cos_p, sin_p, part, nh, rep, cap, hd, read,     \
+                        sinks, two_q, rope, scale)
+extern "C" __global__ void sink_decode_partial_f32(PARTIAL_ARGS(float)) { PARTIAL_CALL; }
+extern "C" __global__ void sink_decode_partial_f16(PARTIAL_ARGS(__half)) { PARTIAL_CALL; }
 
 // part: (nh, nsplit, hd + 2) from above; out: (nh, hd). One block per head.
 extern "C" __global__ void sink_decode_combine(

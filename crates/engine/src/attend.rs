@@ -8,7 +8,7 @@
 //! thread pool. Prompt chunks (several queries, a mask) have their own CPU kernel,
 //! [`PromptAttention`]; on a GPU they go through candle's matmuls.
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
 
 use crate::par::SendPtr;
 use crate::Result;
@@ -429,20 +429,21 @@ impl CustomOp3 for DecodeAttention<'_> {
         const THREADS: usize = 128;
         const CHUNK: usize = 128;
 
-        /// `float4`: the kernel reads it 16 bytes at a time (K and V rows).
-        fn view<'a>(
+        /// A contiguous view of `s` as `T`; `four`: the kernel reads it four values at a time
+        /// (K and V rows), so it must start on a multiple of four.
+        fn view<'a, T: candle_core::cuda_backend::CudaDType>(
             s: &'a CudaStorage,
             l: &Layout,
             what: &str,
-            float4: bool,
-        ) -> candle_core::Result<CudaView<'a, f32>> {
+            four: bool,
+        ) -> candle_core::Result<CudaView<'a, T>> {
             let Some((a, b)) = l.contiguous_offsets() else {
                 candle_core::bail!("decode attention: {what} must be contiguous");
             };
-            if float4 && a % 4 != 0 {
-                candle_core::bail!("decode attention: {what} must start on a 16-byte boundary");
+            if four && a % 4 != 0 {
+                candle_core::bail!("decode attention: {what} must start on a multiple of 4 values");
             }
-            Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
+            Ok(s.as_cuda_slice::<T>()?.slice(a..b))
         }
 
         let Dims {
@@ -457,11 +458,13 @@ impl CustomOp3 for DecodeAttention<'_> {
                 "decode attention on a GPU needs a head size divisible by 4, not {hd}"
             );
         }
-        let (q, k, v) = (
-            view(sq, lq, "q", false)?,
-            view(sk, lk, "K", true)?,
-            view(sv, lv, "V", true)?,
-        );
+        let q = view::<f32>(sq, lq, "q", false)?;
+        // The cache in f32, or in f16 (the compact memory): one kernel for each.
+        let f16 = match (sk.dtype(), sv.dtype()) {
+            (candle_core::DType::F32, candle_core::DType::F32) => false,
+            (candle_core::DType::F16, candle_core::DType::F16) => true,
+            (a, b) => candle_core::bail!("decode attention: K in {a:?} and V in {b:?}"),
+        };
         let dev = sq.device();
         // The RoPE tables (read locks held until the launch is queued). Without `rope` the
         // kernel ignores them; q stands in so that every pointer is valid.
@@ -484,10 +487,10 @@ impl CustomOp3 for DecodeAttention<'_> {
                     l.shape()
                 );
             }
-            table_views.push(view(cs, l, "a RoPE table", false)?);
+            table_views.push(view::<f32>(cs, l, "a RoPE table", false)?);
         }
         while table_views.len() < 4 {
-            table_views.push(view(sq, lq, "q", false)?);
+            table_views.push(view::<f32>(sq, lq, "q", false)?);
         }
         let (two_q, rope_mode) = match &self.rope {
             None => (nq == 2, 0i32),
@@ -498,11 +501,26 @@ impl CustomOp3 for DecodeAttention<'_> {
         let part = unsafe { dev.alloc::<f32>(nh * nsplit * (hd + 2))? };
         let out = unsafe { dev.alloc::<f32>(nh * hd)? };
 
-        let partial = dev.get_or_load_custom_func("sink_decode_partial", MODULE, PTX)?;
+        let name = if f16 {
+            "sink_decode_partial_f16"
+        } else {
+            "sink_decode_partial_f32"
+        };
+        let partial = dev.get_or_load_custom_func(name, MODULE, PTX)?;
         let mut b = partial.builder();
         b.arg(&q);
-        b.arg(&k);
-        b.arg(&v);
+        let (kh, vh, kf, vf);
+        if f16 {
+            kh = view::<half::f16>(sk, lk, "K", true)?;
+            vh = view::<half::f16>(sv, lv, "V", true)?;
+            b.arg(&kh);
+            b.arg(&vh);
+        } else {
+            kf = view::<f32>(sk, lk, "K", true)?;
+            vf = view::<f32>(sv, lv, "V", true)?;
+            b.arg(&kf);
+            b.arg(&vf);
+        }
         for t in &table_views {
             b.arg(t);
         }
@@ -549,7 +567,7 @@ impl CustomOp3 for DecodeAttention<'_> {
 /// Checks [`DecodeAttention`] on `device` against candle's matmul/softmax computed on the CPU,
 /// on deterministic values: sequence lengths on and around the GPU kernel's 128-key chunks, one
 /// or two queries, given rotated or rotated by the op (both RoPE pairings), head sizes 64, 128
-/// and 80, grouped-query heads. Returns the largest absolute
+/// and 80, grouped-query heads, the cache in f32 and in f16. Returns the largest absolute
 /// difference over all outputs (the values are in [-1, 1]). The GPU benchmarks run it first, so
 /// their figures come with proof that the fast path computes the same thing there.
 pub fn max_error_against_reference(device: &Device) -> Result<f32> {
@@ -570,55 +588,63 @@ pub fn max_error_against_reference(device: &Device) -> Result<f32> {
     for (i, &(nkv, rep, cap, hd, read, sinks, nq)) in cases.iter().enumerate() {
         let nh = nkv * rep;
         let seed = 10 * i as u32;
-        let k = test_values(&[nkv, cap, hd], seed + 1)?;
-        let v = test_values(&[nkv, cap, hd], seed + 2)?;
         let scale = 1.0 / (hd as f32).sqrt();
         let on = |t: &Tensor| t.to_device(device);
-        let (k_d, v_d) = (on(&k)?, on(&v)?);
         let diff = |got: Tensor, want: Tensor| -> Result<f32> {
             Ok((got.to_device(&Device::Cpu)? - want)?
                 .abs()?
                 .max_all()?
                 .to_scalar::<f32>()?)
         };
-        // Queries given rotated.
-        let q = test_values(&[nq, nh, hd], seed + 3)?;
-        let op = DecodeAttention {
-            read,
-            sinks,
-            scale,
-            rope: None,
-        };
-        let want = reference(&q, &k, &v, op)?;
-        worst = worst.max(diff(op.forward(&on(&q)?, &k_d, &v_d)?, want)?);
-        // The raw query, rotated by the op: to text position 3,000,017 and, with two queries,
-        // to cache place 1,021 (a long conversation's numbers), both pairings of dimensions.
-        let raw = test_values(&[1, nh, hd], seed + 4)?;
-        let freqs = crate::rope::inv_freqs(hd, 10_000.0);
-        let text = crate::rope::tables(&[3_000_017], &freqs, &Device::Cpu)?;
-        let place = crate::rope::tables(&[1_021], &freqs, &Device::Cpu)?;
-        let neox = i % 2 == 1;
-        let rot = |t: &(Tensor, Tensor)| -> Result<Tensor> {
-            crate::rope::apply(&raw.reshape((1, nh, 1, hd))?, &t.0, &t.1, neox)?
-                .reshape((1, nh, hd))
-                .map_err(Into::into)
-        };
-        let q_both = if nq == 2 {
-            Tensor::cat(&[rot(&text)?, rot(&place)?], 0)?
-        } else {
-            rot(&text)?
-        };
-        let want = reference(&q_both, &k, &v, op)?;
-        let (text_d, place_d) = ((on(&text.0)?, on(&text.1)?), (on(&place.0)?, on(&place.1)?));
-        let op = DecodeAttention {
-            rope: Some(QueryRope {
-                text: (&text_d.0, &text_d.1),
-                place: (nq == 2).then_some((&place_d.0, &place_d.1)),
-                neox,
-            }),
-            ..op
-        };
-        worst = worst.max(diff(op.forward(&on(&raw)?, &k_d, &v_d)?, want)?);
+        // The cache in f32, and in f16 (the compact memory, read widened): the reference
+        // computes on the very values the cache holds.
+        for f16 in [false, true] {
+            let stored =
+                |t: Tensor| -> Result<Tensor> { Ok(if f16 { t.to_dtype(DType::F16)? } else { t }) };
+            let k = stored(test_values(&[nkv, cap, hd], seed + 1)?)?;
+            let v = stored(test_values(&[nkv, cap, hd], seed + 2)?)?;
+            let (k_d, v_d) = (on(&k)?, on(&v)?);
+            let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+            // Queries given rotated.
+            let q = test_values(&[nq, nh, hd], seed + 3)?;
+            let op = DecodeAttention {
+                read,
+                sinks,
+                scale,
+                rope: None,
+            };
+            let want = reference(&q, &k, &v, op)?;
+            worst = worst.max(diff(op.forward(&on(&q)?, &k_d, &v_d)?, want)?);
+            // The raw query, rotated by the op: to text position 3,000,017 and, with two
+            // queries, to cache place 1,021 (a long conversation's numbers), both pairings of
+            // dimensions.
+            let raw = test_values(&[1, nh, hd], seed + 4)?;
+            let freqs = crate::rope::inv_freqs(hd, 10_000.0);
+            let text = crate::rope::tables(&[3_000_017], &freqs, &Device::Cpu)?;
+            let place = crate::rope::tables(&[1_021], &freqs, &Device::Cpu)?;
+            let neox = i % 2 == 1;
+            let rot = |t: &(Tensor, Tensor)| -> Result<Tensor> {
+                crate::rope::apply(&raw.reshape((1, nh, 1, hd))?, &t.0, &t.1, neox)?
+                    .reshape((1, nh, hd))
+                    .map_err(Into::into)
+            };
+            let q_both = if nq == 2 {
+                Tensor::cat(&[rot(&text)?, rot(&place)?], 0)?
+            } else {
+                rot(&text)?
+            };
+            let want = reference(&q_both, &k, &v, op)?;
+            let (text_d, place_d) = ((on(&text.0)?, on(&text.1)?), (on(&place.0)?, on(&place.1)?));
+            let op = DecodeAttention {
+                rope: Some(QueryRope {
+                    text: (&text_d.0, &text_d.1),
+                    place: (nq == 2).then_some((&place_d.0, &place_d.1)),
+                    neox,
+                }),
+                ..op
+            };
+            worst = worst.max(diff(op.forward(&on(&raw)?, &k_d, &v_d)?, want)?);
+        }
     }
     Ok(worst)
 }
@@ -660,7 +686,6 @@ fn reference(q: &Tensor, k: &Tensor, v: &Tensor, op: DecodeAttention) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
 
     /// Against candle's matmul/softmax on the same values, with and without the sinks scored
     /// by a second query, for grouped-query heads.
@@ -670,8 +695,10 @@ mod tests {
         assert!(err < 1e-5, "off by {err}");
     }
 
-    /// The CUDA kernels against the same reference. Runs where the `cuda` feature is built and
-    /// a GPU is present (CI has neither; the GPU benchmarks run the same check).
+    /// The CUDA kernels against the same reference, the cache in f32 and in f16. Runs where the
+    /// `cuda` feature is built and a GPU is present; CI builds it against the stub driver
+    /// (`scripts/cuda-toolkit.sh`), finds no device and says so; the GPU benchmarks run the same
+    /// check first.
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_matches_candle_attention() {

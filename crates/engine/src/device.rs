@@ -39,19 +39,27 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-/// Whether `caches` caches of `capacity` tokens, at `kv_bytes_per_token` each, fit in the
-/// memory free now on `device` (RAM, or the GPU's memory) (three quarters of it, so the model, the app and the system keep room).
-/// `Err` says why not, with the figures.
+/// Whether `caches` memories of `bytes_each` fit in the memory free now on `device` (RAM, or
+/// the GPU's own memory) ([`cache_fits`] with [`free_memory`]). `Err` says why not, with the
+/// figures.
 pub fn check_cache_memory(
-    kv_bytes_per_token: usize,
-    capacity: usize,
+    bytes_each: u64,
     caches: u64,
     device: &Device,
 ) -> std::result::Result<(), String> {
-    let bytes_each = (kv_bytes_per_token as u64).saturating_mul(capacity as u64);
-    // Where the free memory is not known (Metal, a driver that does not say), the allocator
-    // reports a failure in plain words instead.
-    let Some(free) = free_memory(device) else {
+    cache_fits(bytes_each, caches, free_memory(device))
+}
+
+/// The memory budget itself, with the memory free as an input (so it is tested without the
+/// device): `caches` memories of `bytes_each` must fit in three quarters of `free`, so the model,
+/// the app and the system keep room. Where the free memory is not known (Metal, a driver that
+/// does not say), the allocator reports a failure in plain words instead.
+pub fn cache_fits(
+    bytes_each: u64,
+    caches: u64,
+    free: Option<u64>,
+) -> std::result::Result<(), String> {
+    let Some(free) = free else {
         return Ok(());
     };
     let total = bytes_each.saturating_mul(caches);
@@ -70,16 +78,44 @@ pub fn check_cache_memory(
 /// The best device this build can use. CUDA and Metal are cargo features; without them, or
 /// when no GPU answers, this is the CPU.
 pub fn best_device() -> Device {
+    choose_device().0
+}
+
+/// The best device this build can use, and, when a GPU build finds no GPU it can use (none is
+/// there, the driver is too old for the build, the device will not start), one sentence saying
+/// so for the status bar; the reason goes to the log. The CPU carries on either way.
+pub fn choose_device() -> (Device, Option<String>) {
     #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
+    {
+        // A driver that misbehaves is a reason to use the CPU, never a crash.
+        match std::panic::catch_unwind(|| Device::new_cuda(0)) {
+            Ok(Ok(d)) => return (d, None),
+            Ok(Err(e)) => {
+                // The first line: candle appends a backtrace to driver errors.
+                let why = e.to_string();
+                let why = why.lines().next().unwrap_or_default();
+                tracing::warn!(error = why, "no usable NVIDIA GPU; running on the CPU")
+            }
+            Err(_) => tracing::warn!("the NVIDIA driver failed inside; running on the CPU"),
+        }
+        return (Device::Cpu, Some(NO_GPU.to_string()));
     }
     #[cfg(feature = "metal")]
-    if let Ok(d) = Device::new_metal(0) {
-        return d;
+    {
+        if let Ok(d) = Device::new_metal(0) {
+            return (d, None);
+        }
+        tracing::warn!("no usable Metal GPU; running on the CPU");
+        return (Device::Cpu, Some(NO_GPU.to_string()));
     }
-    Device::Cpu
+    #[allow(unreachable_code)]
+    (Device::Cpu, None)
 }
+
+/// What the status bar says when a GPU build runs on the CPU.
+pub const NO_GPU: &str = "This GPU build of SinkChat found no GPU it can use (none is there, or \
+     its driver is too old for it), so it runs on the CPU and replies come slower; the log says \
+     why.";
 
 /// A short name for the UI: "CPU", "CUDA GPU" or "Metal GPU".
 pub fn device_label(device: &Device) -> &'static str {
@@ -87,5 +123,29 @@ pub fn device_label(device: &Device) -> &'static str {
         Device::Cpu => "CPU",
         Device::Cuda(_) => "CUDA GPU",
         Device::Metal(_) => "Metal GPU",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The budget: three quarters of what is free, for every memory kept ready; refusals give
+    /// the figures; an unknown amount refuses nothing (the allocator speaks then).
+    #[test]
+    fn memories_fit_in_three_quarters_of_the_free_memory() {
+        let gb = 1_000_000_000u64;
+        assert!(cache_fits(gb, 4, Some(8 * gb)).is_ok());
+        assert!(cache_fits(gb, 6, Some(8 * gb)).is_ok());
+        let e = cache_fits(gb, 7, Some(8 * gb)).unwrap_err();
+        assert!(
+            e.contains("1.0 GB") && e.contains("7.0 GB") && e.contains("8.0 GB"),
+            "{e}"
+        );
+        assert!(cache_fits(u64::MAX, 4, Some(gb)).is_err(), "no overflow");
+        assert!(cache_fits(100 * gb, 4, None).is_ok());
+        // A GPU's own figure decides on a GPU: 80 GB free takes what 8 GB refuses.
+        assert!(cache_fits(3 * gb, 4, Some(80 * gb)).is_ok());
+        assert!(cache_fits(3 * gb, 4, Some(8 * gb)).is_err());
     }
 }

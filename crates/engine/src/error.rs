@@ -14,8 +14,16 @@ pub enum Error {
         "the model file {path} is not a valid GGUF file (it may be truncated or corrupt): {reason}"
     )]
     InvalidGguf { path: PathBuf, reason: String },
-    #[error("models of architecture '{0}' are not supported yet (SinkChat runs llama, qwen2, qwen3 and phi3 models)")]
+    /// No GGUF at all (a text file, a safetensors or a PyTorch file named `.gguf`): named for
+    /// what it is, not called corrupt.
+    #[error("{0} is not a GGUF model file (SinkChat runs GGUF models, as made for llama.cpp)")]
+    NotGguf(String),
+    #[error("models of architecture '{0}' are not supported yet (SinkChat runs llama, qwen2, qwen3, phi3 and gemma3 models)")]
     UnsupportedArchitecture(String),
+    /// The header holds values no real model has, or that contradict each other: a damaged
+    /// or forged file, not a model SinkChat lacks support for.
+    #[error("the model file is malformed: {0}")]
+    Malformed(String),
     #[error("the model file is missing '{0}'")]
     MissingMetadata(String),
     #[error("the model file is missing the tensor '{0}' (the file is incomplete or not a llama-family model)")]
@@ -47,7 +55,8 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::ModelFileUnreadable { .. } => "model_missing",
-            Error::InvalidGguf { .. } => "model_corrupt",
+            Error::InvalidGguf { .. } | Error::Malformed(_) => "model_corrupt",
+            Error::NotGguf(_) => "not_gguf",
             Error::UnsupportedArchitecture(_) => "model_unsupported",
             Error::MissingMetadata(_) | Error::MissingTensor(_) => "model_incomplete",
             Error::Tokenizer(_) => "tokenizer",

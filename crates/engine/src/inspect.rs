@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
 
+use crate::arch::Recipe;
 use crate::chat::ChatTemplate;
 use crate::model::read_gguf_header;
 use crate::spec::{Architecture, ModelSpec};
@@ -23,7 +24,8 @@ pub struct ModelSummary {
     pub parameters: u64,
     pub trained_context: usize,
     pub file_bytes: u64,
-    /// K and V bytes per cached token in f32 (an f16 cache stores half).
+    /// K and V bytes per token of the window in f32 (an f16 cache stores half); sliding layers
+    /// keep a memory of fixed size on top (counted in `memory_bytes`).
     pub kv_bytes_per_token: u64,
     /// Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache
     /// in f16 (the precision a new install uses; "Exact" in Settings adds as much again).
@@ -35,62 +37,6 @@ pub struct ModelSummary {
     pub chat_template: String,
     /// Whether the file carries its template; without one SinkChat speaks ChatML to it.
     pub template_from_file: bool,
-}
-
-/// Tensors each block of an architecture needs.
-fn block_tensors(arch: Architecture) -> &'static [&'static str] {
-    const LLAMA: &[&str] = &[
-        "attn_norm.weight",
-        "attn_q.weight",
-        "attn_k.weight",
-        "attn_v.weight",
-        "attn_output.weight",
-        "ffn_norm.weight",
-        "ffn_gate.weight",
-        "ffn_up.weight",
-        "ffn_down.weight",
-    ];
-    const QWEN2: &[&str] = &[
-        "attn_norm.weight",
-        "attn_q.weight",
-        "attn_k.weight",
-        "attn_v.weight",
-        "attn_q.bias",
-        "attn_k.bias",
-        "attn_v.bias",
-        "attn_output.weight",
-        "ffn_norm.weight",
-        "ffn_gate.weight",
-        "ffn_up.weight",
-        "ffn_down.weight",
-    ];
-    const QWEN3: &[&str] = &[
-        "attn_norm.weight",
-        "attn_q.weight",
-        "attn_k.weight",
-        "attn_v.weight",
-        "attn_q_norm.weight",
-        "attn_k_norm.weight",
-        "attn_output.weight",
-        "ffn_norm.weight",
-        "ffn_gate.weight",
-        "ffn_up.weight",
-        "ffn_down.weight",
-    ];
-    const PHI3: &[&str] = &[
-        "attn_norm.weight",
-        "attn_qkv.weight",
-        "attn_output.weight",
-        "ffn_norm.weight",
-        "ffn_up.weight",
-        "ffn_down.weight",
-    ];
-    match arch {
-        Architecture::Llama => LLAMA,
-        Architecture::Qwen2 => QWEN2,
-        Architecture::Qwen3 => QWEN3,
-        Architecture::Phi3 => PHI3,
-    }
 }
 
 /// Reads a GGUF header, checks the architecture, hyper-parameters, tensor list and tokenizer,
@@ -107,7 +53,8 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
     let mut needed: Vec<String> = vec!["token_embd.weight".into(), "output_norm.weight".into()];
     for i in 0..spec.n_layer {
         needed.extend(
-            block_tensors(spec.architecture)
+            Recipe::of(spec.architecture)
+                .block_tensors()
                 .iter()
                 .map(|t| format!("blk.{i}.{t}")),
         );
@@ -133,8 +80,13 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         // stored.
         weight_bytes_cpu += bytes;
     }
-    // The engine dequantizes embeddings and norms to f32.
-    weight_bytes_cpu += (spec.vocab_size * spec.embedding_length * 4) as u64;
+    // The embeddings stay as stored (rows are dequantized when read); tied to the output,
+    // they are held twice: once for the lookup, once as the output matrix.
+    if !ct.tensor_infos.contains_key("output.weight") {
+        if let Some(e) = ct.tensor_infos.get("token_embd.weight") {
+            weight_bytes_cpu += crate::model::tensor_bytes(e).unwrap_or(0);
+        }
+    }
     let quantization = bytes_by_type
         .iter()
         .max_by_key(|(_, b)| *b)
@@ -151,7 +103,7 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         trained_context: spec.trained_context,
         file_bytes,
         kv_bytes_per_token: kv,
-        memory_bytes: weight_bytes_cpu + 2048 * kv / 2,
+        memory_bytes: weight_bytes_cpu + (2048 * kv + spec.sliding_kv_bytes() as u64) / 2,
         vocabulary: tokenizer.vocab_type().gguf_name().to_string(),
         chat_template: template.family().to_string(),
         template_from_file: template.from_file(),
@@ -205,10 +157,7 @@ pub fn check_header_prefix(bytes: &[u8]) -> Result<()> {
     }
     let mut r = R(bytes);
     if r.take(4) != Some(b"GGUF".as_slice()) {
-        return Err(Error::InvalidGguf {
-            path: "the download".into(),
-            reason: "it does not start like a GGUF file".into(),
-        });
+        return Err(Error::NotGguf("the download".into()));
     }
     let Some(version) = r.u32() else {
         return Ok(());

@@ -3,6 +3,7 @@
 //! context limit and token 100,000 costs what token 1,000 did.
 
 pub mod alloc;
+pub mod arch;
 pub mod attend;
 pub mod cache;
 pub mod chat;
@@ -27,7 +28,7 @@ pub use cache::{CacheConfig, CacheStats, KvPrecision, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{
     Cancel, Engine, EngineEvent, EngineOptions, GenerateRequest, History, HistoryReader,
-    MemorySource, MemoryView, StopReason, TextMarks,
+    MemorySource, MemoryView, Spans, StopReason,
 };
 pub use error::{Error, Result};
 pub use inspect::{check_header_prefix, inspect, ModelSummary};

@@ -9,11 +9,14 @@
 //! u64                   length of the header
 //! header                JSON: model identity, model shape, cache bookkeeping, caller's meta,
 //!                       the values' precision
-//! f16|f32 * ...         per layer, K then V of the slots written, (n_kv_head, slots, head_dim)
+//! f16|f32 * ...         per layer, K then V of the slots its ring has written,
+//!                       (n_kv_head, slots, head_dim)
 //! [u8; 32]              SHA-256 of everything above
 //! ```
 //!
-//! An f16 cache is written in f16, so its snapshot is half the size and restores exactly.
+//! An f16 cache is written in f16, so its snapshot is half the size and restores exactly. A
+//! model whose layers differ (sliding and global attention) stores each ring's bookkeeping in
+//! the header (`more`, beside the main ring's fields) and each layer's slots by its ring.
 //! Version 1 files (f32 values, no precision in the header) are still read.
 //!
 //! A snapshot is written to a temporary file, synced and renamed into place, so a crash leaves
@@ -95,8 +98,7 @@ pub fn save(path: &Path, model: &str, cache: &SinkCache, meta: serde_json::Value
         values,
     })
     .map_err(snap_err)?;
-    let values_len = 2 * spec_shape.0 * spec_shape.1 * cache.read_len() * spec_shape.2;
-    let mut buf = Vec::with_capacity(16 + header.len() + values_len * values.bytes() + 32);
+    let mut buf = Vec::with_capacity(16 + header.len() + cache.data_len(values) + 32);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(header.len() as u64).to_le_bytes());
     buf.extend_from_slice(&header);

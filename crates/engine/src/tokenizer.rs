@@ -29,7 +29,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
 
 use crate::{Error, Result};
 
@@ -154,6 +156,8 @@ pub struct GgufTokenizer {
     pub end_of_turn: HashSet<u32>,
     /// The Jinja chat template shipped in the file, if any.
     pub chat_template: Option<String>,
+    /// The template of the file's family where the file carries none (Gemma's), else ChatML.
+    pub default_template: Option<&'static str>,
     pre: String,
 }
 
@@ -258,7 +262,11 @@ fn spm_model(md: &HashMap<String, Value>, tokens: &[String], types: &[i32]) -> R
                 "tokenizer.ggml.scores does not have one score per token".into(),
             ))
         }
-        None => return Err(Error::Tokenizer("the file has no tokenizer.ggml.scores".into())),
+        None => {
+            return Err(Error::Tokenizer(
+                "the file has no tokenizer.ggml.scores".into(),
+            ))
+        }
     };
     let index: HashMap<&str, u32> = tokens
         .iter()
@@ -381,6 +389,12 @@ impl GgufTokenizer {
         let chat_template = md
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok().cloned());
+        // Gemma files converted without their template still speak Gemma's turns.
+        let default_template = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .filter(|a| a.starts_with("gemma"))
+            .map(|_| crate::chat::GEMMA);
         Ok(Self {
             specials: Specials::new(&tokens, &types)?,
             inner: tk,
@@ -394,6 +408,7 @@ impl GgufTokenizer {
                 .unwrap_or(vocab_type == VocabType::Spm),
             end_of_turn,
             chat_template,
+            default_template,
             pre,
         })
     }
@@ -408,7 +423,12 @@ impl GgufTokenizer {
     /// Token ids of `text` following the token `prev` (`None`: the start of a sequence).
     /// Matters for SentencePiece, which puts a space in front of text that starts a sequence or
     /// follows a special token, as llama.cpp does.
-    pub fn encode_after(&self, text: &str, parse_special: bool, prev: Option<u32>) -> Result<Vec<u32>> {
+    pub fn encode_after(
+        &self,
+        text: &str,
+        parse_special: bool,
+        prev: Option<u32>,
+    ) -> Result<Vec<u32>> {
         self.encode_parts(&[(text, parse_special)], prev)
     }
 

@@ -70,8 +70,19 @@ fn not_a_gguf_and_missing_file() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("notes.txt");
     std::fs::write(&p, "just some text, not a model").unwrap();
-    assert_eq!(load(&p).code(), "model_corrupt");
+    assert_eq!(
+        load(&p).code(),
+        "not_gguf",
+        "named for what it is, not called corrupt"
+    );
     assert_eq!(load(&d.path().join("nope.gguf")).code(), "model_missing");
+    // A GGUF cut short is damaged: that one is corrupt.
+    let ok = d.path().join("ok.gguf");
+    write_tiny(&Tiny::llama(1), &ok, GgmlDType::F32);
+    let cut = d.path().join("cut.gguf");
+    let bytes = std::fs::read(&ok).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_eq!(load(&cut).code(), "model_corrupt", "{}", load(&cut));
 }
 
 #[test]
@@ -132,7 +143,11 @@ fn broken_templates_and_vocabularies_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("spm.gguf");
     // A SentencePiece model: the llama-spm vocabulary's tokenizer keys on a tiny llama.
-    write_tiny_with_vocab(Tiny::llama(1), &src, &vocab_file("ggml-vocab-llama-spm.gguf"));
+    write_tiny_with_vocab(
+        Tiny::llama(1),
+        &src,
+        &vocab_file("ggml-vocab-llama-spm.gguf"),
+    );
     sinkchat_engine::inspect(&src).unwrap();
     let cases: [(&str, Value, &str); 4] = [
         (
@@ -145,15 +160,25 @@ fn broken_templates_and_vocabularies_are_explained() {
             Value::String("{{ raise_exception('only tools here') }}".into()),
             "only tools here",
         ),
-        ("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0)]), "one score per token"),
-        ("tokenizer.ggml.model", Value::String("bert".into()), "'bert'"),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(vec![Value::F32(0.0)]),
+            "one score per token",
+        ),
+        (
+            "tokenizer.ggml.model",
+            Value::String("bert".into()),
+            "'bert'",
+        ),
     ];
     for (i, (key, value, want)) in cases.into_iter().enumerate() {
         let bad = dir.path().join(format!("bad-{i}.gguf"));
         rewrite(&src, &bad, &[(key, value)], &[]);
         let e = sinkchat_engine::inspect(&bad).unwrap_err().to_string();
         assert!(e.contains(want), "{key}: {e}");
-        let e = Engine::start(&bad, Device::Cpu).err().expect("refused").to_string();
+        let e = Engine::start(&bad, Device::Cpu)
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains(want), "{key}: {e}");
     }
 }
@@ -189,9 +214,21 @@ fn hostile_headers_are_refused_without_a_panic() {
         ("alignment-zero", vec![("general.alignment", Value::U32(0))]),
         // Counts used to size allocations before any tensor is looked at.
         ("layers", vec![("llama.block_count", Value::U64(1 << 40))]),
-        ("heads", vec![("llama.attention.head_count", Value::U32(1 << 31)), ("llama.attention.head_count_kv", Value::U32(1 << 31))]),
-        ("width", vec![("llama.embedding_length", Value::U64(1 << 50))]),
-        ("key-length", vec![("llama.attention.key_length", Value::U64(1 << 40))]),
+        (
+            "heads",
+            vec![
+                ("llama.attention.head_count", Value::U32(1 << 31)),
+                ("llama.attention.head_count_kv", Value::U32(1 << 31)),
+            ],
+        ),
+        (
+            "width",
+            vec![("llama.embedding_length", Value::U64(1 << 50))],
+        ),
+        (
+            "key-length",
+            vec![("llama.attention.key_length", Value::U64(1 << 40))],
+        ),
     ];
     for (label, set) in cases {
         let bad = d.path().join(format!("{label}.gguf"));
@@ -202,6 +239,20 @@ fn hostile_headers_are_refused_without_a_panic() {
         let loaded = std::panic::catch_unwind(|| load(&bad));
         let e = loaded.unwrap_or_else(|_| panic!("{label}: load panicked"));
         assert!(!e.to_string().is_empty(), "{label}");
+        // One file, one code, whoever reads it; a forged value is malformed, not a model
+        // SinkChat lacks support for.
+        let inspected = inspected.unwrap_err();
+        assert_eq!(inspected.code(), e.code(), "{label}: {inspected} / {e}");
+        assert_eq!(e.code(), "model_corrupt", "{label}: {e}");
+        assert!(!e.to_string().contains("not supported"), "{label}: {e}");
+    }
+    // A file that is no GGUF at all is named for what it is, not called corrupt.
+    let text = d.path().join("notes.gguf");
+    std::fs::write(&text, "Shopping: milk, eggs, bread.").unwrap();
+    let (inspected, loaded) = (sinkchat_engine::inspect(&text).unwrap_err(), load(&text));
+    for e in [&inspected, &loaded] {
+        assert_eq!(e.code(), "not_gguf", "{e}");
+        assert!(!e.to_string().contains("corrupt"), "{e}");
     }
     // Tensor dimensions whose product overflows.
     let bad = d.path().join("dims.gguf");
@@ -209,7 +260,98 @@ fn hostile_headers_are_refused_without_a_panic() {
     patch_dims(&bad, "token_embd.weight", 1 << 40);
     let loaded = std::panic::catch_unwind(|| load(&bad));
     let e = loaded.unwrap_or_else(|_| panic!("dims: load panicked"));
-    assert!(matches!(e, Error::InvalidGguf { .. } | Error::MissingTensor(_) | Error::UnsupportedArchitecture(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidGguf { .. } | Error::MissingTensor(_) | Error::UnsupportedArchitecture(_)
+        ),
+        "{e}"
+    );
     let inspected = std::panic::catch_unwind(|| sinkchat_engine::inspect(&bad));
     assert!(inspected.expect("dims: inspect panicked").is_err());
+}
+
+/// A Gemma 3 file whose sliding window is missing or does not fit, whose pattern lists the
+/// wrong number of layers, whose heads contradict each other or which lacks a norm, is refused
+/// in words before anything is loaded (by the inspector and the loader alike); a newer Gemma is
+/// named as not supported.
+#[test]
+fn inconsistent_gemma3_files_are_refused_in_words() {
+    let d = tempfile::tempdir().unwrap();
+    let ok = d.path().join("ok.gguf");
+    write_tiny_with_vocab(
+        Tiny::gemma3(&[true, false], 8),
+        &ok,
+        &vocab_file("ggml-vocab-llama-spm.gguf"),
+    );
+    sinkchat_engine::inspect(&ok).unwrap();
+    Model::load(&ok, &Device::Cpu, LoadOptions::default()).unwrap();
+    let drop_window = d.path().join("no-window.gguf");
+    {
+        let mut r = std::fs::File::open(&ok).unwrap();
+        let ct = gguf_file::Content::read(&mut r).unwrap();
+        let md: Vec<(String, Value)> = ct
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.as_str() != "gemma3.attention.sliding_window")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let tensors: Vec<(String, QTensor)> = ct
+            .tensor_infos
+            .keys()
+            .map(|n| (n.clone(), ct.tensor(&mut r, n, &Device::Cpu).unwrap()))
+            .collect();
+        let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tr: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut std::fs::File::create(&drop_window).unwrap(), &md, &tr).unwrap();
+    }
+    let cases: Vec<(std::path::PathBuf, &str)> = {
+        let mut v = vec![(drop_window, "sliding_window")];
+        let mut case = |name: &str, set: Vec<(&str, Value)>, drop: &[&str], want: &'static str| {
+            let p = d.path().join(name);
+            rewrite(&ok, &p, &set, drop);
+            v.push((p, want));
+        };
+        case(
+            "zero-window.gguf",
+            vec![("gemma3.attention.sliding_window", Value::U32(0))],
+            &[],
+            "sliding window of 0 tokens",
+        );
+        case(
+            "pattern.gguf",
+            vec![(
+                "gemma3.attention.sliding_window_pattern",
+                Value::Array(vec![Value::Bool(true)]),
+            )],
+            &[],
+            "lists 1 values for 2 layers",
+        );
+        case(
+            "heads.gguf",
+            vec![("gemma3.attention.value_length", Value::U32(16))],
+            &[],
+            "(values)",
+        );
+        case(
+            "norm.gguf",
+            vec![],
+            &["blk.1.post_ffw_norm.weight"],
+            "blk.1.post_ffw_norm.weight",
+        );
+        case(
+            "gemma4.gguf",
+            vec![("general.architecture", Value::String("gemma4".into()))],
+            &[],
+            "'gemma4' are not supported",
+        );
+        v
+    };
+    for (path, want) in cases {
+        let e = sinkchat_engine::inspect(&path).unwrap_err().to_string();
+        assert!(e.contains(want), "{}: {e}", path.display());
+        let e = load(&path).to_string();
+        assert!(e.contains(want), "{}: {e}", path.display());
+        assert!(!e.contains("corrupt"), "{}: {e}", path.display());
+    }
 }

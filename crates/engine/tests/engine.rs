@@ -33,7 +33,7 @@ fn request(conversation: i64, text: &str, max_tokens: usize) -> GenerateRequest 
             precision: sinkchat_engine::KvPrecision::F32,
         },
         pin_system_prompt: true,
-        marks: Default::default(),
+        spans: Default::default(),
     }
 }
 
@@ -244,16 +244,16 @@ fn sentencepiece_qwen3_and_phi3_models_chat() {
 
 #[test]
 fn the_gauge_shows_pins_and_recalled_text_apart_and_recalled_text_scrolls_out() {
-    use sinkchat_engine::TextMarks;
+    use sinkchat_engine::Spans;
     let engine = Engine::start(&common::smollm_path(), Device::Cpu).unwrap();
     let base = "You are a helpful assistant.";
     let pins = "\n\nThe user pinned these messages from earlier in this conversation; keep them in mind:\n- The user said: My cat is called Tom.";
     let recall = "(Recalled from earlier in this conversation, which you can no longer see:\n- The user said: My dog is called Rex.)\n\n";
     let mut req = request(31, &format!("{recall}What is my dog called?"), 4);
     req.system_prompt = format!("{base}{pins}");
-    req.marks = TextMarks {
-        pins_len: pins.len(),
-        recalled_len: recall.len(),
+    req.spans = Spans {
+        opening_tail: pins.len(),
+        turn_head: recall.len(),
     };
     req.cache.window = 128;
     let system = req.system_prompt.clone();
@@ -262,17 +262,17 @@ fn the_gauge_shows_pins_and_recalled_text_apart_and_recalled_text_scrolls_out() 
     let s = engine.memory(31).unwrap().stats;
     let base_tokens = engine.opening_tokens(base).unwrap();
     assert_eq!(
-        s.pins_used,
+        s.opening_tail_used,
         engine.opening_tokens(&system).unwrap() - base_tokens
     );
-    assert!(s.pins_used > 10, "{s:?}");
-    assert!(s.pinned_used >= base_tokens + s.pins_used, "{s:?}");
-    assert_eq!(s.pins_room, 64 - base_tokens);
+    assert!(s.opening_tail_used > 10, "{s:?}");
+    assert!(s.pinned_used >= base_tokens + s.opening_tail_used, "{s:?}");
+    assert_eq!(s.opening_tail_room, 64 - base_tokens);
     let n = engine.count_tokens(recall).unwrap();
     assert!(
-        s.recalled_used.abs_diff(n) <= 2,
+        s.turn_head_used.abs_diff(n) <= 2,
         "recalled {} of {n} tokens",
-        s.recalled_used
+        s.turn_head_used
     );
     // Later turns bring nothing back: the recalled part only shrinks, and leaves with its turn.
     history.push(Turn {
@@ -285,24 +285,24 @@ fn the_gauge_shows_pins_and_recalled_text_apart_and_recalled_text_scrolls_out() 
         content: reply,
         message_id: 2,
     });
-    let mut last = s.recalled_used;
+    let mut last = s.turn_head_used;
     for k in 0..20 {
         let text = format!("Tell me one thing about rivers, part {k}.");
         let mut req = request(31, &text, 16);
         req.system_prompt = system.clone();
-        req.marks.pins_len = pins.len();
+        req.spans.opening_tail = pins.len();
         req.cache.window = 128;
         req.history = history.clone().into();
         let ids = (3 + 2 * k as i64, 4 + 2 * k as i64);
         (req.user_message_id, req.reply_message_id) = ids;
         let (reply, _, _) = run(&engine, req);
         let s = engine.memory(31).unwrap().stats;
-        assert!(s.recalled_used <= last, "{s:?}");
+        assert!(s.turn_head_used <= last, "{s:?}");
         assert_eq!(
-            s.pins_used,
+            s.opening_tail_used,
             engine.opening_tokens(&system).unwrap() - base_tokens
         );
-        last = s.recalled_used;
+        last = s.turn_head_used;
         if last == 0 {
             assert!(s.evicted_total > 0);
             return;
@@ -319,4 +319,68 @@ fn the_gauge_shows_pins_and_recalled_text_apart_and_recalled_text_scrolls_out() 
         });
     }
     panic!("the recalled text never left the window ({last} tokens still there)");
+}
+
+/// A long prompt shares the engine: a short reply asked for while another chat's long prompt
+/// is being read is written in between its chunks (before the long one's prompt is read), and
+/// comes out word for word as it does alone: replies taking turns do not touch each other's
+/// memory.
+#[test]
+fn a_long_prompt_does_not_hold_up_another_chat() {
+    let engine = Engine::start(&common::smollm_path(), Device::Cpu).unwrap();
+    let (alone, _, _) = run(&engine, request(30, "Name three colours.", 12));
+    let (tx, rx) = mpsc::channel();
+    let long = "The lighthouse keeper wrote the weather in his book every morning. ".repeat(300);
+    let mut big = request(31, &long, 4);
+    big.cache.window = 1024;
+    let a = tx.clone();
+    engine
+        .generate(big, move |e| {
+            let _ = a.send((31, e));
+        })
+        .unwrap();
+    // Once the long prompt is being read, the short one comes.
+    loop {
+        let (_, e) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        if let EngineEvent::Prefill { done, total } = e {
+            assert!(done < total, "the long prompt is long");
+            break;
+        }
+    }
+    let b = tx.clone();
+    engine
+        .generate(request(32, "Name three colours.", 12), move |e| {
+            let _ = b.send((32, e));
+        })
+        .unwrap();
+    let (mut short, mut long_read, mut long_total) = (String::new(), 0, 0);
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)).unwrap() {
+            (32, EngineEvent::Token { text }) => short.push_str(&text),
+            (32, EngineEvent::Done { .. }) => break,
+            (31, EngineEvent::Prefill { done, total }) => (long_read, long_total) = (done, total),
+            (31, EngineEvent::Done { .. }) => panic!("the long reply ended before the short one"),
+            (_, EngineEvent::Error { message, .. }) => panic!("{message}"),
+            _ => {}
+        }
+    }
+    assert!(
+        long_read < long_total,
+        "the short reply waited for the whole long prompt ({long_read} of {long_total} tokens read)"
+    );
+    assert_eq!(
+        short, alone,
+        "a reply written between another's chunks differs"
+    );
+    // The long one goes on to its end.
+    loop {
+        match rx.recv_timeout(Duration::from_secs(300)).unwrap() {
+            (31, EngineEvent::Done { prompt_tokens, .. }) => {
+                assert_eq!(prompt_tokens, long_total);
+                break;
+            }
+            (_, EngineEvent::Error { message, .. }) => panic!("{message}"),
+            _ => {}
+        }
+    }
 }

@@ -365,7 +365,7 @@ fn fuzz_snapshot_reader() {
             ..Default::default()
         },
         pin_system_prompt: true,
-        marks: Default::default(),
+        spans: Default::default(),
     };
     req.sampling.max_tokens = 40;
     engine.generate(req, move |e| drop(tx.send(e))).unwrap();

@@ -13,7 +13,9 @@ use std::path::Path;
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
+use candle_transformers::models::{
+    quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
 use common::*;
 use sinkchat_engine::model::Logits;
 use sinkchat_engine::{CacheConfig, CpuWeights, LoadOptions, Model, SinkCache};
@@ -280,7 +282,6 @@ fn smollm2_converted_weights_match_candle() {
     );
 }
 
-
 /// Copies a GGUF with one more f32 tensor.
 fn with_tensor(src: &Path, dst: &Path, name: &str, values: Vec<f32>) {
     use candle_core::quantized::QTensor;
@@ -294,7 +295,8 @@ fn with_tensor(src: &Path, dst: &Path, name: &str, values: Vec<f32>) {
     let n = values.len();
     let t = Tensor::from_vec(values, n, &Device::Cpu).unwrap();
     tensors.push((name.into(), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
-    let md: Vec<(&str, &gguf_file::Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let md: Vec<(&str, &gguf_file::Value)> =
+        ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tr: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &md, &tr).unwrap();
 }
@@ -308,7 +310,12 @@ fn rope_frequency_factors_are_applied() {
     let prompt: Vec<u32> = (0..9).map(|i| (i * 7 + 3) % 96).collect();
     let logits = |path: &Path| {
         let m = Model::load(path, &Device::Cpu, LoadOptions::default()).unwrap();
-        let cfg = CacheConfig { sinks: 4, window: 64, evict_step: 1, precision: sinkchat_engine::KvPrecision::F32 };
+        let cfg = CacheConfig {
+            sinks: 4,
+            window: 64,
+            evict_step: 1,
+            precision: sinkchat_engine::KvPrecision::F32,
+        };
         let mut c = SinkCache::new(m.spec(), cfg, &Device::Cpu).unwrap();
         m.forward(&prompt, &mut c, Logits::Last).unwrap()
     };
@@ -321,7 +328,10 @@ fn rope_frequency_factors_are_applied() {
     f[half - 1] = 8.0;
     f[half - 2] = 4.0;
     with_tensor(&p, &scaled, "rope_freqs.weight", f);
-    assert!(rel_err(&logits(&scaled), &base) > 1e-4, "the factors were not applied");
+    assert!(
+        rel_err(&logits(&scaled), &base) > 1e-4,
+        "the factors were not applied"
+    );
     let bad = d.path().join("bad.gguf");
     with_tensor(&p, &bad, "rope_freqs.weight", vec![1.0; half + 1]);
     let e = Model::load(&bad, &Device::Cpu, LoadOptions::default()).unwrap_err();

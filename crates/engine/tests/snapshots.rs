@@ -46,7 +46,7 @@ fn request_in(
             precision,
         },
         pin_system_prompt: true,
-        marks: Default::default(),
+        spans: Default::default(),
     }
 }
 

@@ -10,7 +10,9 @@ mod common;
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
+use candle_transformers::models::{
+    quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
 use common::*;
 use sinkchat_engine::model::Logits;
 use sinkchat_engine::{CacheConfig, LoadOptions, Model, SinkCache};
@@ -183,6 +185,111 @@ fn phi3_after_evictions_equals_fresh_forward() {
     check_arch("phi3", true, 3);
 }
 
+/// Gemma 3 with one layer of each kind, after evictions. candle-transformers' Gemma 3 runs
+/// its feed-forward block with SiLU where the model (and llama.cpp) use GELU, so the fresh
+/// forward here is our own pass over a cache big enough to evict nothing; that the pass itself
+/// is Gemma 3's is checked against llama.cpp on the real 270M file (`eval parity`,
+/// `tests/parity_llamacpp.rs`).
+/// - A global layer keeps the sinks and the window: the next-token logits equal a fresh
+///   forward over the held tokens at places 0..n-1.
+/// - A sliding layer (window 8) keeps its own ring with no sinks: they equal a fresh forward
+///   over the last 8 tokens, which is all the layer was trained to see.
+fn check_gemma3(sliding: bool, chunked: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gemma3.gguf");
+    write_tiny(&Tiny::gemma3(&[sliding], 8), &path, GgmlDType::F32);
+    let model = Model::load(&path, &Device::Cpu, LoadOptions::default()).unwrap();
+    let cfg = CacheConfig {
+        sinks: 4,
+        window: 16,
+        evict_step: 1,
+        precision: sinkchat_engine::KvPrecision::F32,
+    };
+    let mut cache = SinkCache::new(model.spec(), cfg, &Device::Cpu).unwrap();
+    let stream: Vec<u32> = (0..77u32).map(|i| (i * 31 + 7) % 96).collect();
+    let logits = if chunked {
+        model.prefill(&stream, &mut cache, 5, |_| {}).unwrap()
+    } else {
+        let mut l = None;
+        for &tok in &stream {
+            l = Some(model.forward(&[tok], &mut cache, Logits::Last).unwrap());
+        }
+        l.unwrap()
+    };
+    assert_eq!(cache.tokens_seen(), stream.len() as u64);
+    assert!(cache.stats().evicted_total > 0);
+    let stats = cache.stats();
+    assert_eq!(stats.sliding_layers, sliding as usize);
+    let ids: Vec<u32> = if sliding {
+        assert_eq!(stats.sliding_window, 8);
+        assert!(
+            stats.capacity < 4 + 16,
+            "a sliding layer keeps no sinks: {stats:?}"
+        );
+        stream[stream.len() - 8..].to_vec()
+    } else {
+        let mut held: Vec<(u64, u64)> = cache
+            .slot_places()
+            .iter()
+            .zip(cache.slot_positions())
+            .filter_map(|(q, p)| Some(((*q)?, p?)))
+            .collect();
+        held.sort();
+        held.iter().map(|&(_, pos)| stream[pos as usize]).collect()
+    };
+    let mut fresh = SinkCache::new(
+        model.spec(),
+        CacheConfig { window: 64, ..cfg },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let want = model.forward(&ids, &mut fresh, Logits::Last).unwrap();
+    let e = rel_err(&logits, &want);
+    assert!(
+        e < 1e-3,
+        "gemma3 sliding={sliding} chunked={chunked}: logits differ from a fresh forward by {e}"
+    );
+    // Not by accident: the whole stream read afresh in a cache that evicts nothing gives the
+    // same logits when the layer slides (it never sees more than its window), and one token
+    // fewer than the window gives others.
+    let mut big = SinkCache::new(
+        model.spec(),
+        CacheConfig { window: 128, ..cfg },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let whole = model.prefill(&stream, &mut big, 8, |_| {}).unwrap();
+    let e_whole = rel_err(&logits, &whole);
+    assert_eq!(
+        e_whole < 1e-3,
+        sliding,
+        "the whole stream afresh: {e_whole}"
+    );
+    let mut short = SinkCache::new(
+        model.spec(),
+        CacheConfig { window: 64, ..cfg },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let fewer = model.forward(&ids[1..], &mut short, Logits::Last).unwrap();
+    assert!(
+        rel_err(&logits, &fewer) > 1e-3,
+        "one token fewer changes them"
+    );
+}
+
+#[test]
+fn gemma3_global_layer_after_evictions_equals_fresh_forward() {
+    check_gemma3(false, false);
+    check_gemma3(false, true);
+}
+
+#[test]
+fn gemma3_sliding_layer_keeps_exactly_its_window() {
+    check_gemma3(true, false);
+    check_gemma3(true, true);
+}
+
 /// The compact (f16) memory on the real SmolLM2, against the f32 one: a prompt chunk, then 300
 /// decode steps on English text with evictions all along (4 sinks + a window of 124). Its
 /// distance from the f32 memory is measured against the model's own noise floor: the f32
@@ -241,8 +348,15 @@ fn an_f16_memory_is_within_the_f32_noise_floor() {
     let (kl_half, kl_floor) = (kl_half / n, kl_floor / n);
     eprintln!("mean KL from the f32 memory: f16 {kl_half:e}, f32 rechunked {kl_floor:e}; same top token {same}/{}", steps.len());
     assert!(kl_floor > 0.0, "the floor is measured");
-    assert!(kl_half < 2.0 * kl_floor, "f16 {kl_half:e} against a floor of {kl_floor:e}");
-    assert!(same * 100 >= steps.len() * 97, "same top token at {same} of {} steps", steps.len());
+    assert!(
+        kl_half < 2.0 * kl_floor,
+        "f16 {kl_half:e} against a floor of {kl_floor:e}"
+    );
+    assert!(
+        same * 100 >= steps.len() * 97,
+        "same top token at {same} of {} steps",
+        steps.len()
+    );
 }
 
 /// KL(p || q) of the softmaxes of two logit vectors, in nats.

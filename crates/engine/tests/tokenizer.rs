@@ -108,7 +108,9 @@ fn sentencepiece_specials_spaces_and_bytes() {
     // Characters outside the vocabulary fall back to bytes and come back whole.
     let s = "𝄞 music ⟨x⟩";
     let ids = tk.encode(s, false).unwrap();
-    assert!(ids.iter().any(|&i| tk.id_to_token(i).unwrap().starts_with("<0x")));
+    assert!(ids
+        .iter()
+        .any(|&i| tk.id_to_token(i).unwrap().starts_with("<0x")));
     assert_eq!(tk.decode(&ids).unwrap(), s);
     // A streamed reply loses the prefix space once, not at every piece.
     let mut out = TokenOutputStream::new(tk.clone());

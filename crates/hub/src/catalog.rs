@@ -1,4 +1,4 @@
-//! Models known to work with the engine (GGUF: llama, qwen2, qwen3 and phi3 architectures,
+//! Models known to work with the engine (GGUF: llama, qwen2, qwen3, phi3 and gemma3 architectures,
 //! byte-level BPE and SentencePiece vocabularies), with what a user
 //! needs to choose: size on disk, memory, license, one plain line. Sizes are the hub's listings
 //! rounded; the exact size and SHA-256 are taken from the hub at download time.
@@ -23,6 +23,9 @@ pub struct CatalogEntry {
     pub vocabulary: &'static str,
     /// The chat template the file carries, by family.
     pub chat_template: &'static str,
+    /// Where the licence's terms are, for a licence that is not an open one (Gemma's, Llama's,
+    /// Qwen's research licence): the Models screen shows them and asks before the download.
+    pub terms: Option<&'static str>,
 }
 
 const MB: u64 = 1_000_000;
@@ -43,6 +46,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: true,
+        terms: None,
     },
     CatalogEntry {
         id: "smollm2-360m",
@@ -58,6 +62,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "smollm2-1.7b",
@@ -73,6 +78,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "qwen2.5-0.5b",
@@ -88,6 +94,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "qwen2.5-1.5b",
@@ -103,6 +110,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "qwen2.5-3b",
@@ -118,6 +126,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: Some("https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE"),
     },
     CatalogEntry {
         id: "llama3.2-1b",
@@ -133,6 +142,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "Llama 3",
         default: false,
+        terms: Some("https://www.llama.com/llama3_2/license/"),
     },
     CatalogEntry {
         id: "llama3.2-3b",
@@ -148,6 +158,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "Llama 3",
         default: false,
+        terms: Some("https://www.llama.com/llama3_2/license/"),
     },
     CatalogEntry {
         id: "qwen3-0.6b",
@@ -163,6 +174,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "qwen3-1.7b",
@@ -178,6 +190,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "qwen3-4b",
@@ -193,6 +206,39 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "gpt2",
         chat_template: "ChatML",
         default: false,
+        terms: None,
+    },
+    CatalogEntry {
+        id: "gemma3-1b",
+        title: "Gemma 3 1B Instruct",
+        repo: "ggml-org/gemma-3-1b-it-GGUF",
+        file: "gemma-3-1b-it-Q4_K_M.gguf",
+        quantization: "Q4_K_M",
+        size_bytes: 806 * MB,
+        memory_bytes: 1_900 * MB,
+        license: "Gemma Terms of Use",
+        description: "Google's small chat model; its local layers keep a long chat's memory small.",
+        architecture: "gemma3",
+        vocabulary: "llama",
+        chat_template: "Gemma",
+        default: false,
+        terms: Some("https://ai.google.dev/gemma/terms"),
+    },
+    CatalogEntry {
+        id: "gemma3-4b",
+        title: "Gemma 3 4B Instruct",
+        repo: "ggml-org/gemma-3-4b-it-GGUF",
+        file: "gemma-3-4b-it-Q4_K_M.gguf",
+        quantization: "Q4_K_M",
+        size_bytes: 2_490 * MB,
+        memory_bytes: 4_700 * MB,
+        license: "Gemma Terms of Use",
+        description: "Google's mid-size model: strong answers in many languages; wants 8 GB.",
+        architecture: "gemma3",
+        vocabulary: "llama",
+        chat_template: "Gemma",
+        default: false,
+        terms: Some("https://ai.google.dev/gemma/terms"),
     },
     CatalogEntry {
         id: "phi3.5-mini",
@@ -208,6 +254,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "llama",
         chat_template: "Phi-3",
         default: false,
+        terms: None,
     },
     CatalogEntry {
         id: "mistral-7b",
@@ -223,6 +270,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         vocabulary: "llama",
         chat_template: "Mistral",
         default: false,
+        terms: None,
     },
 ];
 
@@ -251,7 +299,7 @@ mod tests {
             );
         }
         // The families the issue names are offered.
-        for arch in ["qwen3", "phi3"] {
+        for arch in ["qwen3", "phi3", "gemma3"] {
             assert!(
                 CATALOG.iter().any(|e| e.architecture == arch),
                 "no {arch} entry"
@@ -262,6 +310,16 @@ mod tests {
             "no SentencePiece entry"
         );
         assert_eq!(CATALOG.iter().filter(|e| e.default).count(), 1);
+        // A licence that is not an open one has its terms to show before the download.
+        for e in CATALOG {
+            let open = ["Apache-2.0", "MIT"].contains(&e.license);
+            assert_eq!(e.terms.is_none(), open, "{}: {}", e.id, e.license);
+            assert!(
+                e.terms.is_none_or(|t| t.starts_with("https://")),
+                "{}",
+                e.id
+            );
+        }
         eprintln!(
             "{} catalog entries, each supported by the engine",
             CATALOG.len()

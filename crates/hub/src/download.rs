@@ -22,6 +22,7 @@ use hf_hub::api::tokio::{Api, ApiBuilder, ApiError};
 use hf_hub::{Repo, RepoType};
 use tokio::io::AsyncWriteExt;
 
+use crate::folder::{downloads_dir, free_space, is_disk_full};
 use crate::models::{self, InstalledModel};
 use crate::{Error, Result};
 
@@ -112,7 +113,7 @@ pub enum Phase {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Installed {
-        model: InstalledModel,
+        model: Box<InstalledModel>,
     },
     /// Stopped by the user; the bytes so far stay in `.downloads` for a later resume.
     Paused {
@@ -283,10 +284,6 @@ pub async fn resolve(api: &Api, r: &ModelRef) -> Result<RemoteFile> {
     })
 }
 
-pub fn downloads_dir(models_dir: &Path) -> PathBuf {
-    models_dir.join(".downloads")
-}
-
 fn part_path(models_dir: &Path, key: &str) -> PathBuf {
     downloads_dir(models_dir).join(format!("{key}.part"))
 }
@@ -327,29 +324,6 @@ pub fn unfinished(models_dir: &Path) -> Vec<Unfinished> {
     out
 }
 
-/// Free bytes on the file system holding `dir`.
-#[cfg(unix)]
-pub fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
-    // right type; statvfs fills it on success (return 0) and we read it only then.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so the struct is initialised.
-    let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)]
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-#[cfg(not(unix))]
-pub fn free_space(_dir: &Path) -> Option<u64> {
-    None
-}
-
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     if is_disk_full(&e) {
         Error::DiskFull {
@@ -359,13 +333,6 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
     } else {
         Error::Io(path.to_path_buf(), e)
     }
-}
-
-pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
 }
 
 /// Why one attempt at the transfer stopped.
@@ -463,7 +430,7 @@ pub async fn download(
         {
             discard(models_dir, &key);
             return Ok(Outcome::Installed {
-                model: models::describe(&dest)?,
+                model: Box::new(models::describe(&dest)?),
             });
         }
         return Err(Error::NameTaken(r.file.clone()));
@@ -519,7 +486,7 @@ pub async fn download(
         {
             Ok(()) => {}
             Err(Stop::Fatal(e)) => {
-                if matches!(e, Error::Unsupported(_)) {
+                if matches!(e, Error::Model(_)) {
                     discard(models_dir, &key);
                 }
                 return Err(e);
@@ -554,7 +521,7 @@ pub async fn download(
     }
     if let Err(e) = sinkchat_engine::inspect(&part) {
         discard(models_dir, &key);
-        return Err(Error::Unsupported(e.to_string()));
+        return Err(Error::Model(e));
     }
     if dest.exists() {
         return Err(Error::NameTaken(r.file.clone()));
@@ -564,7 +531,7 @@ pub async fn download(
     let _ = std::fs::remove_file(&mpath);
     progress(meter.progress(Phase::Done, have, 0, None));
     Ok(Outcome::Installed {
-        model: models::describe(&dest)?,
+        model: Box::new(models::describe(&dest)?),
     })
 }
 
@@ -689,7 +656,7 @@ async fn transfer(
             h.extend_from_slice(&chunk[..chunk.len().min(HEAD_CHECK - h.len())]);
             if h.len() >= HEAD_CHECK || *have >= remote.size {
                 if let Err(e) = sinkchat_engine::check_header_prefix(h) {
-                    break Err(Stop::Fatal(Error::Unsupported(e.to_string())));
+                    break Err(Stop::Fatal(Error::Model(e)));
                 }
                 head = None;
             }

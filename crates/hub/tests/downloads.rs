@@ -148,7 +148,7 @@ fn assert_clean(models_dir: &Path) {
         download::unfinished(models_dir).is_empty(),
         "an unfinished download was left"
     );
-    if let Ok(rd) = std::fs::read_dir(download::downloads_dir(models_dir)) {
+    if let Ok(rd) = std::fs::read_dir(sinkchat_hub::folder::downloads_dir(models_dir)) {
         let left: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
         assert!(left.is_empty(), "files left in .downloads: {left:?}");
     }
@@ -418,7 +418,7 @@ async fn a_full_disk_is_reported_as_such() {
     let b2 = ballast.clone();
     let (out, _) = run(&hub, &models_dir, &blob, &Control::default(), move |p| {
         if p.downloaded > 0 && !b2.exists() {
-            let free = download::free_space(b2.parent().unwrap()).unwrap();
+            let free = sinkchat_hub::folder::free_space(b2.parent().unwrap()).unwrap();
             let _ = std::fs::write(&b2, vec![0u8; free as usize]);
         }
     })
@@ -455,7 +455,8 @@ async fn bad_references_get_plain_errors_and_leave_nothing() {
     // A file that is not a GGUF is refused before it is fetched, and never offered.
     let notes = ModelRef::parse("someone/misc", "notes.gguf").unwrap();
     let e = fetch(&hub, models_dir.path(), &notes).await.0.unwrap_err();
-    assert_eq!(e.code(), "model_unsupported", "{e}");
+    assert_eq!(e.code(), "not_gguf", "{e}");
+    assert!(!e.to_string().contains("corrupt"), "{e}");
     // A GGUF of an architecture the engine does not run is refused from its header's first
     // bytes, long before the end of the file.
     let gpt2 = ModelRef::parse("ggml-org/vocabs", "ggml-vocab-gpt-2.gguf").unwrap();
@@ -515,6 +516,17 @@ fn import_accepts_a_model_the_engine_runs_and_refuses_one_it_cannot() {
     let e = models::import(models_dir.path(), &text_src).unwrap_err();
     assert_eq!(e.code(), "not_gguf", "{e}");
     assert!(!text.exists());
+    // A damaged GGUF gets the code the engine gives it when loading (model_corrupt), not
+    // another one at import.
+    let cut = outside.path().join("cut.gguf");
+    let bytes = std::fs::read(smollm()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let e = models::import(models_dir.path(), &cut).unwrap_err();
+    assert_eq!(e.code(), "model_corrupt", "{e}");
+    let loaded = sinkchat_engine::Model::load(&cut, &candle_core::Device::Cpu, Default::default())
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(loaded.code(), e.code(), "{loaded}");
     let listed = models::installed(models_dir.path());
     assert_eq!(
         listed.iter().map(|m| m.file.as_str()).collect::<Vec<_>>(),

@@ -24,6 +24,11 @@ use std::sync::Arc;
 use axum::Router;
 use sinkchat_chat::ChatService;
 
+/// Most bytes one request's body may hold: an OpenAI request of [`openai::MAX_TOTAL_CHARS`]
+/// characters with room for JSON escapes; more is refused (413, in OpenAI's shape) before it is
+/// read whole.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
 /// What to serve.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -102,8 +107,9 @@ pub fn router(svc: ChatService, opts: &Options) -> Router {
         svc.clone(),
         opts.token.clone(),
     )));
-    match &opts.ui_dir {
+    let app = match &opts.ui_dir {
         Some(dir) => api.merge(webui::routes(svc, dir.clone())),
         None => api,
-    }
+    };
+    app.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

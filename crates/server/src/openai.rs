@@ -25,8 +25,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, UiError};
-use sinkchat_engine::{EngineEvent, MemorySource, StopReason};
+use sinkchat_chat::{
+    ChatService, ErrorCode, MemorySource, ModelState, ReplyEvent, ReplyOptions, StopReason, UiError,
+};
 use sinkchat_store::{MessageText, Role};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -57,7 +58,44 @@ pub fn routes(state: Shared) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(completions))
         .with_state(state)
+        .layer(axum::middleware::map_response(openai_shape))
 }
+
+/// Refusals made before a handler runs (a body over the size limit, a wrong method) in
+/// OpenAI's error shape too: a client's error handling reads one shape.
+async fn openai_shape(r: Response) -> Response {
+    let json = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|c| {
+            c.as_bytes().starts_with(b"application/json")
+                || c.as_bytes().starts_with(b"text/event-stream")
+        });
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !json => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!(
+                "The request is larger than SinkChat takes ({} MB): send the conversation's \
+                 newer messages only; earlier ones are kept in SinkChat's own memory.",
+                crate::MAX_BODY_BYTES >> 20
+            ),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED if !json => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "This path takes another method (GET /v1/models, POST /v1/chat/completions).",
+        ),
+        _ => r,
+    }
+}
+
+/// Most messages one request may carry, and most characters in all of them together: checked
+/// before anything is stored or queued. (A message alone is held to the store's limit, 100,000
+/// characters; a conversation longer than these goes on in SinkChat's memory: send the newer
+/// messages only.)
+pub const MAX_MESSAGES: usize = 1_000;
+pub const MAX_TOTAL_CHARS: usize = 400_000;
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -71,22 +109,56 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(body)).into_response()
 }
 
+/// 503 with the reason and what to do, while no model can answer (loading, or failed to load).
+fn not_ready(svc: &ChatService) -> Option<Response> {
+    match svc.model_state() {
+        ModelState::Ready { .. } => None,
+        ModelState::Loading => Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_loading",
+            "SinkChat is loading its model; send again in a few seconds.",
+        )),
+        ModelState::Failed { error: e } => Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_not_loaded",
+            format!(
+                "SinkChat has no model to answer with: {} Pick a model that loads in \
+                 SinkChat's Models screen (GET /v1/models lists it once it does).",
+                sentence(&e.message)
+            ),
+        )),
+    }
+}
+
+/// `s` as a sentence: capital first, full stop last.
+fn sentence(s: &str) -> String {
+    let mut out = s.trim().to_string();
+    if let Some(c) = out.get(..1) {
+        out = c.to_uppercase() + &out[1..];
+    }
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 /// A service error as an HTTP error: the client's fault (4xx) or ours (5xx).
 fn from_ui(e: UiError) -> Response {
-    let status = match e.code.as_str() {
-        "busy" => StatusCode::CONFLICT,
-        "not_found" => StatusCode::NOT_FOUND,
-        "model_loading" => StatusCode::SERVICE_UNAVAILABLE,
-        "empty_message"
-        | "message_too_long"
-        | "invalid_message"
-        | "invalid_sampling"
-        | "empty_input"
-        | "invalid_cache_config" => StatusCode::BAD_REQUEST,
+    use ErrorCode as C;
+    let status = match e.code {
+        C::Busy => StatusCode::CONFLICT,
+        C::NotFound => StatusCode::NOT_FOUND,
+        C::ModelLoading => StatusCode::SERVICE_UNAVAILABLE,
+        C::EmptyMessage
+        | C::MessageTooLong
+        | C::InvalidMessage
+        | C::InvalidSampling
+        | C::EmptyInput
+        | C::InvalidCacheConfig => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let code = if e.code == "busy" {
-        "conversation_busy"
+    let code = if e.code == C::Busy {
+        "conversation_busy".to_string()
     } else {
         e.code.as_str()
     };
@@ -94,14 +166,17 @@ fn from_ui(e: UiError) -> Response {
     if let Some(c) = msg.get(..1) {
         msg = c.to_uppercase() + &msg[1..];
     }
-    error(status, code, msg)
+    error(status, &code, msg)
 }
 
 fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+    // The scheme's name is case-insensitive in HTTP (RFC 9110 §11.1): `bearer KEY` is as good.
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
     match given {
         None => Err(error(
             StatusCode::UNAUTHORIZED,
@@ -144,18 +219,26 @@ async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = check_token(&state, &headers) {
         return r;
     }
-    let ready = matches!(state.svc.model_state(), ModelState::Ready { .. });
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": model_id(&state.svc),
-            "object": "model",
-            "created": 0,
-            "owned_by": "sinkchat",
-            "ready": ready,
-        }],
-    }))
-    .into_response()
+    // Only a model that answers is listed: while one loads, or when it failed, the list is
+    // empty and `sinkchat` says why.
+    let (data, status) = match state.svc.model_state() {
+        ModelState::Ready { .. } => (
+            json!([{
+                "id": model_id(&state.svc),
+                "object": "model",
+                "created": 0,
+                "owned_by": "sinkchat",
+                "ready": true,
+            }]),
+            json!({"state": "ready"}),
+        ),
+        ModelState::Loading => (json!([]), json!({"state": "loading"})),
+        ModelState::Failed { error } => (
+            json!([]),
+            json!({"state": "failed", "message": error.message}),
+        ),
+    };
+    Json(json!({ "object": "list", "data": data, "sinkchat": status })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +459,9 @@ async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Byte
         }
     };
     let svc = state.svc.clone();
+    if let Some(r) = not_ready(&svc) {
+        return r;
+    }
     let model = model_id(&svc);
     if req.model != model {
         return error(
@@ -391,11 +477,40 @@ async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Byte
     if req.n.is_some_and(|n| n != 1) {
         return bad("SinkChat writes one reply per request (n must be 1).");
     }
+    if req.messages.len() > MAX_MESSAGES {
+        return bad(format!(
+            "The request carries {} messages; SinkChat takes at most {MAX_MESSAGES} in one \
+             request. It keeps the conversation itself: send the newer messages only.",
+            req.messages.len()
+        ));
+    }
     let (system, earlier, user_text) = match split(req.messages) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    // Checked before any chat is made, so a refused request leaves nothing behind.
+    // Checked before any chat is made, so a refused request leaves nothing behind: every
+    // message, the system prompt included, within the store's limit, and all of them together
+    // within the request's.
+    for text in system.iter().chain(earlier.iter().map(|(_, t)| t)) {
+        if text.trim().is_empty() {
+            continue; // an empty system prompt or reply stores as nothing
+        }
+        if let Err(e) = MessageText::parse(text) {
+            return from_ui(e.into());
+        }
+    }
+    let total: usize = system.iter().map(|s| s.chars().count()).sum::<usize>()
+        + earlier
+            .iter()
+            .map(|(_, t)| t.chars().count())
+            .sum::<usize>()
+        + user_text.chars().count();
+    if total > MAX_TOTAL_CHARS {
+        return bad(format!(
+            "The request carries {total} characters; SinkChat takes at most {MAX_TOTAL_CHARS} \
+             in one request. It keeps the conversation itself: send the newer messages only."
+        ));
+    }
     if let Err(e) = MessageText::parse(&user_text) {
         return from_ui(e.into());
     }
@@ -435,7 +550,7 @@ async fn completions(State(state): State<Shared>, headers: HeaderMap, body: Byte
             // Another client is writing to this very conversation now.
             Some((conv, _)) if svc.is_busy(conv) => {
                 return from_ui(UiError::new(
-                    "busy",
+                    ErrorCode::Busy,
                     "This conversation is answering another request; wait for that reply to \
                      end, then send again.",
                 ))
@@ -506,14 +621,14 @@ async fn whole(
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            ReplyEvent::Engine(EngineEvent::Memory { source }) => turn.memory = Some(source),
-            ReplyEvent::Engine(EngineEvent::Token { text: t }) => text.push_str(&t),
-            ReplyEvent::Engine(EngineEvent::Done {
+            ReplyEvent::Memory { source } => turn.memory = Some(source),
+            ReplyEvent::Token { text: t } => text.push_str(&t),
+            ReplyEvent::Done {
                 reason,
                 tokens,
                 prompt_tokens,
                 ..
-            }) => {
+            } => {
                 guard.armed = false;
                 turn.remember(&text);
                 return Json(json!({
@@ -531,9 +646,9 @@ async fn whole(
                 }))
                 .into_response();
             }
-            ReplyEvent::Engine(EngineEvent::Error { code, message }) => {
+            ReplyEvent::Error { code, message } => {
                 guard.armed = false;
-                return error(StatusCode::INTERNAL_SERVER_ERROR, &code, message);
+                return error(StatusCode::INTERNAL_SERVER_ERROR, &code.as_str(), message);
             }
             _ => {}
         }
@@ -591,18 +706,18 @@ fn stream(
                 continue;
             };
             match ev {
-                ReplyEvent::Engine(EngineEvent::Memory { source }) => st.turn.memory = Some(source),
-                ReplyEvent::Engine(EngineEvent::Token { text }) => {
+                ReplyEvent::Memory { source } => st.turn.memory = Some(source),
+                ReplyEvent::Token { text } => {
                     st.text.push_str(&text);
                     let c = st.turn.chunk(json!({"content": text}), None);
                     st.queue.push_back(data(&c));
                 }
-                ReplyEvent::Engine(EngineEvent::Done {
+                ReplyEvent::Done {
                     reason,
                     tokens,
                     prompt_tokens,
                     ..
-                }) => {
+                } => {
                     st.guard.armed = false;
                     let text = std::mem::take(&mut st.text);
                     st.turn.remember(&text);
@@ -619,7 +734,7 @@ fn stream(
                     st.queue.push_back(Event::default().data("[DONE]"));
                     st.ended = true;
                 }
-                ReplyEvent::Engine(EngineEvent::Error { code, message }) => {
+                ReplyEvent::Error { code, message } => {
                     st.guard.armed = false;
                     let e = json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}});
                     st.queue.push_back(data(&e));

@@ -21,9 +21,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use sinkchat_chat::models::DownloadEvent;
-use sinkchat_chat::{ChatService, ReplyEvent, ReplyOptions, UiError, UiResult};
-use sinkchat_engine::EngineEvent;
+use sinkchat_chat::commands::StreamEvent;
+use sinkchat_chat::{ChatService, ErrorCode, UiError, UiResult};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tower_http::services::ServeDir;
 
@@ -59,7 +58,7 @@ async fn secure_headers(mut r: Response) -> Response {
     r
 }
 
-fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn fail(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     (status, Json(UiError::new(code, message))).into_response()
 }
 
@@ -74,7 +73,7 @@ fn same_machine(headers: &HeaderMap) -> Result<(), Response> {
     if !get(header::HOST).is_some_and(is_loopback) {
         return Err(fail(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "Only this computer may use SinkChat's page.",
         ));
     }
@@ -83,7 +82,7 @@ fn same_machine(headers: &HeaderMap) -> Result<(), Response> {
         if !is_loopback(host) {
             return Err(fail(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "Other web pages may not use SinkChat.",
             ));
         }
@@ -91,19 +90,27 @@ fn same_machine(headers: &HeaderMap) -> Result<(), Response> {
     if !get(header::CONTENT_TYPE).is_some_and(|c| c.starts_with("application/json")) {
         return Err(fail(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
+            ErrorCode::BadRequest,
             "Commands are sent as JSON.",
         ));
     }
     Ok(())
 }
 
-/// One argument of a command, by the name the window's `invoke` uses.
-fn arg<T: DeserializeOwned>(args: &Value, name: &str) -> UiResult<T> {
-    serde_json::from_value(args.get(name).cloned().unwrap_or(Value::Null)).map_err(|e| {
+/// A command's arguments, by the names the window's `invoke` uses.
+/// A command's arguments from its JSON object; a wrong one is named in the error
+/// (`conversationId: invalid type ...`), as the page sent it.
+fn args<T: DeserializeOwned>(args: Value) -> UiResult<T> {
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         UiError::new(
-            "bad_request",
-            format!("The argument '{name}' is missing or wrong: {e}"),
+            ErrorCode::BadRequest,
+            format!("The arguments are missing or wrong: {at}{}", e.inner()),
         )
     })
 }
@@ -112,11 +119,14 @@ fn answer<T: Serialize>(r: UiResult<T>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => {
-            let status = match e.code.as_str() {
-                "not_found" => StatusCode::NOT_FOUND,
-                "busy" => StatusCode::CONFLICT,
-                "bad_request" => StatusCode::BAD_REQUEST,
-                c if c.starts_with("store_") || c == "io" => StatusCode::INTERNAL_SERVER_ERROR,
+            use ErrorCode as C;
+            let status = match e.code {
+                C::NotFound => StatusCode::NOT_FOUND,
+                C::Busy => StatusCode::CONFLICT,
+                C::BadRequest => StatusCode::BAD_REQUEST,
+                C::StoreCorrupt | C::StoreError | C::StoreUnavailable | C::Io => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             (status, Json(e)).into_response()
@@ -130,12 +140,10 @@ fn json_event<T: Serialize>(name: &str, v: &T) -> Event {
         .data(serde_json::to_string(v).expect("plain data"))
 }
 
-/// A streaming command's answer: `result` (or `failure`), then its events until `last` says
-/// one is the end.
-fn events<T: Serialize + Send + 'static, R: Serialize>(
+/// A streaming command's answer: `result` (or `failure`), then its events until the last.
+fn events<T: Serialize + StreamEvent + Send + 'static, R: Serialize>(
     started: UiResult<R>,
     rx: UnboundedReceiver<T>,
-    last: fn(&T) -> bool,
 ) -> Response {
     let head = match &started {
         Ok(r) => json_event("result", r),
@@ -147,7 +155,7 @@ fn events<T: Serialize + Send + 'static, R: Serialize>(
             return None;
         }
         let ev = rx.recv().await?;
-        let end = last(&ev);
+        let end = ev.is_last();
         Some((Ok::<_, Infallible>(json_event("message", &ev)), (rx, end)))
     });
     let all = futures_util::StreamExt::chain(
@@ -157,17 +165,6 @@ fn events<T: Serialize + Send + 'static, R: Serialize>(
     Sse::new(all)
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-fn reply_ends(e: &ReplyEvent) -> bool {
-    matches!(
-        e,
-        ReplyEvent::Engine(EngineEvent::Done { .. } | EngineEvent::Error { .. })
-    )
-}
-
-fn download_ends(e: &DownloadEvent) -> bool {
-    !matches!(e, DownloadEvent::Progress { .. })
 }
 
 async fn command(
@@ -187,121 +184,64 @@ async fn command(
             Err(e) => {
                 return fail(
                     StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("The body is not JSON: {e}"),
                 )
             }
         }
     };
-    // The page is served by the API's own server: it runs, at the address the page came from.
-    if command == "api_server_state" {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        return answer(Ok(sinkchat_chat::ServerState {
-            running: true,
-            url: Some(format!("http://{host}/v1")),
-            error: None,
-        }));
-    }
-    match dispatch(&svc, &command, &args).await {
+    match dispatch(&svc, &command, args).await {
         Ok(r) => r,
         Err(e) => answer::<()>(Err(e)),
     }
 }
 
-/// The window's commands (`src-tauri/src/commands.rs`, `models.rs`), by the same names.
-async fn dispatch(svc: &ChatService, command: &str, a: &Value) -> UiResult<Response> {
-    let conv = || arg::<i64>(a, "conversationId");
-    Ok(match command {
-        "app_status" => answer(Ok(svc.status())),
-        "list_conversations" => {
-            let before =
-                arg::<Option<i64>>(a, "beforeUpdated")?.zip(arg::<Option<i64>>(a, "beforeId")?);
-            answer(svc.list_conversations(before).await)
-        }
-        "create_conversation" => answer(svc.create_conversation().await),
-        "get_messages" => answer(svc.messages(conv()?, arg(a, "beforeId")?).await),
-        "rename_conversation" => answer(svc.rename(conv()?, &arg::<String>(a, "title")?).await),
-        "pin_message" => answer(
-            svc.pin_message(conv()?, arg(a, "messageId")?, arg(a, "pinned")?)
-                .await,
-        ),
-        "delete_conversation" => answer(svc.delete(conv()?).await),
-        "delete_conversation_later" => {
-            svc.delete_later(conv()?, std::time::Duration::from_secs(6));
-            answer(Ok(()))
-        }
-        "undo_delete" => answer(Ok(svc.undo_delete(conv()?))),
-        "search" => answer(svc.search(&arg::<String>(a, "query")?).await),
-        "send_message" | "regenerate_reply" | "edit_and_resend" => {
-            let (tx, rx) = unbounded_channel();
-            let on = move |e: ReplyEvent| {
-                let _ = tx.send(e);
-            };
-            let id = conv()?;
-            let started = match command {
-                "send_message" => {
-                    svc.send(id, &arg::<String>(a, "text")?, ReplyOptions::default(), on)
-                        .await
+/// One streaming or plain command's run, for [`browser_door!`].
+macro_rules! run_command {
+    ($svc:ident $ret:ty, $body:block) => {{
+        let r: UiResult<$ret> = async { $body }.await;
+        answer(r)
+    }};
+    ($svc:ident $ret:ty, $body:block, $cb:ident : $ev:ty) => {{
+        let (tx, rx) = unbounded_channel::<$ev>();
+        let $cb = move |e: $ev| {
+            let _ = tx.send(e);
+        };
+        // The reply (or download) goes on, and is saved, if the page closes; it stops only
+        // on request.
+        let started: UiResult<$ret> = async { $body }.await;
+        events(started, rx)
+    }};
+}
+
+/// The browser's dispatch, generated from the command table
+/// ([`sinkchat_chat::for_each_command!`]): the window's commands by the same names, with the
+/// same arguments by the same camelCase names, the window-only ones left out.
+macro_rules! browser_door {
+    ($( $door:ident $name:ident |$svc:ident $(, $arg:ident : $ty:ty)*| -> $ret:ty
+        $(, $cb:ident : $ev:ty)? $body:block )*) => {
+        async fn dispatch(svc: &ChatService, command: &str, a: Value) -> UiResult<Response> {
+            $(
+                if command == stringify!($name) && sinkchat_chat::__door!($door).browser() {
+                    #[derive(serde::Deserialize)]
+                    #[serde(rename_all = "camelCase")]
+                    struct Args {
+                        $($arg: $ty,)*
+                    }
+                    #[allow(unused_variables)]
+                    let Args { $($arg),* } = args::<Args>(a)?;
+                    let $svc = svc;
+                    return Ok(run_command!($svc $ret, $body $(, $cb : $ev)?));
                 }
-                "regenerate_reply" => svc.regenerate(id, on).await,
-                _ => {
-                    svc.edit_and_resend(id, &arg::<String>(a, "text")?, on)
-                        .await
-                }
-            };
-            // The reply goes on (and is saved) if the page closes; it stops only on request.
-            events(started, rx, reply_ends)
-        }
-        "retry_save" => answer(svc.retry_save(arg(a, "replyId")?).await),
-        "conversation_memory" => answer(Ok(svc.memory(conv()?).await)),
-        "stop_reply" => answer(Ok(svc.stop(conv()?))),
-        "leave_conversation" => {
-            svc.leave(conv()?);
-            answer(Ok(()))
-        }
-        "get_settings" => answer(Ok(svc.settings().await)),
-        "snapshot_usage" => answer(Ok(svc.snapshot_usage().await)),
-        "diagnostics" => answer(Ok(svc.diagnostics().await)),
-        "delete_exports" => answer(svc.delete_exports().await),
-        "save_settings" => answer(svc.save_settings(arg(a, "settings")?).await),
-        "export_conversations" => {
-            let ids: Option<Vec<i64>> = arg(a, "conversationIds")?;
-            answer(
-                svc.export_conversations(ids.as_deref(), &arg::<String>(a, "format")?)
-                    .await,
-            )
-        }
-        "import_conversations" => {
-            answer(svc.import_conversations(&arg::<String>(a, "text")?).await)
-        }
-        "models_overview" => answer(svc.models_overview().await),
-        "start_download" => {
-            let (tx, rx) = unbounded_channel();
-            let started = svc
-                .start_download(
-                    &arg::<String>(a, "repo")?,
-                    &arg::<String>(a, "file")?,
-                    move |e| {
-                        let _ = tx.send(e);
-                    },
-                )
-                .await;
-            events(started, rx, download_ends)
-        }
-        "pause_download" => answer(Ok(svc.pause_download(&arg::<String>(a, "key")?))),
-        "cancel_download" => answer(svc.cancel_download(&arg::<String>(a, "key")?)),
-        "inspect_model_file" => answer(svc.inspect_model_file(&arg::<String>(a, "path")?).await),
-        "import_model" => answer(svc.import_model(&arg::<String>(a, "path")?).await),
-        "delete_model" => answer(svc.delete_model(&arg::<String>(a, "file")?)),
-        "use_model" => answer(svc.use_model(&arg::<String>(a, "file")?).await),
-        other => {
-            return Err(UiError::new(
-                "not_found",
-                format!("There is no command '{other}'."),
+            )*
+            Err(UiError::new(
+                ErrorCode::NotFound,
+                format!("There is no command '{command}'."),
             ))
         }
-    })
+    };
 }
+
+#[allow(unused_imports)]
+use sinkchat_chat::commands::types::*;
+sinkchat_chat::for_each_command!(browser_door);

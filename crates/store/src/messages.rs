@@ -137,6 +137,36 @@ impl Store {
         .await
     }
 
+    /// Saves whole messages (an API client's earlier turns, oldest first) in one transaction:
+    /// all of them or none. Returns the last one's id.
+    pub async fn add_messages(
+        &self,
+        conversation: i64,
+        messages: &[(Role, MessageText)],
+    ) -> Result<Option<i64>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        touch(&mut tx, conversation, now).await?;
+        let mut last = None;
+        for (role, text) in messages {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages(conversation_id, role, content, status, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(conversation)
+            .bind(role.as_str())
+            .bind(text.as_str())
+            .bind(MessageStatus::Complete.as_str())
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            last = Some(id);
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+
     /// Starts an assistant reply, saved as `streaming` with no text yet.
     pub async fn start_reply(&self, conversation: i64) -> Result<Message> {
         self.insert_message(conversation, Role::Assistant, "", MessageStatus::Streaming)
@@ -152,14 +182,7 @@ impl Store {
     ) -> Result<Message> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let touched = sqlx::query("UPDATE conversations SET updated_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(conversation)
-            .execute(&mut *tx)
-            .await?;
-        if touched.rows_affected() == 0 {
-            return Err(Error::NoSuchConversation(conversation));
-        }
+        touch(&mut tx, conversation, now).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO messages(conversation_id, role, content, status, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
@@ -444,4 +467,22 @@ impl Store {
                 .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// Marks `conversation` updated at `now` inside `tx`; a conversation that is not there is
+/// [`Error::NoSuchConversation`] (and the caller's transaction writes nothing).
+async fn touch(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    conversation: i64,
+    now: i64,
+) -> Result<()> {
+    let touched = sqlx::query("UPDATE conversations SET updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(conversation)
+        .execute(&mut **tx)
+        .await?;
+    if touched.rows_affected() == 0 {
+        return Err(Error::NoSuchConversation(conversation));
+    }
+    Ok(())
 }

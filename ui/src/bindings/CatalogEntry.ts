@@ -20,4 +20,9 @@ vocabulary: string,
 /**
  * The chat template the file carries, by family.
  */
-chat_template: string, };
+chat_template: string, 
+/**
+ * Where the licence's terms are, for a licence that is not an open one (Gemma's, Llama's,
+ * Qwen's research licence): the Models screen shows them and asks before the download.
+ */
+terms: string | null, };

@@ -9,6 +9,15 @@ export type ModelInfo = { name: string, architecture: string, device: string, we
  */
 kv_bytes_per_token: number, 
 /**
- * Whether an f16 cache is stored in f16 on this device (the CPU); a GPU keeps f32.
+ * Bytes in f32 of the sliding layers' memory, whatever the window (0: none).
  */
-kv_f16: boolean, };
+sliding_kv_bytes: number, 
+/**
+ * Whether an f16 cache is stored in f16 on this device (the CPU and CUDA; Metal keeps f32).
+ */
+kv_f16: boolean, 
+/**
+ * Set when a GPU build found no GPU it could use and runs on the CPU: one sentence for
+ * the status bar ([`crate::device::NO_GPU`]).
+ */
+device_note: string | null, };

@@ -17,7 +17,8 @@ quantization: string,
  */
 parameters: number, trained_context: number, file_bytes: number, 
 /**
- * K and V bytes per cached token in f32 (an f16 cache stores half).
+ * K and V bytes per token of the window in f32 (an f16 cache stores half); sliding layers
+ * keep a memory of fixed size on top (counted in `memory_bytes`).
  */
 kv_bytes_per_token: number, 
 /**

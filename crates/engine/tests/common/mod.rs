@@ -35,6 +35,8 @@ pub struct Tiny {
     pub tied: bool,
     /// Width of a head when it is not `dim / heads` (Qwen3's `key_length`).
     pub head_dim: Option<usize>,
+    /// Gemma: which layers slide, and the window.
+    pub sliding: Option<(Vec<bool>, usize)>,
 }
 
 impl Tiny {
@@ -49,6 +51,7 @@ impl Tiny {
             vocab: 96,
             tied: false,
             head_dim: None,
+            sliding: None,
         }
     }
     /// Qwen3: per-head Q/K norms, and heads wider than `dim / heads` (4 x 32 > 64).
@@ -58,6 +61,20 @@ impl Tiny {
             head_dim: Some(32),
             tied: true,
             ..Self::llama(layers)
+        }
+    }
+    /// Gemma 3: heads wider than `dim / heads`, Q/K norms, post norms, GeGLU, tied output; the
+    /// layers of `sliding` attend to a sliding window of `window` tokens (the file's pattern
+    /// lists each layer, so one layer can be either kind).
+    pub fn gemma3(sliding: &[bool], window: usize) -> Self {
+        Self {
+            arch: "gemma3",
+            layers: sliding.len(),
+            head_dim: Some(32),
+            kv_heads: 1,
+            tied: true,
+            sliding: Some((sliding.to_vec(), window)),
+            ..Self::llama(sliding.len())
         }
     }
     /// Phi-3: fused QKV and gate/up matrices.
@@ -84,6 +101,7 @@ impl Tiny {
             vocab: 96,
             tied: true,
             head_dim: None,
+            sliding: None,
         }
     }
 }
@@ -145,6 +163,17 @@ pub fn write_tiny_with(t: &Tiny, path: &Path, dtype: GgmlDType, extra: Vec<(Stri
     if let Some(hd) = t.head_dim {
         md.push((format!("{a}.attention.key_length"), Value::U32(hd as u32)));
         md.push((format!("{a}.attention.value_length"), Value::U32(hd as u32)));
+    }
+    if let Some((layers, window)) = &t.sliding {
+        md.push((
+            format!("{a}.attention.sliding_window"),
+            Value::U32(*window as u32),
+        ));
+        md.push((
+            format!("{a}.attention.sliding_window_pattern"),
+            Value::Array(layers.iter().map(|&b| Value::Bool(b)).collect()),
+        ));
+        md.push((format!("{a}.rope.freq_base_swa"), Value::F32(1000.0)));
     }
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut seed = 1;
@@ -249,7 +278,11 @@ pub fn write_tiny_with(t: &Tiny, path: &Path, dtype: GgmlDType, extra: Vec<(Stri
                 &mut tensors,
             );
         }
-        if a == "qwen3" {
+        if a == "gemma3" {
+            tensors.push((format!("{p}.post_attention_norm.weight"), ones(t.dim)));
+            tensors.push((format!("{p}.post_ffw_norm.weight"), ones(t.dim)));
+        }
+        if a == "qwen3" || a == "gemma3" {
             let norm = |seed: u64| {
                 QTensor::quantize(
                     &(rand_tensor(&[hd], seed, 0.2).affine(1.0, 1.0).unwrap()),

@@ -1,4 +1,4 @@
-//! `sinkchat bench recall` (#19): does the model answer about a fact said once, early, after
+//! `sinkchat-bench recall` (#19): does the model answer about a fact said once, early, after
 //! the window has let it go? Scripted conversations through the app's own service (a real
 //! SQLite file, the real engine): a fact (a name, a number, a date, a preference), then
 //! unrelated turns worth 2x, 10x, 50x the window, then a question about it. Each is asked with
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, Settings};
-use sinkchat_engine::EngineEvent;
 use sinkchat_store::Role;
 
 struct Fact {
@@ -192,11 +191,11 @@ async fn ask(
             .context("a reply took over five minutes")?
             .context("the reply's events stopped")?;
         match e {
-            ReplyEvent::Engine(EngineEvent::Token { text: t }) => text.push_str(&t),
-            ReplyEvent::Engine(EngineEvent::Done {
+            ReplyEvent::Token { text: t } => text.push_str(&t),
+            ReplyEvent::Done {
                 prompt_tokens: p, ..
-            }) => break p,
-            ReplyEvent::Engine(EngineEvent::Error { message, .. }) => {
+            } => break p,
+            ReplyEvent::Error { message, .. } => {
                 bail!("reply failed: {message}")
             }
             _ => {}
@@ -246,7 +245,7 @@ pub fn run(
         if let ModelState::Failed { error } = svc.wait_ready().await {
             bail!("the model did not load: {error}");
         }
-        let engine = svc.engine().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let engine = svc.backend().map_err(|e| anyhow::anyhow!("{e}"))?;
         let pair_tokens = {
             let (q, a) = filler(0);
             engine.count_tokens(&q)? + engine.count_tokens(&a)? + 12

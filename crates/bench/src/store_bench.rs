@@ -1,4 +1,4 @@
-//! `sinkchat bench store`: the transcript store at scale (10,000 conversations, 1,000,000
+//! `sinkchat-bench store`: the transcript store at scale (10,000 conversations, 1,000,000
 //! messages: first page of the list, searches) and reopening a conversation after a restart
 //! (restore its cache snapshot against re-prefilling its window).
 

@@ -16,6 +16,10 @@ use minijinja::{Environment, ErrorKind};
 
 use crate::{tokenizer::GgufTokenizer, Error, Result};
 
+mod clock;
+pub use clock::civil_from_days;
+use clock::strftime_now;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -53,6 +57,10 @@ pub enum Piece {
 
 /// ChatML, for files that carry no template (what llama.cpp falls back to as well).
 pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Gemma 3's turns (Google's template, without the image parts): the system prompt opens the
+/// first user turn; the assistant is the `model`. For Gemma files that carry no template.
+pub const GEMMA: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
 /// Stands for a message's text in a render: a private-use character no template produces.
 const SENTINEL: &str = "\u{F0001}";
@@ -99,7 +107,7 @@ pub struct ChatTemplate {
     env: Arc<Environment<'static>>,
     bos: String,
     eos: String,
-    /// The file carried this template (false: ChatML stands in).
+    /// The file carried this template (false: its family's or ChatML stands in).
     from_file: bool,
     /// The template renders a system message (else the system prompt becomes a first
     /// exchange, and [`ChatTemplate::render`] merges it into the first user message as
@@ -134,58 +142,6 @@ fn template_error(e: minijinja::Error) -> Error {
         src = s.source();
     }
     Error::Template(msg)
-}
-
-/// The calendar date `(year, month, day)` of a day counted from 1970-01-01 (Howard Hinnant's
-/// algorithm), without a date crate.
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// Today's date as `strftime` would print it, for templates that call `strftime_now` (Llama
-/// 3.x). Only the fields those templates use.
-fn strftime_now(fmt: String) -> String {
-    const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
-    ];
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let name = MONTHS[(month - 1) as usize];
-    let mut out = String::new();
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str(&format!("{day:02}")),
-            Some('m') => out.push_str(&format!("{month:02}")),
-            Some('Y') => out.push_str(&year.to_string()),
-            Some('y') => out.push_str(&format!("{:02}", year % 100)),
-            Some('B') => out.push_str(name),
-            Some('b') => out.push_str(&name[..3]),
-            Some('%') => out.push('%'),
-            Some(o) => {
-                out.push('%');
-                out.push(o);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
 }
 
 /// Hugging Face's `{% generation %}...{% endgeneration %}` marks the assistant's text for
@@ -245,14 +201,19 @@ fn after_common_prefix<'a>(base: &str, full: &'a str) -> &'a str {
 }
 
 impl ChatTemplate {
-    /// The template of a model: the file's own, else ChatML.
+    /// The template of a model: the file's own, else its family's (Gemma's), else ChatML.
     pub fn for_tokenizer(tk: &GgufTokenizer) -> Result<Self> {
         let token = |id: Option<u32>| id.and_then(|i| tk.id_to_token(i)).unwrap_or_default();
-        Self::new(
-            tk.chat_template.as_deref(),
-            &token(tk.bos),
-            &token(tk.eos),
-        )
+        let (bos, eos) = (token(tk.bos), token(tk.eos));
+        match (&tk.chat_template, tk.default_template) {
+            (None, Some(family)) => {
+                let mut t = Self::build(Some(family), &bos, &eos)?;
+                t.from_file = false;
+                t.cut()?;
+                Ok(t)
+            }
+            (file, _) => Self::new(file.as_deref(), &bos, &eos),
+        }
     }
 
     /// Compiles `source` (None: ChatML) and cuts it into turns. A template that does not
@@ -272,12 +233,19 @@ impl ChatTemplate {
         // loop over a huge range is an error in a millisecond, not a frozen import.
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_function("strftime_now", strftime_now);
         let from_file = source.is_some_and(|s| !s.trim().is_empty());
-        let src = if from_file { source.unwrap_or(CHATML) } else { CHATML };
+        let src = if from_file {
+            source.unwrap_or(CHATML)
+        } else {
+            CHATML
+        };
         env.add_template_owned("chat", strip_generation_tags(src))
             .map_err(template_error)?;
         let mut t = Self {
@@ -296,8 +264,14 @@ impl ChatTemplate {
         t.system_supported = t
             .raw_render(
                 &[
-                    Msg { role: "system", content: &padded },
-                    Msg { role: "user", content: "Hi" },
+                    Msg {
+                        role: "system",
+                        content: &padded,
+                    },
+                    Msg {
+                        role: "user",
+                        content: "Hi",
+                    },
                 ],
                 true,
             )
@@ -315,7 +289,10 @@ impl ChatTemplate {
     fn prefix_holds(&self, hi: &str, hello: &str) -> Result<bool> {
         let m = |role, content| Msg { role, content };
         let a = self.raw_render(&[m("user", hi), m("assistant", hello)], false)?;
-        let b = self.raw_render(&[m("user", hi), m("assistant", hello), m("user", "Bye")], true)?;
+        let b = self.raw_render(
+            &[m("user", hi), m("assistant", hello), m("user", "Bye")],
+            true,
+        )?;
         Ok(b.starts_with(&a))
     }
 
@@ -368,7 +345,10 @@ impl ChatTemplate {
         let open_end = self.raw_render(&[m("user", hi)], false)?;
         let gen_end = self.raw_render(&[m("user", hi)], true)?;
         let ending = after_common_prefix(&gen_end, &open_end);
-        if let Some(l) = last.as_mut().filter(|l| !ending.is_empty() && l.after.ends_with(ending)) {
+        if let Some(l) = last
+            .as_mut()
+            .filter(|l| !ending.is_empty() && l.after.ends_with(ending))
+        {
             l.after.truncate(l.after.len() - ending.len());
         }
         // A user turn after a reply: the difference between the renders without and with it,
@@ -393,7 +373,9 @@ impl ChatTemplate {
                 let from = full
                     .find(&anchor)
                     .map(|i| i + anchor.len())
-                    .ok_or_else(|| Error::Template("the template's user turns could not be found".into()))?;
+                    .ok_or_else(|| {
+                        Error::Template("the template's user turns could not be found".into())
+                    })?;
                 split_at_sentinel(&full[from..])?
             }
         };
@@ -497,7 +479,7 @@ impl ChatTemplate {
         self.system_supported
     }
 
-    /// Whether the file carried this template (false: ChatML stands in).
+    /// Whether the file carried this template (false: its family's or ChatML stands in).
     pub fn from_file(&self) -> bool {
         self.from_file
     }
@@ -538,7 +520,11 @@ impl ChatTemplate {
     pub fn end_of_turn_tokens(&self, tk: &GgufTokenizer) -> Vec<u32> {
         let after = &self.assistant.after;
         match tk.encode(after, true) {
-            Ok(ids) => ids.into_iter().filter(|&i| tk.is_special(i)).take(1).collect(),
+            Ok(ids) => ids
+                .into_iter()
+                .filter(|&i| tk.is_special(i))
+                .take(1)
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -546,9 +532,6 @@ impl ChatTemplate {
 
 /// A template's family from its user-turn markup, for display only.
 fn describe(user_markup: &str, from_file: bool) -> &'static str {
-    if !from_file {
-        return "ChatML";
-    }
     let m = user_markup;
     if m.contains("<|im_start|>") {
         "ChatML"
@@ -560,8 +543,10 @@ fn describe(user_markup: &str, from_file: bool) -> &'static str {
         "Phi-3"
     } else if m.contains("<start_of_turn>") {
         "Gemma"
-    } else {
+    } else if from_file {
         "the file's own"
+    } else {
+        "ChatML"
     }
 }
 
@@ -596,7 +581,10 @@ mod tests {
                 Piece::Markup("<|im_end|>\n<|im_start|>assistant\n".into()),
             ]
         );
-        assert_eq!(t.assistant_close(), vec![Piece::Markup("<|im_end|>\n".into())]);
+        assert_eq!(
+            t.assistant_close(),
+            vec![Piece::Markup("<|im_end|>\n".into())]
+        );
         assert_eq!(
             t.opening("Be brief."),
             vec![
@@ -612,11 +600,15 @@ mod tests {
     fn broken_templates_are_plain_errors() {
         let e = ChatTemplate::new(Some("{% for m in messages %}"), "", "").unwrap_err();
         assert!(matches!(e, Error::Template(_)), "{e}");
-        let e = ChatTemplate::new(Some("{{ raise_exception('no chats here') }}"), "", "")
-            .unwrap_err();
+        let e =
+            ChatTemplate::new(Some("{{ raise_exception('no chats here') }}"), "", "").unwrap_err();
         assert!(e.to_string().contains("no chats here"), "{e}");
-        let e = ChatTemplate::new(Some("{% for m in messages %}{{ m.role }}{% endfor %}"), "", "")
-            .unwrap_err();
+        let e = ChatTemplate::new(
+            Some("{% for m in messages %}{{ m.role }}{% endfor %}"),
+            "",
+            "",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("leaves out the text"), "{e}");
     }
 

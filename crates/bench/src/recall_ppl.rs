@@ -1,4 +1,4 @@
-//! `sinkchat eval recall-perplexity` (#19): is recall silent on running text? A long text is
+//! `sinkchat-bench eval recall-perplexity` (#19): is recall silent on running text? A long text is
 //! put into a chat paragraph by paragraph, each a message in a real SQLite transcript, and
 //! scored through the StreamingLLM cache twice: with recall off, and with recall on exactly as
 //! the chat does it (the paragraph's words looked up among the paragraphs that have left the

@@ -1,4 +1,4 @@
-//! `sinkchat eval perplexity` and `eval report` end to end on SmolLM2 and the first tokens of
+//! `sinkchat-bench eval perplexity` and `eval report` end to end on SmolLM2 and the first tokens of
 //! Emma: dense and streaming agree exactly while nothing is evicted, the NLL log is what the
 //! tool's summary reports, and the report reads the logs back into the JSON and the plot.
 
@@ -7,7 +7,7 @@ use std::process::Command;
 
 fn sinkchat(args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(env!("CARGO_BIN_EXE_sinkchat"))
+    let out = Command::new(env!("CARGO_BIN_EXE_sinkchat-bench"))
         .args(args)
         .env("SINKCHAT_DATA_DIR", root.join(".data"))
         .output()
@@ -156,7 +156,7 @@ fn recall_perplexity_recalls_for_the_question_only() {
     std::fs::write(&text, body).unwrap();
     let out = dir.path().join("r.json");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let run = Command::new(env!("CARGO_BIN_EXE_sinkchat"))
+    let run = Command::new(env!("CARGO_BIN_EXE_sinkchat-bench"))
         .args(["eval", "recall-perplexity", "--text"])
         .arg(&text)
         .args([

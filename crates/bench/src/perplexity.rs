@@ -1,4 +1,4 @@
-//! `sinkchat eval perplexity` and `sinkchat eval report`: the paper's perplexity experiment
+//! `sinkchat-bench eval perplexity` and `sinkchat-bench eval report`: the paper's perplexity experiment
 //! (Xiao et al. 2023, Figure 3 and Tables 2 and 6) on our own engine and model.
 //!
 //! Each run writes `<dir>/<label>.csv` (`index,token,nll`: the NLL in nats of the token at

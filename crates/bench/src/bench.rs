@@ -11,7 +11,7 @@ use sinkchat_engine::model::Logits;
 use sinkchat_engine::sampling::argmax;
 use sinkchat_engine::{CacheConfig, GgufTokenizer, KvPrecision, LoadOptions, Model, SinkCache};
 
-fn threads() -> String {
+pub(crate) fn threads() -> String {
     std::env::var("CANDLE_NUM_THREADS")
         .or_else(|_| std::env::var("RAYON_NUM_THREADS"))
         .unwrap_or_else(|_| {
@@ -70,7 +70,7 @@ pub(crate) fn write_json(out: Option<PathBuf>, v: serde_json::Value) -> Result<(
 
 /// The best of three rounds of [`decode_once`], in ms per token (the best round is the one
 /// least disturbed by the machine).
-fn decode_ms(model: &Model, cache: &mut SinkCache, n: usize) -> Result<f64> {
+pub(crate) fn decode_ms(model: &Model, cache: &mut SinkCache, n: usize) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         best = best.min(decode_once(model, cache, n)?);
@@ -87,10 +87,15 @@ fn sample_answer(
     precision: KvPrecision,
 ) -> Result<String> {
     let tk = GgufTokenizer::from_gguf(&read_gguf_header(model_path)?)?;
-    let prompt = tk.encode(
-        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
-        true,
-    )?;
+    // The question in the model's own chat template (ChatML, Llama 3, Gemma, ...).
+    let template = sinkchat_engine::ChatTemplate::for_tokenizer(&tk)?;
+    let text = template.render(&[("user", "What is the capital of France?")], true)?;
+    let mut prompt = tk.encode(&text, true)?;
+    if let (true, Some(bos)) = (tk.add_bos, tk.bos) {
+        if prompt.first() != Some(&bos) {
+            prompt.insert(0, bos);
+        }
+    }
     let cfg = CacheConfig {
         sinks: 4,
         window: 124,
