@@ -34,14 +34,15 @@ test("a question about a fact the window let go gets it back, and the window sho
   await page.waitForFunction(() => document.body.dataset.booted === "1");
   await send(page, "My cat is called Quokkamuffin.");
   const fact = await page.locator("#messages .message.user").first().getAttribute("data-id");
-  // Talk until the memory line has passed the fact (the model's window begins after it).
+  // Talk until the memory line has passed the fact (the model's window begins after it), in
+  // statements: they ask nothing, so they never recall.
   for (let i = 0; i < 30; i++) {
-    await send(page, `Give me one word for the number ${i}.`);
+    await send(page, `Number ${i} is noted.`);
     const convs = (await server.command("list_conversations", { beforeUpdated: null, beforeId: null })).body;
     const mem = (await server.command("conversation_memory", { conversationId: convs[0].id })).body;
     if (mem.first_visible_message > Number(fact) + 1) break;
   }
-  assert.equal(await page.locator(".recall-note").count(), 0, "nothing was recalled while talking about numbers");
+  assert.equal(await page.locator(".recall-note").count(), 0, "nothing was recalled while telling numbers");
   await send(page, "What is my cat called?");
   const last = page.locator("#messages .message.assistant").last();
   assert.match(await last.locator(".recall-note").textContent(), /earlier message/);

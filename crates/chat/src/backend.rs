@@ -193,6 +193,7 @@ fn view(v: sinkchat_engine::MemoryView) -> MemoryView {
     MemoryView {
         stats: gauge(v.stats),
         first_visible_message: v.first_visible_message,
+        horizon: v.horizon,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Gauge {
 pub struct MemoryView {
     pub stats: Gauge,
     pub first_visible_message: Option<i64>,
+    /// Where the messages in view begin: which of them recall may count as seen (#36).
+    #[serde(skip)]
+    #[ts(skip)]
+    pub horizon: sinkchat_engine::Horizon,
 }
 
 /// What a reply streams to the door that started it, in order: `memory`, `prefill`s, then

@@ -10,22 +10,21 @@
 //!
 //! The recalled lines enter the window as part of the user's turn and scroll out with it, so
 //! the sinks and the window stay as they are and positions stay by place in the cache.
+//!
+//! A message counts as gone as soon as any of its tokens has left the window, or will once the
+//! new message and the reply's room are read (#36: a fact whose opening words had gone still
+//! counted as seen, and the question then pushed the rest out). Words are matched as the
+//! full-text index reads them: case, accents and word forms folded (FTS5's porter stemmer), so
+//! "weddings" finds "wedding".
 
 use sinkchat_store::{Message, Store};
 
-/// Words too common to say what a message is about.
-const STOP: &[&str] = &[
-    "about", "above", "after", "again", "all", "also", "and", "any", "are", "because", "been",
-    "before", "being", "but", "can", "could", "did", "does", "doing", "don", "down", "each", "for",
-    "from", "further", "had", "has", "have", "having", "her", "here", "hers", "herself", "him",
-    "himself", "his", "how", "into", "its", "itself", "just", "know", "like", "more", "most",
-    "much", "myself", "nor", "not", "now", "off", "once", "only", "other", "our", "ours", "out",
-    "over", "own", "please", "same", "say", "she", "should", "some", "such", "tell", "than",
-    "thank", "thanks", "that", "the", "their", "theirs", "them", "then", "there", "these", "they",
-    "thing", "things", "this", "those", "through", "too", "under", "until", "very", "was", "way",
-    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with",
-    "would", "yes", "you", "your", "yours", "yourself", "remember", "recall", "earlier", "said",
-    "told", "again", "still", "think", "want",
+/// Words of talk about talk ("please tell me what I said earlier"), which say nothing of what
+/// a message is about; the store's common words ([`sinkchat_store::is_common`]) are left out
+/// too.
+const TALK: &[&str] = &[
+    "know", "like", "please", "say", "tell", "thank", "thanks", "thing", "things", "way", "yes",
+    "remember", "recall", "earlier", "said", "told", "still", "think", "want",
 ];
 
 /// The words of `text` worth looking up: letters and digits, three characters or more (two
@@ -35,7 +34,10 @@ pub fn terms(text: &str) -> Vec<String> {
     for w in text.split(|c: char| !c.is_alphanumeric()) {
         let w = w.to_lowercase();
         let numeric = w.chars().all(|c| c.is_ascii_digit());
-        if w.chars().count() < if numeric { 2 } else { 3 } || STOP.contains(&w.as_str()) {
+        if w.chars().count() < if numeric { 2 } else { 3 }
+            || sinkchat_store::is_common(&w)
+            || TALK.contains(&w.as_str())
+        {
             continue;
         }
         if !out.contains(&w) {
@@ -167,45 +169,42 @@ pub async fn find(
         return Ok(Vec::new());
     }
     let known = store.terms_present(conversation, before, &terms).await?;
-    Ok(choose(found, &known, terms.len(), budget, count))
-}
-
-/// Whether `content` holds at least half of `known` (the question's words that occur in what
-/// the model let go), and two of them when the question has more than three words (`asked`):
-/// in running talk most messages share a common word or two with something earlier, and one
-/// shared word is evidence enough only for a short question.
-/// Words are compared as FTS5 compares them (its unicode61 tokenizer folds case and accents):
-/// a message FTS5 found for "Zoë" says "Zoe" and must count as holding that word.
-pub fn covers(content: &str, known: &[String], asked: usize) -> bool {
-    let words: std::collections::HashSet<String> = content
-        .split(|c: char| !c.is_alphanumeric())
-        .map(fold)
+    let ids: Vec<i64> = found.iter().map(|m| m.id).collect();
+    let held = store.terms_held(&ids, &known).await?;
+    let found = found
+        .into_iter()
+        .map(|m| {
+            let n = held.get(&m.id).copied().unwrap_or(0);
+            (m, n)
+        })
         .collect();
-    let have = known.iter().filter(|k| words.contains(&fold(k))).count();
-    have >= if asked > 3 { 2 } else { 1 } && have * 2 >= known.len()
+    Ok(choose(found, known.len(), terms.len(), budget, count))
 }
 
-/// `word` lowercased and without accents (decomposed, combining marks dropped).
-fn fold(word: &str) -> String {
-    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
-    word.to_lowercase()
-        .nfd()
-        .filter(|c| !is_combining_mark(*c))
-        .collect()
+/// Whether a match that holds `have` of `known` words (the question's words that occur in
+/// what the model let go) is about the question: at least half of them, and two when the
+/// question has more than three words (`asked`): in running talk most messages share a common
+/// word or two with something earlier, and one shared word is evidence enough only for a short
+/// question. Words are counted as the full-text index reads them ([`Store::terms_held`]: case,
+/// accents and word forms folded), so a message found for "Zoë's weddings" that says "Zoe's
+/// wedding" holds both words.
+pub fn covers(have: usize, known: usize, asked: usize) -> bool {
+    have >= if asked > 3 { 2 } else { 1 } && have * 2 >= known
 }
 
 /// [`find`]'s choice among `found` (best first).
+/// Each of `found` comes with how many of the `known` words it holds.
 pub fn choose(
-    found: Vec<Message>,
-    known: &[String],
+    found: Vec<(Message, usize)>,
+    known: usize,
     asked: usize,
     budget: usize,
     mut count: impl FnMut(&str) -> Option<usize>,
 ) -> Vec<Message> {
     let mut used = 0usize;
     let mut chosen = Vec::new();
-    for m in found {
-        if !covers(&m.content, known, asked) {
+    for (m, have) in found {
+        if !covers(have, known, asked) {
             continue;
         }
         let Some(n) = count(&line(m.role, &m.content)) else {
@@ -251,6 +250,10 @@ impl crate::ChatService {
     /// within the recall share of the window (Settings; at most three), then in transcript
     /// order. Nothing when the message asks nothing, nothing has left the window or nothing
     /// matches. A chat with no memory yet counts back what its rebuild will hold.
+    ///
+    /// A message has left the window when any of its tokens has, or will once the new message
+    /// and the reply's room ([`sinkchat_engine::CacheConfig::reply_room`]) are read (#36): a
+    /// fact whose opening words are gone, or are about to be, is no longer seen whole.
     pub(crate) async fn recall_for(
         &self,
         backend: &crate::Backend,
@@ -262,7 +265,13 @@ impl crate::ChatService {
             return Vec::new();
         }
         let first_visible = match self.memory(conv.id).await {
-            Some(view) => view.first_visible_message,
+            Some(view) if view.horizon.starts.is_empty() => view.first_visible_message,
+            Some(view) => {
+                let incoming = backend.count_tokens(&user.content).unwrap_or(0)
+                    + settings.cache.reply_room(settings.sampling.max_tokens);
+                // None: no message in view stays whole, so all before the new one are gone.
+                Some(view.horizon.first_whole_after(incoming).unwrap_or(user.id))
+            }
             // No memory yet (a chat made with earlier turns, or one whose snapshot is gone):
             // the backend will rebuild it from the newest turns that fit; what is older than
             // those is out of view.
@@ -354,22 +363,15 @@ mod tests {
 
     #[test]
     fn a_match_must_cover_half_of_what_the_past_knows_of_the_question() {
-        let known: Vec<String> = ["sister", "name", "lisbon"].map(String::from).into();
-        assert!(covers("My sister's name is Ada.", &known, 3));
-        assert!(!covers("What a lovely name for a boat.", &known, 3));
-        assert!(covers("Lisbon! My sister lives there.", &known, 3));
-        assert!(!covers("anything", &[], 3));
-        let one: Vec<String> = vec!["birthday".into()];
-        assert!(covers("My BIRTHDAY is on June 5.", &one, 2));
-        // A long question needs two of its words in the match.
-        assert!(!covers("My BIRTHDAY is on June 5.", &one, 9));
-        let two: Vec<String> = vec!["sister".into(), "name".into()];
-        assert!(covers("My sister's name is Ada.", &two, 9));
-        // Accents and case count as FTS5 counts them, either way round.
-        let zoe: Vec<String> = vec!["zoë".into(), "café".into()];
-        assert!(covers("Zoe runs the CAFE by the harbour.", &zoe, 2));
-        assert!(covers("Zoë runs the café.", &["zoe".to_string()], 2));
-        assert!(!covers("Zola runs the bakery.", &zoe, 2));
+        // Three words known of a three-word question: two are half.
+        assert!(covers(2, 3, 3));
+        assert!(!covers(1, 3, 3));
+        assert!(covers(3, 3, 3));
+        assert!(!covers(0, 0, 3), "nothing known, nothing covered");
+        // One known word: enough for a short question, not for a long one.
+        assert!(covers(1, 1, 2));
+        assert!(!covers(1, 1, 9));
+        assert!(covers(2, 2, 9));
     }
 
     #[test]

@@ -835,14 +835,10 @@ async fn a_message_about_something_the_window_let_go_gets_it_back() {
     let conv = svc.create_conversation().await.unwrap();
     let (fact, _) = ask(&svc, conv.id, "My cat is called Quokkamuffin.").await;
     assert!(fact.recalled.is_empty(), "nothing to recall in a new chat");
-    // Talk until the fact has left the window.
+    // Talk until the fact has left the window (statements: they ask nothing, so they never
+    // recall, even once the window counts earlier ones as gone).
     for i in 0..30 {
-        let (sent, _) = ask(
-            &svc,
-            conv.id,
-            &format!("Give me one word for the number {i}."),
-        )
-        .await;
+        let (sent, _) = ask(&svc, conv.id, &format!("Number {i} is noted.")).await;
         assert!(
             sent.recalled.is_empty(),
             "turn {i} recalled {:?}",
@@ -916,6 +912,46 @@ async fn a_message_about_something_the_window_let_go_gets_it_back() {
     svc.save_settings(s).await.unwrap();
     let (off, _) = ask(&svc, conv.id, "What is my cat called?").await;
     assert!(off.recalled.is_empty());
+}
+
+/// #36: a fact whose message the window has begun to let go (its opening words gone, the rest
+/// still in view) no longer counts as seen: a question about it gets it back. Before, the
+/// message the window begins in counted as seen, and the question pushed the rest out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fact_on_the_edge_of_the_window_is_recalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 8).await;
+    let mut s = small_window(&svc).await;
+    s.recall_share = 50; // room for the fact's line in a window of 128
+    svc.save_settings(s).await.unwrap();
+    let conv = svc.create_conversation().await.unwrap();
+    let fact = "My sister's wedding is on the 17th of October in Valencia, and we will take \
+                the night train there with our cousins and the blue dishes.";
+    let (told, _) = ask(&svc, conv.id, fact).await;
+    let id = told.user_message.id;
+    // Statements (they ask nothing, so nothing is recalled), each shorter than the fact, until
+    // the window begins inside the fact's message.
+    let mut on_edge = false;
+    for i in 0..40 {
+        let (sent, _) = ask(&svc, conv.id, &format!("Noted, item {i}.")).await;
+        assert!(sent.recalled.is_empty(), "{:?}", sent.recalled);
+        let view = svc.memory(conv.id).await.unwrap();
+        if view.stats.evicted_total > 0 && view.first_visible_message == Some(id) {
+            on_edge = true;
+            break;
+        }
+        assert!(
+            view.first_visible_message <= Some(id),
+            "the window passed the whole fact in one turn: {view:?}"
+        );
+    }
+    assert!(on_edge, "the window never began inside the fact");
+    let (asked, _) = ask(&svc, conv.id, "When is my sister's wedding?").await;
+    assert!(
+        asked.recalled.contains(&id),
+        "the fact on the edge was not recalled: {:?}",
+        asked.recalled
+    );
 }
 
 /// Recall's lookup on a real transcript finds a fact written without the accents the question

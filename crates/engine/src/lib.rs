@@ -27,7 +27,7 @@ pub use alloc::tune_allocator;
 pub use cache::{CacheConfig, CacheStats, KvPrecision, SinkCache};
 pub use chat::{ChatTemplate, Role, Turn};
 pub use engine::{
-    Cancel, Engine, EngineEvent, EngineOptions, GenerateRequest, History, HistoryReader,
+    Cancel, Engine, EngineEvent, EngineOptions, GenerateRequest, History, HistoryReader, Horizon,
     MemorySource, MemoryView, Spans, StopReason,
 };
 pub use error::{Error, Result};

@@ -48,10 +48,18 @@ const COLUMNS: &str =
     "id, title, model, system_prompt, settings, created_at, updated_at, cache_key";
 
 /// Turns what a person typed into an FTS5 query of quoted terms, so `AND`, quotes, `*` or
-/// SQL-looking text are searched as words, never parsed.
+/// SQL-looking text are searched as words, never parsed. Common words ("where is my ...") are
+/// left out unless nothing else is left: a match needs every term, and people type questions.
 fn fts_query(q: &str) -> Option<String> {
-    let terms: Vec<String> = q
-        .split_whitespace()
+    let words: Vec<&str> = q.split_whitespace().collect();
+    let telling: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|w| !crate::is_common(w.trim_matches(|c: char| !c.is_alphanumeric())))
+        .collect();
+    let words = if telling.is_empty() { words } else { telling };
+    let terms: Vec<String> = words
+        .iter()
         .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
         .collect();
     (!terms.is_empty()).then(|| terms.join(" "))

@@ -5,6 +5,7 @@ mod conversations;
 mod export;
 mod messages;
 mod text;
+mod words;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,6 +20,7 @@ pub use export::{
 };
 pub use messages::{Message, MessageStatus, Role};
 pub use text::{MessageText, MAX_MESSAGE_CHARS};
+pub use words::is_common;
 
 /// Everything that can go wrong in the store, each a sentence a user can act on.
 #[derive(Debug, thiserror::Error)]

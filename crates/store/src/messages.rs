@@ -378,7 +378,7 @@ impl Store {
         }
         let query = terms
             .iter()
-            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .map(|t| quoted(t))
             .collect::<Vec<_>>()
             .join(" OR ");
         let Some(first) = self.first_message_id(conversation).await? else {
@@ -424,7 +424,7 @@ impl Store {
                    AND m.conversation_id = ? AND m.pinned = 0 \
                    AND m.status IN ('complete', 'stopped') LIMIT 1",
             )
-            .bind(format!("\"{}\"", t.replace('"', "\"\"")))
+            .bind(quoted(t))
             .bind(first)
             .bind(before)
             .bind(conversation)
@@ -435,6 +435,34 @@ impl Store {
             }
         }
         Ok(present)
+    }
+
+    /// How many of `terms` each of the messages `ids` holds, as the full-text index reads
+    /// them (case, accents and word forms folded as its tokenizer folds them): what recall's
+    /// rule on a match counts. Messages that hold none are absent.
+    pub async fn terms_held(
+        &self,
+        ids: &[i64],
+        terms: &[String],
+    ) -> Result<std::collections::HashMap<i64, usize>> {
+        let mut held = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(held);
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid IN ({marks})"
+        );
+        for t in terms {
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(quoted(t));
+            for id in ids {
+                q = q.bind(id);
+            }
+            for id in q.fetch_all(&self.pool).await? {
+                *held.entry(id).or_insert(0) += 1;
+            }
+        }
+        Ok(held)
     }
 
     /// The chat's oldest message id: the lower end of the rowid range that keeps FTS5 lookups
@@ -467,6 +495,11 @@ impl Store {
                 .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// `term` as one FTS5 string (quotes doubled): searched as words, never parsed as a query.
+fn quoted(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
 }
 
 /// Marks `conversation` updated at `now` inside `tx`; a conversation that is not there is

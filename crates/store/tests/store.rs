@@ -86,6 +86,70 @@ async fn search_treats_sql_and_fts_syntax_as_words() {
     assert_eq!(s.messages(c.id, 0, 10).await.unwrap()[0].content, evil);
 }
 
+/// #36: search finds the forms of a word (FTS5's porter stemmer) and leaves the common words
+/// of a typed question out; a query of common words alone still searches them.
+#[tokio::test]
+async fn search_finds_word_forms_and_skips_common_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let c = s
+        .create_conversation("Gardening notes", "m", "", "{}")
+        .await
+        .unwrap();
+    let text = |t: &str| MessageText::parse(t).unwrap();
+    let garden = s
+        .add_user_message(
+            c.id,
+            &text("I planted a zucchini in my small vegetable garden."),
+        )
+        .await
+        .unwrap();
+    let where_is = s
+        .add_user_message(c.id, &text("Where is it?"))
+        .await
+        .unwrap();
+    let in_messages = |hits: &[sinkchat_store::SearchHit]| -> Vec<i64> {
+        hits.iter().filter_map(|h| h.message_id).collect()
+    };
+    let hits = s.search("zucchinis", 10).await.unwrap();
+    assert_eq!(
+        in_messages(&hits),
+        [garden.id],
+        "a plural finds the singular"
+    );
+    let hits = s.search("where is my garden", 10).await.unwrap();
+    assert_eq!(
+        in_messages(&hits),
+        [garden.id],
+        "the question's common words left out"
+    );
+    let hits = s.search("where is it", 10).await.unwrap();
+    assert_eq!(
+        in_messages(&hits),
+        [where_is.id],
+        "common words alone are searched"
+    );
+    let hits = s.search("gardens", 10).await.unwrap();
+    assert!(
+        hits.iter()
+            .any(|h| h.message_id.is_none() && h.title == "Gardening notes"),
+        "titles by their word forms too"
+    );
+    assert!(
+        s.search("zucchini bread", 10).await.unwrap().is_empty(),
+        "every word"
+    );
+    // Recall counts a message's words as the index reads them.
+    let terms: Vec<String> = ["gardens", "zucchinis", "tomato"].map(String::from).into();
+    let held = s
+        .terms_held(&[garden.id, where_is.id], &terms)
+        .await
+        .unwrap();
+    assert_eq!(held.get(&garden.id), Some(&2));
+    assert_eq!(held.get(&where_is.id), None);
+    assert!(s.terms_held(&[], &terms).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn deleted_text_is_gone_from_every_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,6 +497,10 @@ async fn a_database_from_the_first_release_upgrades_whole() {
         "the walrus sings"
     );
     let hits = s.search("walrus", 10).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].message_id, Some(10));
+    // Reindexed with word forms (#36): "singing" finds "sings".
+    let hits = s.search("singing", 10).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].message_id, Some(10));
     assert_eq!(

@@ -160,6 +160,13 @@ impl CacheConfig {
     pub fn rebuild_budget(&self) -> usize {
         self.window * 3 / 4
     }
+
+    /// Room kept for a reply when judging what the next turn will push out of the window: the
+    /// longest reply asked for, at most the quarter of the window that a rebuild leaves for the
+    /// new turn and the reply.
+    pub fn reply_room(&self, max_tokens: usize) -> usize {
+        max_tokens.min(self.window - self.rebuild_budget())
+    }
 }
 
 /// What the gauge shows after each step.

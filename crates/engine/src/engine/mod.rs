@@ -28,8 +28,8 @@ use crate::{Error, Result};
 
 pub use parking::{enforce_snapshot_budget, snapshot_path, snapshot_usage, SnapshotUsage};
 pub use protocol::{
-    Cancel, EngineEvent, GenerateRequest, History, HistoryReader, MemorySource, MemoryView,
-    ModelInfo, Spans, StopReason,
+    Cancel, EngineEvent, GenerateRequest, History, HistoryReader, Horizon, MemorySource,
+    MemoryView, ModelInfo, Spans, StopReason,
 };
 
 use parking::ConversationMeta;
@@ -237,11 +237,13 @@ impl Engine {
         let mut stats = state.stats(&self.spec, &self.device);
         let mut marks = meta.marks;
         marks.apply(&mut stats);
-        let first_visible_message =
-            Segments(meta.segments).first_visible(stats.window_start, stats.pinned);
+        let segments = Segments(meta.segments);
+        let first_visible_message = segments.first_visible(stats.window_start, stats.pinned);
+        let horizon = segments.horizon(&stats, stats.pinned);
         Some(MemoryView {
             stats,
             first_visible_message,
+            horizon,
         })
     }
 

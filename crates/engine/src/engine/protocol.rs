@@ -139,6 +139,42 @@ impl std::fmt::Debug for History {
 pub struct MemoryView {
     pub stats: CacheStats,
     pub first_visible_message: Option<i64>,
+    /// Where the messages in view begin, to tell which stay whole after the next turn.
+    #[serde(skip)]
+    #[ts(skip)]
+    pub horizon: Horizon,
+}
+
+/// Where each message the window holds (whole or in part) begins in the conversation's token
+/// stream, with the window's figures: what recall needs to tell which messages the model still
+/// sees whole, now and after a turn of a given length is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Horizon {
+    /// `(text position of the message's first token, message id)`, oldest first, from the
+    /// message the window begins in.
+    pub starts: Vec<(u64, i64)>,
+    /// Text position of the oldest token in the window.
+    pub window_start: u64,
+    /// Tokens before `window_start` that stay for good (the sinks and the pinned opening).
+    pub pinned: u64,
+    pub window: usize,
+    pub window_used: usize,
+}
+
+impl Horizon {
+    /// The oldest message the model will still see whole, from its first token on, once
+    /// `incoming` more tokens are read (the new turn and the reply's room): the window evicts
+    /// a token for each one past its size. `None` when no message it holds now stays whole
+    /// (every one is gone or about to be), or when it holds none.
+    pub fn first_whole_after(&self, incoming: usize) -> Option<i64> {
+        let overflow = (self.window_used + incoming).saturating_sub(self.window) as u64;
+        let start = self.window_start + overflow;
+        if start <= self.pinned {
+            // Nothing has left, nor will: every message is whole.
+            return self.starts.first().map(|s| s.1);
+        }
+        self.starts.iter().find(|(s, _)| *s >= start).map(|s| s.1)
+    }
 }
 
 /// One reply to produce.

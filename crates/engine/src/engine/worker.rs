@@ -19,7 +19,9 @@ use crate::tokenizer::GgufTokenizer;
 use crate::{Error, Result};
 
 use super::feed::{self, PendingTokens};
-use super::protocol::{Cancel, EngineEvent, GenerateRequest, MemorySource, MemoryView, StopReason};
+use super::protocol::{
+    Cancel, EngineEvent, GenerateRequest, Horizon, MemorySource, MemoryView, StopReason,
+};
 use super::LIVE_CONVERSATIONS;
 
 /// The live conversations' views, kept by the engine thread as it works, read by anyone at
@@ -85,6 +87,22 @@ impl Segments {
             .find(|(s, _)| *s <= window_start)
             .or(self.0.first())
             .map(|s| s.1)
+    }
+
+    /// What [`Horizon`] needs of these starts with the cache's figures: the messages from
+    /// the one the window begins in.
+    pub fn horizon(&self, stats: &CacheStats, pinned: usize) -> Horizon {
+        let from = match self.first_visible(stats.window_start, pinned) {
+            Some(id) => self.0.iter().rposition(|s| s.1 == id).unwrap_or(0),
+            None => 0,
+        };
+        Horizon {
+            starts: self.0[from..].to_vec(),
+            window_start: stats.window_start,
+            pinned: pinned as u64,
+            window: stats.window,
+            window_used: stats.window_used,
+        }
     }
 }
 
@@ -643,6 +661,7 @@ fn emit_cache(views: &Views, id: i64, conv: &mut Conversation, cb: &mut Callback
         MemoryView {
             stats: stats.clone(),
             first_visible_message: first,
+            horizon: conv.segments.horizon(&stats, pinned),
         },
     );
     cb(EngineEvent::Cache {
@@ -664,5 +683,51 @@ mod segment_tests {
         assert_eq!(s.first_visible(250, 20), Some(3), "inside a long message");
         assert_eq!(s.first_visible(1000, 20), Some(4));
         assert_eq!(Segments::default().first_visible(1000, 20), None);
+    }
+
+    fn stats(window_start: u64, window: usize, window_used: usize) -> crate::CacheStats {
+        crate::CacheStats {
+            window_start,
+            window,
+            window_used,
+            ..Default::default()
+        }
+    }
+
+    /// #36: a message counts as seen only while all of it is in the window, and only if it
+    /// stays there once the next turn and the reply's room are read.
+    #[test]
+    fn a_message_is_whole_only_while_none_of_it_has_left_or_is_about_to() {
+        let s = Segments(vec![(20, 1), (40, 2), (100, 3), (300, 4)]);
+        // Nothing evicted and room to spare: every message is whole, now and after 50 more.
+        let h = s.horizon(&stats(20, 400, 200), 20);
+        assert_eq!(h.starts, s.0);
+        assert_eq!(h.first_whole_after(0), Some(1));
+        assert_eq!(h.first_whole_after(50), Some(1));
+        // A full window: n more tokens push its first n out.
+        let h = s.horizon(&stats(20, 400, 400), 20);
+        assert_eq!(h.first_whole_after(0), Some(1));
+        assert_eq!(
+            h.first_whole_after(15),
+            Some(2),
+            "message 1 loses its first tokens"
+        );
+        assert_eq!(h.first_whole_after(20), Some(2), "message 2 begins at 40");
+        assert_eq!(h.first_whole_after(21), Some(3));
+        // The window begins inside message 1 (the bug: it counted as seen).
+        let h = s.horizon(&stats(28, 400, 400), 20);
+        assert_eq!(h.starts, s.0, "from the message the window begins in");
+        assert_eq!(h.first_whole_after(0), Some(2));
+        // Past the window's end of what it holds: no message stays whole.
+        let h = s.horizon(&stats(250, 400, 400), 20);
+        assert_eq!(h.starts, vec![(100, 3), (300, 4)]);
+        assert_eq!(h.first_whole_after(0), Some(4));
+        assert_eq!(h.first_whole_after(60), None);
+        assert_eq!(
+            Segments::default()
+                .horizon(&stats(0, 8, 0), 4)
+                .first_whole_after(9),
+            None
+        );
     }
 }
