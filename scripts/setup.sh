@@ -120,9 +120,9 @@ install_test_deps() {
   fetch_test_data
   fetch_novels
   fetch_gemma
-  say "building llama.cpp's llama-perplexity (once, into .cache; the peer the parity test measures against)"
+  say "building llama.cpp's llama-perplexity, llama-server and ggml-rpc-server (once, into .cache: the peer the parity test measures against, the real serving engine of the server door's tests)"
   apt_install cmake unzip
-  scripts/llamacpp.sh llama-perplexity
+  scripts/llamacpp.sh llama-perplexity llama-server ggml-rpc-server
 }
 
 # The installable package: a .deb made by the Tauri bundler (the npm Tauri CLI), carrying the

@@ -15,6 +15,7 @@ mod progress;
 mod rdata;
 mod recall_bench;
 mod recall_ppl;
+mod remote;
 mod store_bench;
 
 use std::path::PathBuf;
@@ -171,6 +172,22 @@ enum Command {
         rounds: usize,
         /// Tokens of each answer
         #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+    /// A conversation several times a server's context against llama.cpp's server (started
+    /// here): evicting one message at a time, in blocks, and in blocks with its cache reuse
+    Remote {
+        #[command(flatten)]
+        model: ModelArg,
+        #[arg(long, default_value_t = 200)]
+        turns: usize,
+        /// The server's context (llama-server -c)
+        #[arg(long, default_value_t = 1024)]
+        context: usize,
+        /// Tokens of each answer at most (the reply's room)
+        #[arg(long, default_value_t = 24)]
         max_tokens: usize,
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
@@ -392,6 +409,22 @@ fn main() -> Result<()> {
             max_tokens,
             out,
         }),
+        Command::Remote {
+            model,
+            turns,
+            context,
+            max_tokens,
+            out,
+        } => {
+            let args = remote::Args {
+                model: model.checked()?,
+                turns,
+                context,
+                max_tokens,
+                out,
+            };
+            tokio::runtime::Runtime::new()?.block_on(remote::run(args))
+        }
         Command::Eval(Eval::Requant {
             model,
             text,
