@@ -58,10 +58,7 @@ fn fts_query(q: &str) -> Option<String> {
         .filter(|w| !crate::is_common(w.trim_matches(|c: char| !c.is_alphanumeric())))
         .collect();
     let words = if telling.is_empty() { words } else { telling };
-    let terms: Vec<String> = words
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect();
+    let terms: Vec<String> = words.iter().map(|t| crate::messages::quoted(t)).collect();
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 

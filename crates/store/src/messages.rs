@@ -498,7 +498,7 @@ impl Store {
 }
 
 /// `term` as one FTS5 string (quotes doubled): searched as words, never parsed as a query.
-fn quoted(term: &str) -> String {
+pub(crate) fn quoted(term: &str) -> String {
     format!("\"{}\"", term.replace('"', "\"\""))
 }
 
