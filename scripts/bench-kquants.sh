@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # K-quant files against llama.cpp, all in one run on this machine (release build, 2 threads):
+#   [IQ=1] scripts/bench-kquants.sh speed   (IQ=1: the IQ4_NL and IQ4_XS files, *-iquants.json)
 #   scripts/bench-kquants.sh speed        decode and 512-token prompt tokens/s of SinkChat and
 #                                         llama-bench on each file -> docs/bench/decode-kquants.json
 #                                         (REPEAT rounds over all the files, default 3; each
@@ -28,6 +29,9 @@ cargo build --release -p sinkchat-bench
 export CANDLE_NUM_THREADS=${THREADS:-2} RAYON_NUM_THREADS=${THREADS:-2}
 FILES=(SmolLM2-135M-Instruct.Q4_K_M SmolLM2-135M-Instruct.Q5_K_M SmolLM2-135M-Instruct.Q6_K
        SmolLM2-135M-Instruct.Q8_0 Qwen2.5-Coder-0.5B-Instruct.Q4_K_M)
+# IQ=1: the i-quant files instead (IQ4_NL, IQ4_XS of both models), into decode-iquants.json.
+[ -z "${IQ:-}" ] || FILES=(SmolLM2-135M-Instruct.IQ4_NL SmolLM2-135M-Instruct.IQ4_XS
+                           Qwen2.5-Coder-0.5B-Instruct.IQ4_NL Qwen2.5-Coder-0.5B-Instruct.IQ4_XS)
 OUT=target/kquants
 mkdir -p "$OUT"
 REPEAT=${REPEAT:-3}
@@ -64,9 +68,9 @@ for f in "${FILES[@]}"; do
     *) echo "usage: scripts/bench-kquants.sh speed|perplexity" >&2; exit 64 ;;
   esac
 done
-python3 - "$what" "$OUT" "${FILES[@]}" <<'PY'
+python3 - "$what" "$OUT" "${IQ:-}" "${FILES[@]}" <<'PY'
 import datetime, glob, json, os, statistics, sys
-what, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+what, out, iq, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 rows = []
 for f in files:
     if what == "speed":
@@ -121,6 +125,8 @@ for f in files:
             d["mean_change_standard_error_percent"] = round(statistics.stdev(ch) / len(ch) ** 0.5, 4)
     rows.append(d)
 name = "decode-kquants.json" if what == "speed" else "kernels-perplexity-kquants.json"
+if iq:
+    name = name.replace("kquants", "iquants")
 doc = {"date": datetime.date.today().isoformat(), "threads": 2, "files": rows}
 json.dump(doc, open(f"docs/bench/{name}", "w"), indent=2)
 print(json.dumps(doc, indent=2))

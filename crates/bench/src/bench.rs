@@ -237,7 +237,7 @@ pub fn decode(
         out,
         json!({
             "model": model_path.file_name().map(|n| n.to_string_lossy().to_string()),
-            "weights": format!("{:?}", model.weight_dtype()),
+            "weights": model.weight_type().to_string(),
             "device": device_name(&dev),
             "cache_device": cache_device,
             "cache_precision": precision.on(&dev),

@@ -33,10 +33,7 @@ pub fn requant(model_path: &Path, label: &str, body: &str, tokens: usize) -> Res
                 ..Default::default()
             },
         )?;
-        Ok((
-            perplexity(&m, &ids, 256)?,
-            format!("{:?}", m.weight_dtype()),
-        ))
+        Ok((perplexity(&m, &ids, 256)?, m.weight_type().to_string()))
     };
     let (reference, _) = run(CpuWeights::Candle)?;
     let (native, native_dtype) = run(CpuWeights::Native)?;
@@ -89,13 +86,14 @@ pub fn kernels(
         "sinkchat" => CpuWeights::Native,
         other => anyhow::bail!("--side takes candle or sinkchat, not {other}"),
     };
-    let header = read_gguf_header(model_path)?;
-    let tk = GgufTokenizer::from_gguf(&header)?;
+    // With the real types of the tensors candle does not read (not their stand-in).
+    let header = sinkchat_engine::model::read_header(model_path)?;
+    let tk = GgufTokenizer::from_gguf(&header.ct)?;
     let mut ids = tk.encode(body, false)?;
     ids.truncate(tokens);
     let mut types = std::collections::BTreeMap::<String, usize>::new();
-    for info in header.tensor_infos.values() {
-        *types.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+    for (name, info) in &header.ct.tensor_infos {
+        *types.entry(header.type_name(name, info)).or_default() += 1;
     }
     let m = Model::load(
         model_path,

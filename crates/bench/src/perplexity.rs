@@ -119,7 +119,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let summary = json!({
         "text": args.text.label(),
         "model": args.model.file_name().map(|s| s.to_string_lossy().into_owned()),
-        "weights": format!("{:?}", model.weight_dtype()),
+        "weights": model.weight_type().to_string(),
         "mode": result.mode.name(),
         "sinks": result.mode.sinks(),
         "window": result.mode.window(ids.len()),

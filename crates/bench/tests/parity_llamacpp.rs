@@ -1,7 +1,9 @@
 //! SinkChat against llama.cpp on real weights, in CI: the files small enough (SmolLM2 135M
-//! Q4_1, the default model; Gemma 3 270M Q4_K_M, whose layers are of two kinds) score the first
-//! 2,048 tokens of Emma within 1% of llama.cpp's `llama-perplexity` built from the same source
-//! package (`scripts/llamacpp.sh`; `scripts/setup.sh test` builds it and fetches both files).
+//! Q4_1, the default model; Gemma 3 270M Q4_K_M, whose layers are of two kinds; SmolLM2 as
+//! IQ4_NL and IQ4_XS, the formats candle does not read, made here by llama.cpp's own
+//! `llama-quantize`) score the first 2,048 tokens of Emma within 1% of llama.cpp's
+//! `llama-perplexity` built from the same source package (`scripts/llamacpp.sh`;
+//! `scripts/setup.sh test` builds both tools and fetches the files).
 //! The other files (the K-quant files, Qwen2.5-Coder-0.5B) run in `scripts/parity-llamacpp.sh`
 //! into `docs/bench/parity-llamacpp.json`.
 
@@ -24,17 +26,39 @@ fn the_small_files_score_within_one_percent_of_llama_cpp() {
         r.join(".cache/llama.cpp/build/bin/llama-perplexity"),
         "run scripts/llamacpp.sh llama-perplexity",
     );
-    let models = [
-        need(
-            r.join(".data/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-            "run scripts/setup.sh test-deps",
-        ),
+    let quantize = need(
+        r.join(".cache/llama.cpp/build/bin/llama-quantize"),
+        "run scripts/llamacpp.sh llama-quantize",
+    );
+    let smol = need(
+        r.join(".data/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "run scripts/setup.sh test-deps",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut models = vec![
+        smol.clone(),
         need(
             r.join(".cache/gemma3/gemma-3-270m-q4_k_m.gguf"),
             "run scripts/setup.sh test-deps",
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
+    // IQ4_NL files keep a few tensors in other types; IQ4_XS falls back to IQ4_NL where a
+    // row is not whole super-blocks (SmolLM2's width, 576): both kernels run.
+    for ty in ["IQ4_NL", "IQ4_XS"] {
+        let out = dir.path().join(format!("SmolLM2-135M-Instruct.{ty}.gguf"));
+        let made = Command::new(&quantize)
+            .arg("--allow-requantize")
+            .args([&smol, &out])
+            .args([ty, "2"])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        models.push(out);
+    }
     let out = dir.path().join("parity.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sinkchat-bench"));
     cmd.args(["eval", "parity", "--book", "emma", "--ctx", "2048"])

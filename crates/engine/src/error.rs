@@ -18,6 +18,13 @@ pub enum Error {
     /// what it is, not called corrupt.
     #[error("{0} is not a GGUF model file (SinkChat runs GGUF models, as made for llama.cpp)")]
     NotGguf(String),
+    /// A weight type the engine has no kernels for (an i-quant such as IQ4_XS): the file is
+    /// fine, and the user is told which types work.
+    #[error("this model's weights are stored as {name}{}, a weight type SinkChat cannot run yet; the file itself is not damaged. SinkChat runs {}: a copy of the same model in one of those types will work", tensor.as_deref().map(|t| format!(" (the tensor {t}, at least)")).unwrap_or_default(), crate::model::TYPES_THAT_RUN)]
+    UnsupportedWeightType {
+        name: String,
+        tensor: Option<String>,
+    },
     #[error("models of architecture '{0}' are not supported yet (SinkChat runs llama, qwen2, qwen3, phi3 and gemma3 models)")]
     UnsupportedArchitecture(String),
     /// The header holds values no real model has, or that contradict each other: a damaged
@@ -57,7 +64,9 @@ impl Error {
             Error::ModelFileUnreadable { .. } => "model_missing",
             Error::InvalidGguf { .. } | Error::Malformed(_) => "model_corrupt",
             Error::NotGguf(_) => "not_gguf",
-            Error::UnsupportedArchitecture(_) => "model_unsupported",
+            Error::UnsupportedArchitecture(_) | Error::UnsupportedWeightType { .. } => {
+                "model_unsupported"
+            }
             Error::MissingMetadata(_) | Error::MissingTensor(_) => "model_incomplete",
             Error::Tokenizer(_) => "tokenizer",
             Error::Template(_) => "template",

@@ -3,12 +3,10 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
-
 use crate::arch::Recipe;
 use crate::chat::ChatTemplate;
-use crate::model::read_gguf_header;
-use crate::spec::{Architecture, ModelSpec};
+use crate::model::read_header;
+use crate::spec::ModelSpec;
 use crate::tokenizer::GgufTokenizer;
 use crate::{Error, Result};
 
@@ -42,8 +40,9 @@ pub struct ModelSummary {
 /// Reads a GGUF header, checks the architecture, hyper-parameters, tensor list and tokenizer,
 /// and summarises the model. Errors are the engine's plain-sentence errors.
 pub fn inspect(path: &Path) -> Result<ModelSummary> {
-    let ct = read_gguf_header(path)?;
-    let spec = ModelSpec::from_gguf(&ct)?;
+    let header = read_header(path)?;
+    let ct = &header.ct;
+    let spec = ModelSpec::from_gguf(ct)?;
     let file_bytes = std::fs::metadata(path)
         .map_err(|source| Error::ModelFileUnreadable {
             path: path.to_path_buf(),
@@ -63,18 +62,16 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         return Err(Error::MissingTensor(missing.clone()));
     }
     let mut parameters = 0u64;
-    let mut bytes_by_type: Vec<(GgmlDType, u64)> = Vec::new();
+    let mut bytes_by_type: Vec<(String, u64)> = Vec::new();
     let mut weight_bytes_cpu = 0u64;
-    // `read_gguf_header` checked every tensor's size and place in the file.
-    for info in ct.tensor_infos.values() {
-        let bytes = crate::model::tensor_bytes(info).unwrap_or(0);
+    // `read_header` checked every tensor's size and place in the file.
+    for (name, info) in &ct.tensor_infos {
+        let bytes = crate::model::tensor_bytes(info, header.foreign(name)).unwrap_or(0);
         parameters += info.shape.dims().iter().map(|&d| d as u64).product::<u64>();
-        match bytes_by_type
-            .iter_mut()
-            .find(|(t, _)| *t == info.ggml_dtype)
-        {
+        let ty = header.type_name(name, info);
+        match bytes_by_type.iter_mut().find(|(t, _)| *t == ty) {
             Some((_, b)) => *b += bytes,
-            None => bytes_by_type.push((info.ggml_dtype, bytes)),
+            None => bytes_by_type.push((ty, bytes)),
         }
         // What the CPU holds after loading (see `model::CpuWeights::Native`): every matrix as
         // stored.
@@ -84,15 +81,16 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
     // they are held twice: once for the lookup, once as the output matrix.
     if !ct.tensor_infos.contains_key("output.weight") {
         if let Some(e) = ct.tensor_infos.get("token_embd.weight") {
-            weight_bytes_cpu += crate::model::tensor_bytes(e).unwrap_or(0);
+            weight_bytes_cpu +=
+                crate::model::tensor_bytes(e, header.foreign("token_embd.weight")).unwrap_or(0);
         }
     }
     let quantization = bytes_by_type
         .iter()
         .max_by_key(|(_, b)| *b)
-        .map(|(t, _)| format!("{t:?}"))
+        .map(|(t, _)| t.clone())
         .unwrap_or_else(|| "none".into());
-    let tokenizer = GgufTokenizer::from_gguf(&ct)?;
+    let tokenizer = GgufTokenizer::from_gguf(ct)?;
     let template = ChatTemplate::for_tokenizer(&tokenizer)?;
     let kv = spec.kv_bytes_per_token() as u64;
     Ok(ModelSummary {
@@ -110,82 +108,15 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
     })
 }
 
-/// Checks the first bytes of a GGUF file (a download's first kilobytes) for an architecture or
-/// a vocabulary type the engine does not run, so such a file is refused before it is fetched.
-/// `Ok(())` when the prefix shows nothing wrong, including when it ends before the keys.
+/// Checks the first bytes of a GGUF file (a download's first kilobytes) for an architecture, a
+/// vocabulary or a weight type (`general.file_type`) the engine does not run, so such a file is
+/// refused before it is fetched. `Ok(())` when the prefix shows nothing wrong, including when
+/// it ends before the keys.
 pub fn check_header_prefix(bytes: &[u8]) -> Result<()> {
-    struct R<'a>(&'a [u8]);
-    impl R<'_> {
-        fn take(&mut self, n: usize) -> Option<&[u8]> {
-            if self.0.len() < n {
-                return None;
-            }
-            let (a, b) = self.0.split_at(n);
-            self.0 = b;
-            Some(a)
-        }
-        fn u32(&mut self) -> Option<u32> {
-            Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-        }
-        fn u64(&mut self) -> Option<u64> {
-            Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-        }
-        fn string(&mut self) -> Option<&[u8]> {
-            let n = usize::try_from(self.u64()?).ok()?;
-            self.take(n)
-        }
-        /// Skips a value of GGUF type `t`; None when the prefix ends or the type is unknown.
-        fn skip(&mut self, t: u32) -> Option<()> {
-            let size = match t {
-                0 | 1 | 7 => 1,
-                2 | 3 => 2,
-                4..=6 => 4,
-                10..=12 => 8,
-                8 => return self.string().map(|_| ()),
-                9 => {
-                    let et = self.u32()?;
-                    let n = self.u64()?;
-                    for _ in 0..n {
-                        self.skip(et)?;
-                    }
-                    return Some(());
-                }
-                _ => return None,
-            };
-            self.take(size).map(|_| ())
-        }
-    }
-    let mut r = R(bytes);
-    if r.take(4) != Some(b"GGUF".as_slice()) {
+    if !bytes.starts_with(b"GGUF") {
         return Err(Error::NotGguf("the download".into()));
     }
-    let Some(version) = r.u32() else {
-        return Ok(());
-    };
-    if version < 2 {
-        return Ok(()); // GGUF v1 counts are 32-bit; the full check after download handles it
-    }
-    let (Some(_tensors), Some(kvs)) = (r.u64(), r.u64()) else {
-        return Ok(());
-    };
-    for _ in 0..kvs {
-        let Some(key) = r.string().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Ok(());
-        };
-        let Some(t) = r.u32() else { return Ok(()) };
-        if t == 8 && (key == "general.architecture" || key == "tokenizer.ggml.model") {
-            let Some(v) = r.string() else { return Ok(()) };
-            let v = String::from_utf8_lossy(v);
-            if key == "general.architecture" {
-                Architecture::parse(&v)?;
-            } else {
-                crate::tokenizer::VocabType::parse(&v)?;
-            }
-        } else if r.skip(t).is_none() {
-            return Ok(());
-        }
-    }
-    Ok(())
+    crate::model::check_runnable(bytes)
 }
 
 #[cfg(test)]

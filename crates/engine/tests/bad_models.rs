@@ -355,3 +355,91 @@ fn inconsistent_gemma3_files_are_refused_in_words() {
         assert!(!e.contains("corrupt"), "{}: {e}", path.display());
     }
 }
+
+/// A file whose weights are of a type the engine has no kernels for (the i-quants below IQ4,
+/// ternary and FP4 types) is refused in a sentence naming the type and the types that work, by the
+/// inspector (import, after a download), the loader and a download's first bytes; never
+/// called damaged (#33). With `general.file_type` the first bytes suffice; without it, the
+/// tensor index names the type.
+#[test]
+fn unsupported_weight_types_are_named_not_called_corrupt() {
+    use sinkchat_fakehub::typed_gguf::{write, Tensor};
+    let d = tempfile::tempdir().unwrap();
+    // (ggml type, llama.cpp file type, name)
+    for (ty, ftype, name) in [
+        (19, 24, "IQ1_S"),
+        (17, 20, "IQ2_XS"),
+        (21, 26, "IQ3_S"),
+        (35, 37, "TQ2_0"),
+        (39, 38, "MXFP4"),
+    ] {
+        for with_ftype in [true, false] {
+            let path = d.path().join(format!("{name}-{with_ftype}.gguf"));
+            write(
+                &path,
+                "llama",
+                with_ftype.then_some(ftype),
+                &[
+                    Tensor {
+                        name: "output_norm.weight",
+                        ggml_type: 0,
+                        dims: &[256],
+                    },
+                    Tensor {
+                        name: "token_embd.weight",
+                        ggml_type: ty,
+                        dims: &[256, 16],
+                    },
+                ],
+            )
+            .unwrap();
+            let label = format!("{name} (file type given: {with_ftype})");
+            let bytes = std::fs::read(&path).unwrap();
+            let errors = [
+                sinkchat_engine::inspect(&path).unwrap_err(),
+                load(&path),
+                sinkchat_engine::check_header_prefix(&bytes).unwrap_err(),
+            ];
+            for e in errors {
+                let s = e.to_string();
+                assert!(
+                    matches!(e, Error::UnsupportedWeightType { .. }),
+                    "{label}: {s}"
+                );
+                assert_eq!(e.code(), "model_unsupported", "{label}");
+                assert!(s.contains(&format!("stored as {name}")), "{label}: {s}");
+                assert!(s.contains("Q4_K_M"), "{label}: the types that work: {s}");
+                assert!(
+                    !s.contains("corrupt") && !s.contains("unknown dtype"),
+                    "{label}: {s}"
+                );
+            }
+            // The first kilobytes alone refuse it when they carry the file type.
+            let first = sinkchat_engine::check_header_prefix(&bytes[..128]);
+            assert_eq!(first.is_err(), with_ftype, "{label}: {first:?}");
+        }
+    }
+    // The same file with a type the engine runs (F16, and IQ4_NL and IQ4_XS, which candle
+    // does not read) is not refused by the walk: it lacks most of a model's tensors, which is
+    // what the inspector then says.
+    for (ty, ftype) in [(1, 1), (20, 25), (23, 30)] {
+        let ok = d.path().join(format!("ok-{ty}.gguf"));
+        write(
+            &ok,
+            "llama",
+            Some(ftype),
+            &[Tensor {
+                name: "token_embd.weight",
+                ggml_type: ty,
+                dims: &[256, 16],
+            }],
+        )
+        .unwrap();
+        sinkchat_engine::check_header_prefix(&std::fs::read(&ok).unwrap()).unwrap();
+        let e = sinkchat_engine::inspect(&ok).unwrap_err();
+        assert!(
+            matches!(e, Error::MissingMetadata(_) | Error::MissingTensor(_)),
+            "type {ty}: {e}"
+        );
+    }
+}

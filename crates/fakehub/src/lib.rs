@@ -15,6 +15,8 @@
 //! our own rather than tower-http's `ServeFile`: each fault acts on exact bytes of the body (cut
 //! the connection after byte n, flip byte n, hold the rate), and every byte sent is counted.
 
+pub mod typed_gguf;
+
 use std::collections::HashMap;
 use std::io::{Read, SeekFrom};
 use std::path::{Path, PathBuf};

@@ -19,9 +19,17 @@ pub const DEFAULT_MODEL_SHA256: &str =
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 pub const DEFAULT_MODEL_SIZE: u64 = 98_362_432;
 
+/// The last part of a path, as a person knows the file.
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no model is installed at {0}: run the set-up (scripts/setup.sh) to install the default model")]
+    /// (The path goes to the logs with the error; the sentence names the file alone.)
+    #[error("no model is installed yet ({} is not among your models)", file_name(.0))]
     ModelMissing(PathBuf),
     #[error("the model file {path} is {actual} bytes, expected {expected}: it is incomplete, install it again")]
     WrongSize {

@@ -59,6 +59,19 @@ fn hub_root() -> tempfile::TempDir {
         "these are my notes, not a model\n".repeat(100),
     )
     .unwrap();
+    // An IQ1_S file as llama-quantize lays it out (weights zero): a type the engine does not
+    // run, 3.3 MB.
+    sinkchat_fakehub::typed_gguf::write(
+        &misc.join("model-IQ1_S.gguf"),
+        "llama",
+        Some(24),
+        &[sinkchat_fakehub::typed_gguf::Tensor {
+            name: "token_embd.weight",
+            ggml_type: 19,
+            dims: &[4096, 4096],
+        }],
+    )
+    .unwrap();
     // The first 3 MB of SmolLM2: a header the engine runs, then a file cut short.
     let mut head = std::fs::read(smollm()).unwrap();
     head.truncate(3 << 20);
@@ -479,6 +492,31 @@ async fn bad_references_get_plain_errors_and_leave_nothing() {
         total > 1 << 20 && most < 1 << 20,
         "read {most} of {total} bytes before refusing"
     );
+    assert_clean(models_dir.path());
+    // So is a file whose weights are of a type the engine does not run, in words that name the
+    // type; neither the download nor an import of the same file calls it damaged (#33).
+    let iq = ModelRef::parse("someone/misc", "model-IQ1_S.gguf").unwrap();
+    hub.set_faults(Faults {
+        throttle_bytes_per_s: Some(2 << 20),
+        ..Default::default()
+    });
+    let (out, log) = fetch(&hub, models_dir.path(), &iq).await;
+    hub.set_faults(Faults::default());
+    let e = out.unwrap_err();
+    assert_eq!(e.code(), "model_unsupported", "{e}");
+    assert!(e.to_string().contains("stored as IQ1_S"), "{e}");
+    assert!(!e.to_string().contains("corrupt"), "{e}");
+    let most = log.iter().map(|p| p.downloaded).max().unwrap_or(0);
+    assert!(most < 1 << 20, "read {most} bytes before refusing");
+    assert_clean(models_dir.path());
+    let e = models::import(
+        models_dir.path(),
+        &root.path().join("someone/misc/model-IQ1_S.gguf"),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "model_unsupported", "{e}");
+    assert!(e.to_string().contains("stored as IQ1_S"), "{e}");
+    assert!(!e.to_string().contains("corrupt"), "{e}");
     assert_clean(models_dir.path());
     // Names that are not plain GGUF file names never reach the network.
     for (repo, file) in [

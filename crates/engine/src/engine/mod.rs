@@ -93,7 +93,7 @@ impl Engine {
             name: spec.name.clone(),
             architecture: spec.architecture.gguf_name().into(),
             device: crate::device::device_label(&device).into(),
-            weights: format!("{:?}", model.weight_dtype()),
+            weights: model.weight_type().to_string(),
             trained_context: spec.trained_context,
             kv_bytes_per_token: spec.kv_bytes_per_token(),
             sliding_kv_bytes: spec.sliding_kv_bytes(),

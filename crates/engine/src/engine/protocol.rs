@@ -234,6 +234,10 @@ impl Cancel {
     pub(crate) fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+    /// The flag itself, for a backend that is not this engine (a model on a server) to watch.
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
 }
 
 /// What the UI shows about the loaded model.

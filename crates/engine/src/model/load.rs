@@ -4,7 +4,7 @@
 //! file's per-frequency factors.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -57,10 +57,12 @@ impl Model {
     pub fn load(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
         // The header is read with every tensor checked to lie inside the file (see
         // `open_gguf`): a truncated download fails with a plain message before any read.
-        let (ct, mut reader) = open_gguf(path)?;
-        let spec = ModelSpec::from_gguf(&ct)?;
+        let (header, mut reader) = open_gguf(path)?;
+        let ct = &header.ct;
+        let spec = ModelSpec::from_gguf(ct)?;
         let mut ld = Loader {
-            ct: &ct,
+            ct,
+            header: &header,
             reader: &mut reader,
             path,
             device,
@@ -69,7 +71,7 @@ impl Model {
             } else {
                 None
             },
-            weight_dtype: None,
+            weight_type: None,
             nudge: opts.nudge,
         };
         let recipe = Recipe::of(spec.architecture);
@@ -77,7 +79,10 @@ impl Model {
         for i in 0..spec.n_layer {
             layers.push(ld.layer(recipe, &format!("blk.{i}"))?);
         }
-        let embed = Embeddings::new(ld.q("token_embd.weight")?, device)?;
+        let embed = match ld.foreign("token_embd.weight")? {
+            Some(m) => Embeddings::from_blocks(m, device)?,
+            None => Embeddings::new(ld.q("token_embd.weight")?, device)?,
+        };
         let norm = ld.f32("output_norm.weight")?;
         // Without output.weight the embeddings are tied.
         let output = if ct.tensor_infos.contains_key("output.weight") {
@@ -85,7 +90,7 @@ impl Model {
         } else {
             ld.proj(&["token_embd.weight"])?
         };
-        let weight_dtype = ld.weight_dtype.unwrap_or(GgmlDType::F32);
+        let weight_type = ld.weight_type.take().unwrap_or_else(|| "F32".into());
         if embed.dims()? != (spec.vocab_size, spec.embedding_length) {
             return Err(Error::InvalidGguf {
                 path: path.to_path_buf(),
@@ -159,7 +164,7 @@ impl Model {
             rope_scale,
             local_rope,
             device: device.clone(),
-            weight_dtype,
+            weight_type,
             fused_decode,
             fused_prompt: fused_decode && device.is_cpu(),
         })
@@ -192,12 +197,14 @@ fn nudged(xs: &[f32], seed: u64, name: &str) -> Vec<f32> {
 /// Reads named tensors of one GGUF file, choosing each matmul's kernel.
 struct Loader<'a> {
     ct: &'a gguf_file::Content,
+    /// The same header, with the formats of the tensors candle does not read.
+    header: &'a super::gguf::Header,
     reader: &'a mut BufReader<File>,
     path: &'a Path,
     device: &'a Device,
     /// `None` on a GPU: weights run as stored.
     cpu_weights: Option<CpuWeights>,
-    weight_dtype: Option<GgmlDType>,
+    weight_type: Option<String>,
     /// [`LoadOptions::nudge`].
     nudge: Option<u64>,
 }
@@ -266,9 +273,49 @@ impl Loader<'_> {
         })
     }
 
+    /// A tensor of a format candle does not read (IQ4_NL, IQ4_XS), its blocks read as stored;
+    /// `None` for any other tensor.
+    fn foreign(&mut self, name: &str) -> Result<Option<QMatrix>> {
+        let Some(format) = self.header.foreign(name) else {
+            return Ok(None);
+        };
+        let info = &self.ct.tensor_infos[name];
+        let invalid = |reason: String| Error::InvalidGguf {
+            path: self.path.to_path_buf(),
+            reason,
+        };
+        let (rows, cols) = match info.shape.dims() {
+            [rows, cols] => (*rows, *cols),
+            d => {
+                return Err(invalid(format!(
+                    "tensor {name} has shape {d:?}, expected a matrix"
+                )))
+            }
+        };
+        // `open_gguf` checked that it lies inside the file.
+        let len = super::gguf::tensor_bytes(info, Some(format)).unwrap_or(0) as usize;
+        let mut bytes = vec![0u8; len];
+        self.reader
+            .seek(SeekFrom::Start(self.ct.tensor_data_offset + info.offset))
+            .and_then(|_| self.reader.read_exact(&mut bytes))
+            .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
+        Ok(Some(QMatrix::from_blocks(format, rows, cols, bytes)?))
+    }
+
     fn q(&mut self, name: &str) -> Result<QTensor> {
         if !self.ct.tensor_infos.contains_key(name) {
             return Err(Error::MissingTensor(name.to_string()));
+        }
+        if let Some(f) = self.header.foreign(name) {
+            // Vectors (norms, biases) are never stored so; a file that does is not one
+            // llama.cpp writes.
+            return Err(Error::InvalidGguf {
+                path: self.path.to_path_buf(),
+                reason: format!(
+                    "tensor {name} is stored as {}, which only matrices may be",
+                    f.name()
+                ),
+            });
         }
         self.ct
             .tensor(self.reader, name, self.device)
@@ -315,16 +362,15 @@ impl Loader<'_> {
 
     /// The matrices `names`, which read the same input.
     fn proj(&mut self, names: &[&str]) -> Result<Proj> {
+        if names.iter().any(|n| self.header.foreign(n).is_some()) {
+            return self.foreign_proj(names);
+        }
         let ts = names
             .iter()
             .map(|n| self.q(n))
             .collect::<Result<Vec<_>>>()?;
-        // The layers' format is what the model "runs in"; the output matrix (often kept at a
-        // higher precision) does not count.
-        let counts = !names
-            .iter()
-            .any(|n| *n == "output.weight" || *n == "token_embd.weight");
-        let native = self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available();
+        let counts = is_layer(names);
+        let native = self.ours();
         // `SINKCHAT_CANDLE_KERNELS=Q6K,Q8_0` (for measuring): these formats run through
         // candle's kernels, the rest through ours.
         let to_candle = std::env::var("SINKCHAT_CANDLE_KERNELS").unwrap_or_default();
@@ -336,7 +382,8 @@ impl Loader<'_> {
         };
         if native && ts.iter().all(ours) {
             if counts {
-                self.weight_dtype.get_or_insert(ts[0].dtype());
+                self.weight_type
+                    .get_or_insert_with(|| format!("{:?}", ts[0].dtype()));
             }
             let mats = ts
                 .iter()
@@ -355,12 +402,88 @@ impl Loader<'_> {
                 t
             };
             if counts {
-                self.weight_dtype.get_or_insert(t.dtype());
+                self.weight_type
+                    .get_or_insert_with(|| format!("{:?}", t.dtype()));
             }
             out.push(QMatMul::from_qtensor(t)?);
         }
         Ok(Proj::Each(out))
     }
+
+    /// Whether matrices run through our kernels: the default loading, on a CPU that has them.
+    fn ours(&self) -> bool {
+        self.cpu_weights == Some(CpuWeights::Native) && qmatmul::available()
+    }
+
+    /// Notes the layers' weight type from the first matrix of a layer's group.
+    fn note_weight_type(&mut self, names: &[&str]) {
+        if is_layer(names) && self.weight_type.is_none() {
+            let n = names[0];
+            self.weight_type = Some(self.header.type_name(n, &self.ct.tensor_infos[n]));
+        }
+    }
+
+    /// [`Loader::proj`] when some of the matrices are in a format only our kernels read:
+    /// through them where they run (the CPU, with AVX2), as stored, beside the group's other
+    /// matrices as stored (one of a type our kernels lack, F16 say, as Q8_0). Elsewhere (a GPU,
+    /// an older CPU, the candle reference) candle runs the group: its own types as stored, ours
+    /// dequantized and requantized to Q8_0 (close to the file, not its exact weights).
+    fn foreign_proj(&mut self, names: &[&str]) -> Result<Proj> {
+        self.note_weight_type(names);
+        if !self.ours() {
+            let mut out = Vec::with_capacity(names.len());
+            for n in names {
+                let q = match self.foreign(n)? {
+                    Some(m) => {
+                        let w: Vec<f32> = (0..m.rows()).flat_map(|r| m.dequantize_row(r)).collect();
+                        let bytes = quantize_q8_0(&w, m.rows(), m.cols())?;
+                        candle_core::quantized::ggml_file::qtensor_from_ggml(
+                            GgmlDType::Q8_0,
+                            &bytes,
+                            vec![m.rows(), m.cols()],
+                            self.device,
+                        )?
+                    }
+                    None => self.q(n)?,
+                };
+                out.push(QMatMul::from_qtensor(q)?);
+            }
+            return Ok(Proj::Each(out));
+        }
+        let mut mats = Vec::with_capacity(names.len());
+        for n in names {
+            let m = match self.foreign(n)? {
+                Some(m) => m,
+                None => {
+                    let t = self.q(n)?;
+                    if qmatmul::Format::of(t.dtype()).is_some() {
+                        QMatrix::from_qtensor(&t)?
+                    } else {
+                        let (rows, cols) = t.shape().dims2()?;
+                        let w = t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+                        let bytes = quantize_q8_0(&w, rows, cols)?;
+                        QMatrix::from_blocks(qmatmul::Format::Q8_0, rows, cols, bytes)?
+                    }
+                }
+            };
+            mats.push(Arc::new(m.for_kernels()));
+        }
+        Ok(Proj::Fused(QGroup::new(mats)?))
+    }
+}
+
+/// Whether a group is a layer's (whose format is what the model "runs in"); the output matrix,
+/// often kept at a higher precision, does not count.
+fn is_layer(names: &[&str]) -> bool {
+    !names
+        .iter()
+        .any(|n| *n == "output.weight" || *n == "token_embd.weight")
+}
+
+/// `w` (`rows` by `cols`, f32) as Q8_0 blocks, candle's quantizer.
+fn quantize_q8_0(w: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>> {
+    let t = Tensor::from_slice(w, (rows, cols), &Device::Cpu)?;
+    Ok(QTensor::quantize(&t, GgmlDType::Q8_0)?.data()?.into_owned())
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 mod gguf;
 mod load;
 mod ops;
+mod weight_types;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, D};
 
 use crate::arch::{Activation, AttentionKind, Recipe};
@@ -20,9 +20,11 @@ use crate::rope;
 use crate::spec::ModelSpec;
 use crate::{Error, Result};
 
-pub use gguf::read_gguf_header;
 pub(crate) use gguf::tensor_bytes;
+pub use gguf::{read_gguf_header, read_header, Header};
 pub use load::{CpuWeights, LoadOptions};
+pub(crate) use weight_types::check_runnable;
+pub use weight_types::{ggml_type_name, runs_ggml_type, TYPES_THAT_RUN};
 
 use ops::{split_outputs, swiglu, Embeddings, Proj};
 
@@ -73,7 +75,8 @@ pub struct Model {
     /// 3's local base).
     local_rope: Option<Vec<f64>>,
     device: Device,
-    weight_dtype: GgmlDType,
+    /// ggml's name of the layers' weight type (`Q4_K`, `IQ4_XS`, ...).
+    weight_type: String,
     /// One-token steps use [`DecodeAttention`] (on the CPU and on CUDA) instead of candle's
     /// matmul/softmax. `SINKCHAT_ATTENTION=candle` turns it off, to measure the difference.
     fused_decode: bool,
@@ -91,9 +94,10 @@ impl Model {
         &self.device
     }
 
-    /// The quantization the layers' matmuls run in (after any rewrite at load).
-    pub fn weight_dtype(&self) -> GgmlDType {
-        self.weight_dtype
+    /// ggml's name of the weight type the layers' matmuls run in (after any rewrite at
+    /// load), e.g. `Q4_K`, `IQ4_XS`.
+    pub fn weight_type(&self) -> &str {
+        &self.weight_type
     }
 
     /// Feeds `tokens` through the model, writing their K and V into `cache` and evicting as

@@ -57,9 +57,25 @@ pub(crate) enum Embeddings {
         width: usize,
     },
     Table(Tensor),
+    /// A table in a format candle does not read (IQ4_NL, IQ4_XS): rows dequantized by our
+    /// reference when looked up.
+    Blocks(crate::qmatmul::QMatrix),
 }
 
 impl Embeddings {
+    /// A table of blocks only our code reads: kept as stored on the CPU, in f32 on a GPU.
+    pub fn from_blocks(m: crate::qmatmul::QMatrix, device: &Device) -> Result<Self> {
+        if device.is_cpu() {
+            return Ok(Embeddings::Blocks(m));
+        }
+        let w: Vec<f32> = (0..m.rows()).flat_map(|r| m.dequantize_row(r)).collect();
+        Ok(Embeddings::Table(Tensor::from_vec(
+            w,
+            (m.rows(), m.cols()),
+            device,
+        )?))
+    }
+
     pub fn new(q: QTensor, device: &Device) -> Result<Self> {
         let dims = q.shape().dims().to_vec();
         let [rows, width] = dims[..] else {
@@ -80,6 +96,7 @@ impl Embeddings {
     pub fn dims(&self) -> Result<(usize, usize)> {
         match self {
             Embeddings::Rows { rows, width, .. } => Ok((*rows, *width)),
+            Embeddings::Blocks(m) => Ok((m.rows(), m.cols())),
             Embeddings::Table(t) => Ok(t.dims2()?),
         }
     }
@@ -88,6 +105,19 @@ impl Embeddings {
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
         match self {
             Embeddings::Table(t) => Ok(t.index_select(&Tensor::new(ids, device)?, 0)?),
+            Embeddings::Blocks(m) => {
+                let mut out = Vec::with_capacity(ids.len() * m.cols());
+                for &id in ids {
+                    if id as usize >= m.rows() {
+                        return Err(crate::Error::Internal(format!(
+                            "token {id} is past the vocabulary of {}",
+                            m.rows()
+                        )));
+                    }
+                    out.extend(m.dequantize_row(id as usize));
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), m.cols()), device)?)
+            }
             Embeddings::Rows {
                 data,
                 dtype,

@@ -118,8 +118,66 @@ pub(super) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+/// IQ4_NL's and IQ4_XS's codebook (ggml's `kvalues_iq4nl`): what each 4-bit index means.
+pub(super) const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// The 6-bit scale of part `ib` (of 8) of an IQ4_XS super-block, less its offset of 32.
+pub(super) fn iq4xs_scale(b: &[u8], ib: usize) -> i32 {
+    let h = u16::from_le_bytes([b[2], b[3]]) as i32;
+    let l = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F) as i32;
+    (l | (((h >> (2 * ib)) & 3) << 4)) - 32
+}
+
+/// The 32 codebook values of 16 bytes of IQ4 indices: low nibbles, then high.
+fn iq4_values(qs: &[u8]) -> [i32; 32] {
+    let mut v = [0i32; 32];
+    for j in 0..16 {
+        v[j] = KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as i32;
+        v[j + 16] = KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32;
+    }
+    v
+}
+
+/// One weight row (raw blocks) in f32, as ggml's `dequantize_row_*` gives it: the reference
+/// every kernel is tested against, and the way rows of an embedding table in a format candle
+/// does not read are looked up.
+pub(super) fn dequantize(f: Format, row: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(row.len() / f.block_bytes() * f.block_len());
+    for b in row.chunks_exact(f.block_bytes()) {
+        match f {
+            Format::IQ4XS => {
+                let d = f16_at(b, 0);
+                for ib in 0..8 {
+                    let dl = d * iq4xs_scale(b, ib) as f32;
+                    let v = iq4_values(&b[8 + 16 * ib..8 + 16 * ib + 16]);
+                    out.extend(v.iter().map(|&q| dl * q as f32));
+                }
+            }
+            Format::Q4K | Format::Q5K | Format::Q6K => {
+                let (q, sc, mn) = values256(f, b);
+                for i in 0..256 {
+                    out.push(match f {
+                        Format::Q6K => f16_at(b, 208) * (sc[i] * q[i]) as f32,
+                        _ => f16_at(b, 0) * (sc[i] * q[i]) as f32 - f16_at(b, 2) * mn[i] as f32,
+                    });
+                }
+            }
+            _ => {
+                let (d, m) = match f {
+                    Format::Q4_1 | Format::Q5_1 => (f16_at(b, 0), f16_at(b, 2)),
+                    _ => (f16_at(b, 0), 0.0),
+                };
+                out.extend(values32(f, b).iter().map(|&q| d * q as f32 + m));
+            }
+        }
+    }
+    out
+}
+
 /// The 32 integer values of one 32-element block of a legacy format, offsets removed (signed
-/// for Q4_0, Q5_0 and Q8_0).
+/// for Q4_0, Q5_0 and Q8_0; IQ4_NL's codebook values).
 pub(super) fn values32(f: Format, b: &[u8]) -> [i32; 32] {
     let mut v = [0i32; 32];
     let (qs, qh, off) = match f {
@@ -133,6 +191,7 @@ pub(super) fn values32(f: Format, b: &[u8]) -> [i32; 32] {
             }
             return v;
         }
+        Format::IQ4NL => return iq4_values(&b[2..18]),
         _ => unreachable!("not a 32-element format"),
     };
     let h = qh.map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
@@ -149,6 +208,7 @@ pub(super) fn values32(f: Format, b: &[u8]) -> [i32; 32] {
 /// in ggml's arithmetic. What the SIMD tiles are tested against.
 pub(super) fn dot_32(f: Format, row: &[u8], acts: &[Act32]) -> f32 {
     let mut sum = 0f32;
+
     for (b, a) in row.chunks_exact(f.block_bytes()).zip(acts) {
         let v = values32(f, b);
         let si: i32 = v.iter().zip(&a.qs).map(|(&w, &q)| w * q as i32).sum();
@@ -213,6 +273,24 @@ fn values256(f: Format, b: &[u8]) -> ([i32; 256], [i32; 256], [i32; 256]) {
 
 pub(super) fn dot_256(f: Format, row: &[u8], acts: &[Act256]) -> f32 {
     let mut sum = 0f32;
+    if f == Format::IQ4XS {
+        // ggml's `ggml_vec_dot_iq4_xs_q8_K`: an integer sum over the super-block, each part's
+        // sum times its scale less 32, then `d * da`.
+        for (b, a) in row.chunks_exact(136).zip(acts) {
+            let mut si = 0i32;
+            for ib in 0..8 {
+                let v = iq4_values(&b[8 + 16 * ib..8 + 16 * ib + 16]);
+                let s: i32 = v
+                    .iter()
+                    .zip(&a.qs[32 * ib..32 * ib + 32])
+                    .map(|(&w, &q)| w * q as i32)
+                    .sum();
+                si += iq4xs_scale(b, ib) * s;
+            }
+            sum += f16_at(b, 0) * a.d * si as f32;
+        }
+        return sum;
+    }
     for (b, a) in row.chunks_exact(f.block_bytes()).zip(acts) {
         let (q, sc, mn) = values256(f, b);
         let mut si = 0i32;

@@ -26,10 +26,12 @@ pub(super) const Q4_1: u8 = 1;
 pub(super) const Q5_0: u8 = 2;
 pub(super) const Q5_1: u8 = 3;
 pub(super) const Q8_0: u8 = 4;
+/// IQ4_NL: Q4_0's block, the 4-bit values looked up in the codebook.
+pub(super) const IQ4_NL: u8 = 5;
 
 const fn bytes32(k: u8) -> usize {
     match k {
-        Q4_0 => 18,
+        Q4_0 | IQ4_NL => 18,
         Q4_1 => 20,
         Q5_0 => 22,
         Q5_1 => 24,
@@ -38,7 +40,21 @@ const fn bytes32(k: u8) -> usize {
 }
 
 const fn signed32(k: u8) -> bool {
-    matches!(k, Q4_0 | Q5_0 | Q8_0)
+    matches!(k, Q4_0 | Q5_0 | Q8_0 | IQ4_NL)
+}
+
+/// 16 bytes of 4-bit indices as the 32 codebook values they name (low nibbles first).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4_values(p: *const u8) -> __m256i {
+    // SAFETY: the codebook is 16 bytes; the caller guarantees 16 readable bytes at `p`.
+    let (book, idx) = unsafe {
+        (
+            _mm_loadu_si128(super::act::KVALUES_IQ4NL.as_ptr() as *const __m128i),
+            nibbles(p),
+        )
+    };
+    _mm256_shuffle_epi8(_mm256_set_m128i(book, book), idx)
 }
 
 #[inline]
@@ -81,14 +97,15 @@ unsafe fn fifth_bits(p: *const u8) -> __m256i {
     )
 }
 
-/// One legacy block: `(d, m, values)`, values signed for Q4_0/Q5_0/Q8_0 (offset removed),
-/// unsigned for Q4_1/Q5_1.
+/// One legacy block: `(d, m, values)`, values signed for Q4_0/Q5_0/Q8_0 (offset removed) and
+/// IQ4_NL (codebook values), unsigned for Q4_1/Q5_1.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load32<const K: u8>(p: *const u8) -> (f32, f32, __m256i) {
     // SAFETY (all arms): the caller guarantees one whole block at `p`.
     unsafe {
         match K {
+            IQ4_NL => (f16_at(p), 0.0, iq4_values(p.add(2))),
             Q4_0 => (
                 f16_at(p),
                 0.0,
@@ -391,7 +408,89 @@ unsafe fn tile_q6k_body<const R: usize, const T: usize>(
     }
 }
 
+/// IQ4_XS (136-byte super-blocks: `d`, 6-bit scales in two parts, 128 bytes of codebook
+/// indices) against Q8_K activations, as ggml runs it: `d * da * Σ_part (ls - 32) Σ v a` with
+/// `v` the codebook values; the sum over a super-block an exact integer per lane (at most
+/// 8 * 32 * 32 * 127 * 127 < 2^28).
+#[inline(always)]
+unsafe fn tile_iq4xs_body<const VNNI: bool, const R: usize, const T: usize>(
+    w: [*const u8; R],
+    a: [*const Act256; T],
+    nb: usize,
+) -> [[f32; T]; R] {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        const BYTES: usize = 136;
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        for b in 0..nb {
+            let mut da = [_mm256_setzero_ps(); T];
+            for t in 0..T {
+                da[t] = _mm256_set1_ps((*a[t].add(b)).d);
+            }
+            for r in 0..R {
+                let p = w[r].wrapping_add(b * BYTES);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BYTES) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BYTES + 64) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(BYTES + 128) as *const i8);
+                let sb = std::slice::from_raw_parts(p, 8);
+                let mut sumi = [_mm256_setzero_si256(); T];
+                for part in 0..8 {
+                    let v = iq4_values(p.add(8 + 16 * part));
+                    let ls = _mm256_set1_epi32(super::act::iq4xs_scale(sb, part));
+                    let av = _mm256_sign_epi8(v, v);
+                    for t in 0..T {
+                        let q = _mm256_loadu_si256(
+                            (*a[t].add(b)).qs.as_ptr().add(32 * part) as *const __m256i
+                        );
+                        let s = dot4::<VNNI>(_mm256_setzero_si256(), av, _mm256_sign_epi8(q, v));
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(s, ls));
+                    }
+                }
+                let d = _mm256_set1_ps(f16_at(p));
+                for t in 0..T {
+                    acc[r][t] = _mm256_fmadd_ps(
+                        _mm256_mul_ps(d, da[t]),
+                        _mm256_cvtepi32_ps(sumi[t]),
+                        acc[r][t],
+                    );
+                }
+            }
+        }
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = hsum_ps(acc[r][t]);
+            }
+        }
+        out
+    }
+}
+
 // The entry points: each body compiled for the instruction set it runs on.
+
+/// # Safety
+/// AVX2/FMA/F16C, and `nb` super-blocks behind every pointer.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn tile_iq4xs<const R: usize, const T: usize>(
+    w: [*const u8; R],
+    a: [*const Act256; T],
+    nb: usize,
+) -> [[f32; T]; R] {
+    // SAFETY: forwarded.
+    unsafe { tile_iq4xs_body::<false, R, T>(w, a, nb) }
+}
+
+/// # Safety
+/// As [`tile_iq4xs`], plus AVX512-VNNI and AVX512-VL.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(super) unsafe fn tile_iq4xs_vnni<const R: usize, const T: usize>(
+    w: [*const u8; R],
+    a: [*const Act256; T],
+    nb: usize,
+) -> [[f32; T]; R] {
+    // SAFETY: forwarded.
+    unsafe { tile_iq4xs_body::<true, R, T>(w, a, nb) }
+}
 
 /// # Safety
 /// AVX2/FMA/F16C, and `nb` blocks behind every pointer.

@@ -1,5 +1,6 @@
 //! Quantized matrix products on the CPU with AVX2, as a candle custom op: every weight format
-//! that the GGUF files people download carry (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
+//! that the GGUF files people download carry (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K,
+//! and the non-linear IQ4_NL and IQ4_XS, which candle does not have at all).
 //!
 //! Why: candle's CPU kernels are a dot product per (row, token) pair: a prompt re-reads and
 //! re-unpacks every weight block once per token, and some formats have no SIMD kernel at all
@@ -47,6 +48,12 @@ pub enum Format {
     Q4K,
     Q5K,
     Q6K,
+    /// ggml's non-linear 4-bit format: blocks of 32, an f16 scale and 16 bytes of indices
+    /// into a 16-value codebook (`kvalues_iq4nl`). Q4_0's layout, other values.
+    IQ4NL,
+    /// IQ4_NL's codebook in super-blocks of 256: an f16 scale, and a 6-bit scale per 32
+    /// values (136 bytes, 4.25 bits a weight).
+    IQ4XS,
 }
 
 /// Which activation blocks a format's dot product reads.
@@ -74,15 +81,31 @@ impl Format {
     }
 
     /// Values per block.
-    fn block_len(self) -> usize {
+    pub(crate) fn block_len(self) -> usize {
         match self {
-            Self::Q4K | Self::Q5K | Self::Q6K => 256,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
             _ => 32,
         }
     }
 
+    /// ggml's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
+            Self::Q5_1 => "Q5_1",
+            Self::Q8_0 => "Q8_0",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
+            Self::IQ4NL => "IQ4_NL",
+            Self::IQ4XS => "IQ4_XS",
+        }
+    }
+
     /// Bytes per block, as GGUF stores them.
-    fn block_bytes(self) -> usize {
+    pub(crate) fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
@@ -92,6 +115,8 @@ impl Format {
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
+            Self::IQ4NL => 18,
+            Self::IQ4XS => 136,
         }
     }
 
@@ -104,15 +129,16 @@ impl Format {
             Self::Q5_0 => avx2::Q5_0,
             Self::Q5_1 => avx2::Q5_1,
             Self::Q8_0 => avx2::Q8_0,
+            Self::IQ4NL => avx2::IQ4_NL,
             _ => return None,
         })
     }
 
     fn act(self) -> ActKind {
         match self {
-            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => ActKind::Q8_0,
+            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 | Self::IQ4NL => ActKind::Q8_0,
             Self::Q4_1 | Self::Q5_1 => ActKind::Q8_1,
-            Self::Q4K | Self::Q5K | Self::Q6K => ActKind::Q8K,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => ActKind::Q8K,
         }
     }
 }
@@ -134,24 +160,34 @@ impl QMatrix {
     /// Copies the blocks of a tensor of shape `(rows, cols)` in one of the [`Format`]s, in the
     /// order the fastest kernel of this CPU reads them.
     pub fn from_qtensor(t: &QTensor) -> Result<Self> {
-        let m = Self::as_stored(t)?;
+        Ok(Self::as_stored(t)?.for_kernels())
+    }
+
+    /// The same matrix in the order the fastest kernel of this CPU reads it (panels on
+    /// AVX-512 CPUs; as stored otherwise).
+    pub fn for_kernels(self) -> Self {
+        let m = self;
+        if m.panels {
+            return m;
+        }
         #[cfg(target_arch = "x86_64")]
         if avx512() {
             let bytes = match (m.format, m.format.legacy()) {
                 (_, Some(k)) => Some(panel::pack(k, m.rows, m.cols / 32, |r| m.row(r))),
                 (Format::Q4K, _) => Some(panel::pack_q4k(m.rows, m.cols / 256, |r| m.row(r))),
                 (Format::Q6K, _) => Some(panel::pack_q6k(m.rows, m.cols / 256, |r| m.row(r))),
+                (Format::IQ4XS, _) => Some(panel::pack_iq4xs(m.rows, m.cols / 256, |r| m.row(r))),
                 _ => None,
             };
             if let Some(bytes) = bytes {
-                return Ok(Self {
+                return Self {
                     panels: true,
                     bytes,
                     ..m
-                });
+                };
             }
         }
-        Ok(m)
+        m
     }
 
     /// The blocks in the file's order (what the AVX2 tiles and the scalar reference read).
@@ -185,6 +221,39 @@ impl QMatrix {
             panels: false,
             bytes,
         })
+    }
+
+    /// A matrix of `rows` by `cols` from its blocks as the file stores them (the formats candle
+    /// does not read: IQ4_NL, IQ4_XS).
+    pub fn from_blocks(format: Format, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self> {
+        if !cols.is_multiple_of(format.block_len()) {
+            return Err(internal(format!(
+                "a {} matrix of {cols} columns is not whole blocks",
+                format.name()
+            )));
+        }
+        if Some(bytes.len()) != (cols / format.block_len() * format.block_bytes()).checked_mul(rows)
+        {
+            return Err(internal(format!(
+                "a {} matrix of {rows}x{cols} holds {} bytes",
+                format.name(),
+                bytes.len()
+            )));
+        }
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            panels: false,
+            bytes,
+        })
+    }
+
+    /// Row `r` in f32, by the format's reference dequantization (blocks as stored only, not
+    /// after [`QMatrix::for_kernels`]).
+    pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        assert!(!self.panels, "dequantize_row reads blocks as stored");
+        act::dequantize(self.format, self.row(r))
     }
 
     pub fn format(&self) -> Format {
@@ -345,6 +414,25 @@ mod tiles {
     pub(super) struct Legacy<const K: u8, const VNNI: bool>;
     pub(super) struct K45<const Q5: bool>;
     pub(super) struct K6;
+    pub(super) struct IQ4XS<const VNNI: bool>;
+
+    impl<const VNNI: bool> Tiles for IQ4XS<VNNI> {
+        type A = Act256;
+        unsafe fn tile<const R: usize, const T: usize>(
+            w: [*const u8; R],
+            a: [*const Act256; T],
+            nb: usize,
+        ) -> [[f32; T]; R] {
+            // SAFETY: forwarded from the caller (VNNI only where `vnni()` said so).
+            unsafe {
+                if VNNI {
+                    avx2::tile_iq4xs_vnni::<R, T>(w, a, nb)
+                } else {
+                    avx2::tile_iq4xs::<R, T>(w, a, nb)
+                }
+            }
+        }
+    }
 
     impl<const K: u8, const VNNI: bool> Tiles for Legacy<K, VNNI> {
         type A = Act32;
@@ -490,6 +578,20 @@ mod panels {
     pub(super) struct LegacyPanel<const K: u8>;
     pub(super) struct Q4KPanel;
     pub(super) struct Q6KPanel;
+    pub(super) struct IQ4XSPanel;
+
+    impl Panel for IQ4XSPanel {
+        type A = Act256;
+        const BLOCK_BYTES: usize = panel::IQ4XS_BYTES;
+        unsafe fn tile<const T: usize>(
+            w: *const u8,
+            a: [*const Act256; T],
+            nb: usize,
+        ) -> [[f32; panel::ROWS]; T] {
+            // SAFETY: forwarded from the caller.
+            unsafe { panel::tile_iq4xs::<T>(w, a, nb) }
+        }
+    }
 
     impl<const K: u8> Panel for LegacyPanel<K> {
         type A = Act32;
@@ -635,6 +737,8 @@ unsafe fn run_rows(
                     F::Q5_1 => run_panels::<L<{ avx2::Q5_1 }>>(m, rows, q8_1, tokens, dst),
                     F::Q8_0 => run_panels::<L<{ avx2::Q8_0 }>>(m, rows, q8_0, tokens, dst),
                     F::Q4K => run_panels::<Q4KPanel>(m, rows, q8k, tokens, dst),
+                    F::IQ4NL => run_panels::<L<{ avx2::IQ4_NL }>>(m, rows, q8_0, tokens, dst),
+                    F::IQ4XS => run_panels::<panels::IQ4XSPanel>(m, rows, q8k, tokens, dst),
                     _ => run_panels::<Q6KPanel>(m, rows, q8k, tokens, dst),
                 }
                 return;
@@ -648,6 +752,14 @@ unsafe fn run_rows(
                 F::Q4K => run_tiles::<K45<false>>(m, rows, q8k, tokens, dst),
                 F::Q5K => run_tiles::<K45<true>>(m, rows, q8k, tokens, dst),
                 F::Q6K => run_tiles::<K6>(m, rows, q8k, tokens, dst),
+                F::IQ4NL => run_legacy::<{ avx2::IQ4_NL }>(m, rows, q8_0, tokens, dst),
+                F::IQ4XS => {
+                    if vnni() {
+                        run_tiles::<tiles::IQ4XS<true>>(m, rows, q8k, tokens, dst)
+                    } else {
+                        run_tiles::<tiles::IQ4XS<false>>(m, rows, q8k, tokens, dst)
+                    }
+                }
             }
         }
         return;

@@ -1,5 +1,6 @@
 //! AVX-512 (F, BW, VL, VNNI) panels of 16 rows: the GEMM layout of ggml's and candle's
-//! repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K.
+//! repacked x86 kernels, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, IQ4_NL and IQ4_XS (the
+//! last two keep their 4-bit codebook indices, looked up with one byte shuffle per register).
 //!
 //! Layout (made at load by [`pack`]; the file's bytes, reordered, nothing converted): rows in
 //! panels of 16 (the last padded with zero rows), and for each panel the blocks in order, each
@@ -19,8 +20,8 @@
 
 use std::arch::x86_64::*;
 
-use super::act::{scale_min_k4, values32, Act256, Act32};
-use super::avx2::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+use super::act::{iq4xs_scale, scale_min_k4, values32, Act256, Act32, KVALUES_IQ4NL};
+use super::avx2::{IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use super::Format;
 
 /// Rows per panel.
@@ -38,7 +39,7 @@ const fn offset(k: u8) -> i32 {
     match k {
         Q4_0 => 8,
         Q5_0 => 16,
-        Q8_0 => 128,
+        Q8_0 | IQ4_NL => 128,
         _ => 0,
     }
 }
@@ -46,7 +47,7 @@ const fn offset(k: u8) -> i32 {
 /// Bytes of one block of one panel: 16 times the file's block.
 pub(super) const fn block_bytes(k: u8) -> usize {
     16 * match k {
-        Q4_0 => 18,
+        Q4_0 | IQ4_NL => 18,
         Q4_1 => 20,
         Q5_0 => 22,
         Q5_1 => 24,
@@ -54,8 +55,33 @@ pub(super) const fn block_bytes(k: u8) -> usize {
     }
 }
 
-/// The unsigned values (offset kept, as `vpdpbusd` takes them) of one file block.
+/// IQ4 codebook values plus 128: what an index stands for as `vpdpbusd`'s unsigned operand.
+const IQ4_BOOK_U8: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The 32 4-bit indices of 16 bytes of IQ4 codes (low nibbles, then high).
+fn iq4_indices(qs: &[u8]) -> [u8; 32] {
+    let mut v = [0u8; 32];
+    for j in 0..16 {
+        v[j] = qs[j] & 0x0F;
+        v[j + 16] = qs[j] >> 4;
+    }
+    v
+}
+
+/// The unsigned values (offset kept, as `vpdpbusd` takes them) of one file block; IQ4_NL's
+/// codebook indices (the tile looks them up).
 fn values(k: u8, b: &[u8]) -> [u8; 32] {
+    if k == IQ4_NL {
+        return iq4_indices(&b[2..18]);
+    }
     let f = match k {
         Q4_0 => Format::Q4_0,
         Q4_1 => Format::Q4_1,
@@ -157,6 +183,12 @@ unsafe fn load_values<const K: u8>(p: *const u8, fifth: *const u8) -> [__m512i; 
             w[h] = _mm512_and_si512(raw, m4);
             w[h + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
         }
+        if K == IQ4_NL {
+            let book = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_BOOK_U8.as_ptr() as *const _));
+            for wg in w.iter_mut() {
+                *wg = _mm512_shuffle_epi8(book, *wg);
+            }
+        }
         if has_fifth(K) {
             let bit = _mm512_set1_epi8(0x10);
             for (g, wg) in w.iter_mut().enumerate() {
@@ -200,6 +232,28 @@ unsafe fn add_block<const T: usize>(
     }
 }
 
+/// `init + Σ w a` for the 16 rows of one 32-value block: 8 `vpdpbusd`, each adding 4 products
+/// per row (`wv` the block's value registers, `q` its 32 activation bytes), in two chains so
+/// consecutive instructions do not wait on each other.
+///
+/// # Safety
+/// AVX-512 F/VNNI (inlined into the tiles, which enable them); 32 readable bytes at `q`.
+#[inline(always)]
+unsafe fn block_dot(wv: &[__m512i; 8], q: *const i8, init: __m512i) -> __m512i {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let mut s0 = init;
+        let mut s1 = _mm512_setzero_si512();
+        for g in (0..8).step_by(2) {
+            let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
+            let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g + 4) as *const i32));
+            s0 = _mm512_dpbusd_epi32(s0, wv[g], a0);
+            s1 = _mm512_dpbusd_epi32(s1, wv[g + 1], a1);
+        }
+        _mm512_add_epi32(s0, s1)
+    }
+}
+
 /// One panel (16 rows, `nb` blocks from `w`) times `T` tokens: `out[t][i]` for row `i`.
 ///
 /// # Safety
@@ -233,19 +287,8 @@ pub(super) unsafe fn tile<const K: u8, const T: usize>(
             let wv = load_values::<K>(p.add(at), fifth);
             for t in 0..T {
                 let blk = &*a[t].add(b);
-                let q = blk.qs.as_ptr();
-                // Two chains, so consecutive vpdpbusd do not wait on each other.
-                let mut s0 = _mm512_set1_epi32(-offset(K) * blk.sum);
-                let mut s1 = _mm512_setzero_si512();
-                for g in (0..8).step_by(2) {
-                    let a0 =
-                        _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
-                    let a1 =
-                        _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g + 4) as *const i32));
-                    s0 = _mm512_dpbusd_epi32(s0, wv[g], a0);
-                    s1 = _mm512_dpbusd_epi32(s1, wv[g + 1], a1);
-                }
-                let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                let init = _mm512_set1_epi32(-offset(K) * blk.sum);
+                let s = _mm512_cvtepi32_ps(block_dot(&wv, blk.qs.as_ptr(), init));
                 acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(blk.d)), s, acc[t]);
                 if has_min(K) {
                     mins[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(blk.s), mins[t]);
@@ -344,23 +387,89 @@ pub(super) unsafe fn tile_q4k<const T: usize>(
                 for t in 0..T {
                     let blk = &*a[t].add(b);
                     let q = blk.qs.as_ptr().add(32 * j);
-                    let mut s0 = _mm512_setzero_si512();
-                    let mut s1 = _mm512_setzero_si512();
-                    for g in (0..8).step_by(2) {
-                        let a0 =
-                            _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
-                        let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
-                            q.add(4 * g + 4) as *const i32
-                        ));
-                        s0 = _mm512_dpbusd_epi32(s0, wv[g], a0);
-                        s1 = _mm512_dpbusd_epi32(s1, wv[g + 1], a1);
-                    }
-                    let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                    let s = _mm512_cvtepi32_ps(block_dot(&wv, q, _mm512_setzero_si512()));
                     acc[t] = _mm512_fmadd_ps(dsc, s, acc[t]);
                     acc[t] = _mm512_fnmadd_ps(dmn, _mm512_set1_ps(blk.bsum32[j]), acc[t]);
                 }
             }
             add_block(&mut out, &acc, &a, b);
+        }
+        lanes(out)
+    }
+}
+
+/// Bytes of one IQ4_XS super-block of one panel: the 16 rows' `d` (f16), their scales less 32
+/// (`[part][row]`, i8), then each 32-value part's codebook indices as in the 4-bit legacy
+/// panels. 2,208 bytes where the file has 2,176.
+pub(super) const IQ4XS_BYTES: usize = 32 + 128 + 8 * 256;
+
+/// Packs `rows` rows of `nb` IQ4_XS super-blocks into panels.
+pub(super) fn pack_iq4xs<'a>(rows: usize, nb: usize, row: impl Fn(usize) -> &'a [u8]) -> Vec<u8> {
+    let panels = rows.div_ceil(ROWS);
+    let mut out = vec![0u8; panels * nb * IQ4XS_BYTES];
+    let zero = [0u8; 136];
+    for (p, panel) in out.chunks_exact_mut(nb * IQ4XS_BYTES).enumerate() {
+        for (b, dst) in panel.chunks_exact_mut(IQ4XS_BYTES).enumerate() {
+            let blocks = panel_blocks(p, b, 136, rows, &zero, &row);
+            for (i, blk) in blocks.iter().enumerate() {
+                dst[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
+                for j in 0..8 {
+                    dst[32 + 16 * j + i] = iq4xs_scale(blk, j) as i8 as u8;
+                }
+            }
+            for j in 0..8 {
+                let base = 160 + 256 * j;
+                for (i, blk) in blocks.iter().enumerate() {
+                    let v = iq4_indices(&blk[8 + 16 * j..8 + 16 * j + 16]);
+                    for h in 0..4 {
+                        for l in 0..4 {
+                            dst[base + 64 * h + 4 * i + l] =
+                                v[4 * h + l] | (v[4 * (h + 4) + l] << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One IQ4_XS panel (16 rows, `nb` super-blocks from `w`) times `T` tokens, in ggml's
+/// arithmetic: per super-block and token `d * da * Σ_j (ls_j - 32) Σ v a`, the sum over the
+/// super-block an exact integer (see `avx2::tile_iq4xs`, which this equals).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C; `w` addresses `nb` panel super-blocks and each
+/// `a[t]` `nb` activation blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn tile_iq4xs<const T: usize>(
+    w: *const u8,
+    a: [*const Act256; T],
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let mut out = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let p = w.add(b * IQ4XS_BYTES);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            let mut sumi = [_mm512_setzero_si512(); T];
+            for j in 0..8 {
+                let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(32 + 16 * j) as *const _));
+                let wv = load_values::<IQ4_NL>(p.add(160 + 256 * j), std::ptr::null());
+                for t in 0..T {
+                    let blk = &*a[t].add(b);
+                    let q = blk.qs.as_ptr().add(32 * j);
+                    // The values carry +128: each part's sum starts from -128 Σ a.
+                    let sa = blk.bsums[2 * j] as i32 + blk.bsums[2 * j + 1] as i32;
+                    let s = block_dot(&wv, q, _mm512_set1_epi32(-128 * sa));
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(s, sc));
+                }
+            }
+            for t in 0..T {
+                let da = _mm512_set1_ps((*a[t].add(b)).d);
+                out[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi[t]), out[t]);
+            }
         }
         lanes(out)
     }

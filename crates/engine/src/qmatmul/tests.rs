@@ -326,3 +326,189 @@ fn every_instruction_set_variant_agrees() {
         }
     }
 }
+
+/// Random blocks of an i-quant format (candle cannot quantize to them): scales of realistic
+/// size, every index and every 6-bit scale value possible.
+fn iq_matrix(f: Format, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let blocks = rows * cols / f.block_len();
+    let mut bytes = Vec::with_capacity(blocks * f.block_bytes());
+    for _ in 0..blocks {
+        let d = half::f16::from_f32(0.002 + (next() % 1000) as f32 * 1e-5);
+        bytes.extend(d.to_bits().to_le_bytes());
+        bytes.extend((0..f.block_bytes() - 2).map(|_| next() as u8));
+    }
+    QMatrix::from_blocks(f, rows, cols, bytes).unwrap()
+}
+
+/// The reference dequantization against the format as ggml defines it, on hand-made blocks:
+/// IQ4_NL's codebook (low nibbles first), and IQ4_XS's 6-bit scales (four low bits in
+/// `scales_l`, two high bits in `scales_h`, less 32).
+#[test]
+fn iq4_reference_dequantization_follows_ggml() {
+    // IQ4_NL: d = 0.5; byte j holds index j (low) and 15 - j (high).
+    let mut b = half::f16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
+    b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+    let v = act::dequantize(Format::IQ4NL, &b);
+    assert_eq!(v.len(), 32);
+    for j in 0..16 {
+        assert_eq!(v[j], 0.5 * act::KVALUES_IQ4NL[j] as f32);
+        assert_eq!(v[16 + j], 0.5 * act::KVALUES_IQ4NL[15 - j] as f32);
+    }
+    // IQ4_XS: d = 2; part 0 has ls = 0b01_0011 = 19 (scale -13), part 7 ls = 0b11_1111 = 63
+    // (scale 31), the others 32 (scale 0); all indices 8 (value 1).
+    let mut b = half::f16::from_f32(2.0).to_bits().to_le_bytes().to_vec();
+    let h: u16 = 0b01 | (0b11 << 14) | (0b10 << 2) | (0b10 << 4) | (0b10 << 6);
+    let h = h | (0b10 << 8) | (0b10 << 10) | (0b10 << 12);
+    b.extend(h.to_le_bytes());
+    b.extend([0x03, 0x00, 0x00, 0xF0]);
+    b.extend([0x88u8; 128]);
+    let v = act::dequantize(Format::IQ4XS, &b);
+    assert_eq!(v.len(), 256);
+    assert!(v[..32].iter().all(|&x| x == 2.0 * -13.0), "{:?}", &v[..32]);
+    assert!(v[32..224].iter().all(|&x| x == 0.0));
+    assert!(v[224..].iter().all(|&x| x == 2.0 * 31.0));
+}
+
+/// IQ4_NL and IQ4_XS: the kernels (whichever this CPU runs) equal dequantize-then-matmul in
+/// f64 on the 8-bit activations they multiply (Q8_0 for IQ4_NL, Q8_K for IQ4_XS, as ggml), to
+/// 1e-5 of the output's scale, and the scalar reference; decode and prompt shapes, row counts
+/// that leave 1-3 rows after the 4-row tiles, prompts past the 64-token work item.
+#[test]
+fn iq4_formats_match_dequantize_then_matmul() {
+    for f in [Format::IQ4NL, Format::IQ4XS] {
+        let shapes: &[(usize, usize, usize)] = if f == Format::IQ4NL {
+            &[
+                (67, 576, 1),
+                (67, 576, 5),
+                (9, 128, 3),
+                (33, 896, 130),
+                (6, 96, 2),
+            ]
+        } else {
+            &[
+                (67, 512, 1),
+                (67, 512, 5),
+                (9, 1536, 3),
+                (33, 256, 130),
+                (6, 768, 2),
+            ]
+        };
+        for &(rows, cols, n) in shapes {
+            let m = Arc::new(iq_matrix(f, rows, cols, (rows * cols + n) as u64));
+            let x = random(n * cols, 5 + n as u64);
+            let acts = Acts::new(&x, cols, &[f.act()]);
+            let xq: Vec<f64> = match f.act() {
+                ActKind::Q8K => acts
+                    .q8k
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64))
+                    .collect(),
+                _ => acts
+                    .q8_0
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64))
+                    .collect(),
+            };
+            let got = QGroup::new(vec![m.clone()]).unwrap().matmul(&x, n);
+            // As the loader runs it: in panels on an AVX-512 CPU.
+            let arranged = iq_matrix(f, rows, cols, (rows * cols + n) as u64).for_kernels();
+            let got_arranged = QGroup::new(vec![Arc::new(arranged)]).unwrap().matmul(&x, n);
+            let mut want = vec![0f32; n * rows];
+            let mut scalar = vec![0f32; n * rows];
+            for r in 0..rows {
+                let w = m.dequantize_row(r);
+                for t in 0..n {
+                    let s: f64 = (0..cols).map(|c| w[c] as f64 * xq[t * cols + c]).sum();
+                    want[t * rows + r] = s as f32;
+                    scalar[t * rows + r] = scalar_dot(&m, r, &acts, t);
+                }
+            }
+            let (w, s) = worst(&got, &want);
+            assert!(s > 0.0);
+            assert!(
+                w <= 1e-5 * s,
+                "{} {rows}x{cols}, {n} tokens: off by {w} (scale {s})",
+                f.name()
+            );
+            let (w, s) = worst(&scalar, &want);
+            assert!(w <= 1e-5 * s, "{} scalar reference: off by {w}", f.name());
+            let (w, s) = worst(&got_arranged, &want);
+            assert!(
+                w <= 1e-5 * s,
+                "{} {rows}x{cols}, {n} tokens, arranged for this CPU: off by {w}",
+                f.name()
+            );
+        }
+    }
+}
+
+/// On a CPU with AVX512-VNNI, the VNNI and plain AVX2 tiles of the i-quants agree.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn iq4_instruction_set_variants_agree() {
+    if !available() || !vnni() {
+        return;
+    }
+    for f in [Format::IQ4NL, Format::IQ4XS] {
+        let (rows, cols, n) = (13, 512, 6);
+        let m = iq_matrix(f, rows, cols, 3);
+        let x = random(n * cols, 8);
+        let acts = Acts::new(&x, cols, &[f.act()]);
+        let run = |vnni: bool| {
+            let mut out = vec![0f32; n * rows];
+            let dst = Dst {
+                out: out.as_mut_ptr(),
+                ld: rows,
+                col0: 0,
+            };
+            // SAFETY: features checked above; one thread owns `out`.
+            unsafe {
+                match (f, vnni) {
+                    (Format::IQ4NL, false) => run_tiles::<tiles::Legacy<{ avx2::IQ4_NL }, false>>(
+                        &m,
+                        0..rows,
+                        &acts.q8_0,
+                        0..n,
+                        dst,
+                    ),
+                    (Format::IQ4NL, true) => run_tiles::<tiles::Legacy<{ avx2::IQ4_NL }, true>>(
+                        &m,
+                        0..rows,
+                        &acts.q8_0,
+                        0..n,
+                        dst,
+                    ),
+                    (_, false) => {
+                        run_tiles::<tiles::IQ4XS<false>>(&m, 0..rows, &acts.q8k, 0..n, dst)
+                    }
+                    (_, true) => run_tiles::<tiles::IQ4XS<true>>(&m, 0..rows, &acts.q8k, 0..n, dst),
+                }
+            }
+            out
+        };
+        let (w, s) = worst(&run(true), &run(false));
+        assert!(w <= 1e-6 * s, "{}: VNNI and AVX2 differ by {w}", f.name());
+        // The AVX-512 panels, on a CPU that has them.
+        if avx512() {
+            let p = iq_matrix(f, rows, cols, 3).for_kernels();
+            assert!(p.panels);
+            let mut out = vec![0f32; n * rows];
+            let dst = Dst {
+                out: out.as_mut_ptr(),
+                ld: rows,
+                col0: 0,
+            };
+            // SAFETY: features checked (`avx512()`); one thread owns `out`.
+            unsafe { run_rows(&p, 0..rows, &acts, 0..n, dst) };
+            let (w, s) = worst(&out, &run(false));
+            assert!(w <= 1e-5 * s, "{}: panels and AVX2 differ by {w}", f.name());
+        }
+    }
+}
