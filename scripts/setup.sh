@@ -120,9 +120,9 @@ install_test_deps() {
   fetch_test_data
   fetch_novels
   fetch_gemma
-  say "building llama.cpp's llama-perplexity, llama-server and ggml-rpc-server (once, into .cache: the peer the parity test measures against, the real serving engine of the server door's tests)"
+  say "building llama.cpp's llama-perplexity, llama-quantize, llama-server and ggml-rpc-server (once, into .cache: the peer the parity test measures against and the maker of its IQ4 files, the real serving engine of the server door's tests)"
   apt_install cmake unzip
-  scripts/llamacpp.sh llama-perplexity llama-server ggml-rpc-server
+  scripts/llamacpp.sh llama-perplexity llama-quantize llama-server ggml-rpc-server
 }
 
 # The installable package: a .deb made by the Tauri bundler (the npm Tauri CLI), carrying the
@@ -207,7 +207,7 @@ case "$mode" in
     (cd ui && npm test)
     say "the local server with real clients: openai (PyPI), openai (npm), Playwright + Chromium, axe-core"
     (cd tests/api && PYTHONPATH="$ROOT/.cache/pylib" timeout 900 python3 test_openai_python.py)
-    (cd tests/api && timeout 900 node --test --test-concurrency=1 openai.test.mjs browser.test.mjs a11y.test.mjs recall.test.mjs)
+    (cd tests/api && timeout 900 node --test --test-concurrency=1 openai.test.mjs browser.test.mjs plain.test.mjs a11y.test.mjs recall.test.mjs server-model.test.mjs)
     say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"
     # A time limit, so that a hung window fails the run instead of eating the CI budget.
     (cd tests/e2e && timeout 2400 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs ui.test.mjs crash.test.mjs)

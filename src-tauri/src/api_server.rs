@@ -84,6 +84,7 @@ impl ApiServer {
                 .as_ref()
                 .map(|(s, ..)| format!("{}/v1", s.url())),
             error: inner.error.clone(),
+            always_on: false,
         }
     }
 }

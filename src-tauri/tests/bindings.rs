@@ -33,6 +33,8 @@ fn generate(dir: &Path) {
         sinkchat_chat::Settings,
         sinkchat_chat::models::ModelsOverview,
         sinkchat_chat::models::DownloadEvent,
+        sinkchat_chat::remote::ServerCheck,
+        sinkchat_chat::remote::ServerChoice,
         sinkchat_chat::MemoryView,
         sinkchat_engine::engine::SnapshotUsage,
         sinkchat_engine::ModelSummary,

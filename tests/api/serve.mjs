@@ -10,10 +10,10 @@ import { chromium } from "playwright-core";
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const MODEL = "SmolLM2-135M-Instruct.Q4_1";
 
-export async function serve() {
+export async function serve(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), "sinkchat-serve-"));
   const proc = spawn(join(ROOT, "target/debug/sinkchat"), ["serve", "--port", "0", "--data-dir", dir], {
-    env: { ...process.env, SINKCHAT_MODEL: join(ROOT, `.data/models/${MODEL}.gguf`), RUST_LOG: "warn" },
+    env: { ...process.env, SINKCHAT_MODEL: join(ROOT, `.data/models/${MODEL}.gguf`), RUST_LOG: "warn", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const lines = createInterface({ input: proc.stdout });

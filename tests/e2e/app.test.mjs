@@ -57,7 +57,10 @@ test("send a message, see SmolLM2's reply stream in, find both in SQLite", { tim
     assert.ok(reply.trim().length > 0);
     const growths = await d.exec("return window.__growths");
     assert.ok(growths >= 3, `the reply arrived in ${growths} piece(s), not streamed`);
-    assert.match(await d.text("#gauge-text"), /pinned .* window .* seen/);
+    assert.match(await d.exec("return document.getElementById('gauge-text').textContent"), /pinned .* window .* seen/);
+    // In words for everyone (#34); the token figures under Details.
+    assert.match(await d.text("#gauge-words"), /Remembers about the last [\d,]+ words of this chat/);
+    assert.doesNotMatch(await d.text("#gauge-words"), /token|sink|evict/i);
 
     const shot = await d.screenshot();
     assert.equal(shot.subarray(1, 4).toString(), "PNG");
@@ -80,6 +83,11 @@ test("no model file: the window says so in plain words and history still opens",
   await withApp({ SINKCHAT_DATA_DIR: data, SINKCHAT_MODEL: join(data, "models/nothing-here.gguf") }, async (d) => {
     const msg = await d.waitFor("the error banner", async () => d.text("#error-banner"), 60_000);
     assert.match(msg, /no model is installed/i);
+    // In words (#34): no path, no set-up script, and a way forward; and it can be closed.
+    assert.doesNotMatch(msg, /\/|scripts|setup\.sh|os error/, msg);
+    assert.match(msg, /Models/, msg);
+    await d.click("#error-banner .banner-close");
+    assert.equal(await d.exec("return document.getElementById('error-banner').hidden"), true);
     await d.type("#message-input", "hello?");
     await d.click("#send-button");
     await d.waitFor("a send error", async () => /no model is installed/i.test(await d.text("#error-banner")), 10_000);

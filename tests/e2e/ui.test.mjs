@@ -200,7 +200,7 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     await send(d, "Describe the sea in three sentences.");
     const e1 = await evicted();
     assert.ok(e1 > 0, "a reply longer than the window evicts");
-    assert.match(await d.text("#gauge-text"), new RegExp(`${e1} evicted`));
+    assert.match(await d.exec("return document.getElementById('gauge-text').textContent"), new RegExp(`${e1} evicted`));
     assert.ok(Number(await d.exec("return document.getElementById('gauge').getAttribute('aria-valuenow')")) > 90, "the window is full");
     const ticks = await d.exec("return document.querySelectorAll('#timeline .evictions line').length");
     assert.ok(ticks > 0, "the timeline marks evictions");
@@ -238,7 +238,7 @@ test("recall: a fact said early, 3,000 tokens of talk with a small window, then 
     await d.exec("return (async () => { const s = await window.__TAURI__.core.invoke('get_settings'); s.cache.sinks = 4; s.cache.window = 128; s.sampling.max_tokens = 16; s.sampling.temperature = 0; await window.__TAURI__.core.invoke('save_settings', { settings: s }); })()");
     await send(d, "My cat is called Quokkamuffin.");
     const fact = await d.exec("return document.querySelector('#messages .message.user').dataset.id");
-    const seen = async () => Number((/(\d+) seen/.exec(await d.text("#gauge-text")) ?? [0, 0])[1]);
+    const seen = async () => Number((/(\d+) seen/.exec(await d.exec("return document.getElementById('gauge-text').textContent")) ?? [0, 0])[1]);
     const topics = ["rivers", "bread", "chess", "volcanoes", "jazz", "tides", "origami", "bees", "glaciers", "lighthouses", "comets", "bridges"];
     for (let i = 0; (await seen()) < 3000 && i < 60; i++) {
       const topic = topics[i % topics.length];
@@ -256,7 +256,7 @@ test("recall: a fact said early, 3,000 tokens of talk with a small window, then 
     assert.match(await d.exec(`return document.querySelector('${factEl}').className`), /recalled/);
     assert.match(await d.text(`${factEl} .recalled-mark`), /Recalled/);
     assert.ok(parseFloat(await d.exec("return document.querySelector('#gauge .recalled').style.width")) > 0, "the gauge's recalled part");
-    assert.match(await d.text("#gauge-text"), /\d+ recalled/);
+    assert.match(await d.exec("return document.getElementById('gauge-text').textContent"), /\d+ recalled/);
     for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `recall-${theme}`); }
     await setTheme(d, "system");
     // Pinned: the gauge's pins part, with the room for pins in its help.
@@ -265,7 +265,7 @@ test("recall: a fact said early, 3,000 tokens of talk with a small window, then 
     await d.waitFor("the pin", async () => d.exec(`return !!document.querySelector('${factEl} .pin-mark')`), 10_000);
     await send(d, "Thanks.");
     assert.ok(parseFloat(await d.exec("return document.querySelector('#gauge .pins').style.width")) > 0, "the gauge's pins part");
-    assert.match(await d.text("#gauge-text"), /\d+\/\d+ pinned by you/);
+    assert.match(await d.exec("return document.getElementById('gauge-text').textContent"), /\d+\/\d+ pinned by you/);
     assert.match(await d.exec("return document.getElementById('gauge-help').textContent"), /of the \d+ tokens of room for pins/);
   });
 });

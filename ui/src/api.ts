@@ -15,6 +15,7 @@ import type { ModelSummary } from "./bindings/ModelSummary.js";
 import type { InstalledModel } from "./bindings/InstalledModel.js";
 import { commands } from "./bindings/commands.js";
 import { t } from "./strings.js";
+import { plainError } from "./plain.js";
 
 export type { UiError, Conversation, Message, ReplyEvent, Status, Sent, SearchHit, Settings, ModelsOverview, DownloadEvent, ModelSummary, InstalledModel };
 export type { Gauge } from "./bindings/Gauge.js";
@@ -57,16 +58,15 @@ export const api = {
   importModel: commands.importModel,
   deleteModel: commands.deleteModel,
   useModel: commands.useModel,
+  checkServer: commands.checkServer,
+  useServer: commands.useServer,
 };
 
 /// Any thrown value as a sentence for the user, with a way forward when there is one.
 export function errorText(e: unknown): string {
   if (e && typeof e === "object" && "message" in e) {
     const err = e as UiError;
-    const hint = t.hint[err.code];
-    const msg = String(err.message);
-    const sentence = msg.charAt(0).toUpperCase() + msg.slice(1);
-    return hint ? `${sentence.replace(/\.?$/, ".")} ${hint}` : sentence;
+    return plainError(String(err.message), t.hint[err.code]);
   }
-  return String(e);
+  return plainError(String(e));
 }

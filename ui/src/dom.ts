@@ -31,10 +31,14 @@ export function applyStrings(root: ParentNode = document) {
   });
 }
 
+/** Shows `msg` in the banner `id` (hides it for `null`), with a button that closes it. */
 export function showBanner(id: string, msg: string | null) {
   const b = $(id);
   b.hidden = !msg;
-  b.textContent = msg ?? "";
+  if (!msg) { b.replaceChildren(); return; }
+  const close = el("button", { cls: "banner-close", text: "×", attrs: { type: "button", "aria-label": t.close, title: t.close } });
+  close.addEventListener("click", () => { b.hidden = true; b.replaceChildren(); });
+  b.replaceChildren(el("span", { cls: "banner-text", text: msg }), close);
 }
 
 let toastTimer: ReturnType<typeof setTimeout> | undefined;

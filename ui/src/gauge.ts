@@ -7,6 +7,9 @@ import { t } from "./strings.js";
 
 export interface GaugeParts {
   pinned: number; pins: number; window: number; recalled: number; free: number;
+  /** The memory in words, for everyone. */
+  words: string;
+  /** The figures in tokens, under Details. */
   label: string;
   /** What the help adds about pins: how much of their room they take. */
   pinsNote: string;
@@ -24,9 +27,29 @@ export function gaugeParts(s: Gauge): GaugeParts {
   let label = t.gaugeLabel(s.pinned_used, s.window_used, s.window, s.tokens_seen, s.evicted_total);
   if (pinsUsed > 0) label += t.gaugePins(pinsUsed, s.pins_room ?? 0);
   if (recalledUsed > 0) label += t.gaugeRecalled(recalledUsed);
+  if (s.server_prompt != null && s.server_cached != null) label += t.gaugeServer(s.server_cached, s.server_prompt);
   let pinsNote = (s.pins_room ?? 0) > 0 ? t.gaugePinsNote(pinsUsed, s.pins_room) : "";
   if ((s.sliding_layers ?? 0) > 0) pinsNote = `${pinsNote} ${t.gaugeSliding(s.sliding_layers, s.sliding_window)}`.trim();
-  return { pinned, pins, window, recalled, free, label, pinsNote };
+  return { pinned, pins, window, recalled, free, words: inWords(s, pinsUsed, recalledUsed), label, pinsNote };
+}
+
+/** About how many words `tokens` tokens of English are (3 words to 4 tokens), rounded as a
+ *  person would say it: to ten below 100, else to two figures. */
+export function aboutWords(tokens: number): string {
+  const w = tokens * 0.75;
+  const r = w < 100 ? Math.max(10, Math.round(w / 10) * 10) : Number(w.toPrecision(2));
+  return r.toLocaleString("en-US");
+}
+
+/** What the model remembers, in words: the recent words it holds, and whether earlier messages
+ *  are out of its view, pinned or brought back. */
+function inWords(s: Gauge, pinsUsed: number, recalledUsed: number): string {
+  const recent = s.window_used - recalledUsed;
+  const parts = [recent > 0 ? t.memoryWords(aboutWords(recent)) : t.memoryEmpty];
+  if (s.evicted_total > 0) parts.push(t.memoryOutOfView);
+  if (pinsUsed > 0) parts.push(t.memoryPinned);
+  if (recalledUsed > 0) parts.push(t.memoryRecalled);
+  return parts.join(" · ");
 }
 
 export interface Sample { seen: number; fill: number; evicted: number }
@@ -53,7 +76,9 @@ export class Timeline {
   add(s: Gauge) {
     const fill = (s.pinned_used + s.window_used) / Math.max(1, s.capacity);
     const last = this.samples[this.samples.length - 1];
-    if (last && last.seen === s.tokens_seen) { last.fill = fill; last.evicted = s.evicted_total; return; }
+    // A point behind the last (counts from an older version, which restarted them when a
+    // memory was rebuilt) updates the last one: the line never runs backwards.
+    if (last && s.tokens_seen <= last.seen) { last.fill = fill; last.evicted = Math.max(last.evicted, s.evicted_total); return; }
     this.samples.push({ seen: s.tokens_seen, fill, evicted: s.evicted_total });
     if (this.samples.length > this.max) {
       // Drop every other point of the older half: recent detail stays sharp.

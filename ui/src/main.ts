@@ -10,7 +10,7 @@ import { CONVERSATION_PAGE, MESSAGE_PAGE, UNDO_WINDOW_MS } from "./bindings/cons
 import { t } from "./strings.js";
 import { $, el, button, applyStrings, showBanner, showToast, copyText } from "./dom.js";
 import { initModels, showModels } from "./models.js";
-import { initSettings, showSettings, applyTheme } from "./settings.js";
+import { initSettings, showSettings, applyTheme, settingsUnsaved } from "./settings.js";
 import { inWindow, openExternal, pickFile } from "./ipc.js";
 
 const input = $<HTMLTextAreaElement>("message-input");
@@ -78,7 +78,9 @@ function messageEl(m: Pick<Message, "role" | "content" | "status" | "id"> & { pi
   if (meta) art.append(el("span", { cls: "meta", text: meta }));
   const tools = el("div", { cls: "msg-tools" });
   tools.append(button(t.copy, () => void copyText(art.dataset.raw ?? m.content), "copy-msg", `${t.copy}: ${m.role === "user" ? t.you : t.assistant}`));
-  tools.append(button(t.pin, () => void togglePin(art), "pin"));
+  const pin = button(t.pin, () => void togglePin(art), "pin");
+  pin.title = t.pinHelp; // said before the click (#34)
+  tools.append(pin);
   art.dataset.raw = m.content;
   art.append(tools);
   setPinned(art, m.pinned ?? false);
@@ -110,14 +112,28 @@ function markRecalledMessages() {
   });
 }
 
+/** A pin, drawn (an emoji shows as an empty box where no emoji font is installed). */
+function pinIcon(): SVGSVGElement {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("pin-icon");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M5 1h6v1.5l-1 1v3.2l2.5 2.3v1.5H8.8V15L8 16l-.8-1v-4.5H3.5V9L6 6.7V3.5l-1-1z");
+  svg.append(path);
+  return svg;
+}
+
 /** Shows a message as pinned (kept in the model's memory with the system prompt) or not. */
 function setPinned(art: HTMLElement, on: boolean) {
   art.classList.toggle("pinned", on);
   const b = art.querySelector<HTMLButtonElement>(".msg-tools .pin")!;
   b.textContent = on ? t.unpin : t.pin;
+  b.title = on ? "" : t.pinHelp;
   b.setAttribute("aria-pressed", String(on));
   art.querySelector(".pin-mark")?.remove();
-  if (on) art.prepend(el("span", { cls: "pin-mark", text: t.pinnedMark }));
+  if (on) art.prepend(el("span", { cls: "pin-mark" }, pinIcon(), t.pinnedMark));
 }
 
 async function togglePin(art: HTMLElement) {
@@ -175,6 +191,7 @@ function clearGauge() {
   (gauge.querySelector(".free") as HTMLElement).style.width = "100%";
   gauge.setAttribute("aria-valuenow", "0");
   $("gauge-text").textContent = "";
+  $("gauge-words").textContent = "";
   $("gauge-help").textContent = t.gaugeTitle;
 }
 setInterval(() => { if (!streaming && !document.hidden) void refreshGauge(); }, 1500);
@@ -189,6 +206,16 @@ function showGauge(s: Gauge, flash = true) {
   $("gauge-help").textContent = g.pinsNote ? `${t.gaugeTitle} ${g.pinsNote}` : t.gaugeTitle;
   gauge.dataset.evicted = String(s.evicted_total);
   $("gauge-text").textContent = g.label;
+  $("gauge-words").textContent = g.words;
+  // The first time a chat's memory lets words go (ever, on this computer), say what it means.
+  if (flash && s.evicted_total > 0 && s.evicted_last_step > 0) {
+    let told = false;
+    try { told = localStorage.getItem("sinkchat.firstForgetTold") === "1"; } catch { /* no storage */ }
+    if (!told) {
+      showBanner("forget-note", t.firstForget);
+      try { localStorage.setItem("sinkchat.firstForgetTold", "1"); } catch { /* no storage */ }
+    }
+  }
   if (flash && s.evicted_last_step > 0) {
     gauge.classList.remove("evicting");
     void gauge.offsetWidth;
@@ -285,7 +312,7 @@ async function openConversation(c: Conversation, focusMessage?: number | null) {
   showView("chat");
   // The chat left behind parks its memory on disk; it comes back at once when reopened.
   if (current && current.id !== c.id && !streaming) void api.leave(current.id).catch(() => {});
-  if (current?.id !== c.id) cancelEdit();
+  if (current?.id !== c.id) { cancelEdit(); if (!streaming) showModelLine(); }
   current = c;
   lastFirstVisible = null;
   const msgs = await api.messages(c.id);
@@ -351,6 +378,7 @@ async function newChat() {
   showView("chat");
   if (current && !streaming) void api.leave(current.id).catch(() => {});
   cancelEdit();
+  if (!streaming) showModelLine();
   current = await api.createConversation();
   messagesEl.replaceChildren();
   drawTimeline(undefined);
@@ -414,6 +442,7 @@ async function streamReply(start: Start, replaceFrom?: number) {
           placeholder.classList.remove("streaming");
           placeholder.classList.add(e.reason === "cancelled" ? "stopped" : "complete");
           if (e.reason === "cancelled") placeholder.insertBefore(el("span", { cls: "meta", text: t.status.stopped }), placeholder.querySelector(".msg-tools"));
+          if (e.reason === "max_tokens") markCutOff(placeholder);
           statusEl.textContent = t.done(e.tokens, e.tokens_per_s);
           if (unsaved !== null) markUnsaved(placeholder, unsaved); // now with "Save again"
           setStreaming(false);
@@ -449,6 +478,19 @@ async function streamReply(start: Start, replaceFrom?: number) {
     showError(errorText(e)); // the typed text stays in the box: nothing is lost
     return false;
   }
+}
+
+/** A reply the length limit cut (#34): said on it, with a way to go on. Continue asks for
+ *  the rest as a new turn of the chat (the model reads its own cut reply and goes on). */
+function markCutOff(art: HTMLElement) {
+  const note = el("div", { cls: "cut-note", attrs: { role: "note" } });
+  note.append(el("span", { text: t.cutOff }), button(t.continueReply, () => {
+    if (streaming || !current) return;
+    note.remove();
+    const conv = current;
+    void streamReply((on) => api.send(conv.id, t.continuePrompt, on));
+  }, "continue"));
+  art.insertBefore(note, art.querySelector(".msg-tools"));
 }
 
 async function send() {
@@ -527,22 +569,30 @@ searchBox.addEventListener("keydown", (e) => { if (e.key === "Escape") { searchB
 // ---------- views ----------
 
 export function showView(name: "chat" | "models" | "settings") {
+  const leaving = document.querySelector<HTMLElement>("[data-view-panel]:not([hidden])")?.dataset.viewPanel;
   document.querySelectorAll<HTMLElement>("[data-view-panel]").forEach((p) => { p.hidden = p.dataset.viewPanel !== name; });
   document.querySelectorAll<HTMLElement>("#views button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.view === name)));
   if (name === "models") void showModels();
   if (name === "settings") void showSettings();
+  else if (settingsUnsaved() && leaving === "settings") showToast(t.settingsLeftUnsaved);
 }
 document.querySelectorAll<HTMLElement>("#views button").forEach((b) => b.addEventListener("click", () => showView(b.dataset.view as "chat")));
 
 // ---------- model status ----------
 
+/** The status bar's line about the model in use; a reply's speed replaces it until another
+ *  chat is opened (the speed belongs to the chat whose reply it was). */
+let modelLine = "";
+function showModelLine() { if (modelLine) statusEl.textContent = modelLine; }
+
 export async function pollModel() {
   const s = await api.status();
   if (s.model.state === "ready") {
-    statusEl.textContent = `${s.model.info.name} · ${s.model.info.device}`;
+    modelLine = `${s.model.info.name} · ${s.model.info.device}`;
     // A GPU build running on the CPU says why, once, in the status bar's help.
     statusEl.title = s.model.info.device_note ?? "";
-    if (s.model.info.device_note) statusEl.textContent += ` · ${t.noGpu}`;
+    if (s.model.info.device_note) modelLine += ` · ${t.noGpu}`;
+    statusEl.textContent = modelLine;
     showError(null);
   } else if (s.model.state === "failed") {
     statusEl.textContent = t.noModel;

@@ -35,6 +35,11 @@ export function initModels(opts: { onModelSwitch: () => void }) {
     } catch (e) { showError(errorText(e)); }
   });
   $("import-form").addEventListener("submit", (e) => { e.preventDefault(); void importFile(); });
+  $("server-check").addEventListener("click", () => void checkServer());
+  $("server-form").addEventListener("submit", (e) => { e.preventDefault(); void checkServer(); });
+  $("server-use-form").addEventListener("submit", (e) => { e.preventDefault(); void useServer(); });
+  $("server-models").addEventListener("change", () => fillContext());
+  for (const id of ["server-address", "server-key"]) $(id).addEventListener("input", () => { $("server-use-form").hidden = true; $("server-warning").hidden = true; });
   $("import-path").addEventListener("input", () => { $<HTMLButtonElement>("import-button").disabled = true; $("import-verdict").textContent = ""; });
 }
 
@@ -43,11 +48,27 @@ export async function showModels() {
     overview = await api.models();
     const s = await api.status();
     modelReady = s.model.state === "ready";
-    $("models-active").textContent = s.model.state === "ready"
-      ? t.activeModel(s.model.info.name, s.model.info.device)
-      : s.model.state === "loading" ? t.loadingModel : t.noModel;
+    $("models-active").textContent = overview.server && s.model.state === "ready"
+      ? t.serverUsing(overview.server.model, overview.server.address)
+      : s.model.state === "ready"
+        ? t.activeModel(s.model.info.name, s.model.info.device)
+        : s.model.state === "loading" ? t.loadingModel : t.noModel;
+    const address = $<HTMLInputElement>("server-address");
+    if (overview.server && !address.value) address.value = overview.server.address;
     render();
+    rejoinRunning(overview);
   } catch (e) { showError(errorText(e)); }
+}
+
+/** Downloads running in the service that this page does not follow (started before it was
+ *  reloaded, or from another page): followed from here, with their progress, Pause and Cancel,
+ *  instead of a Resume button that would only be told it is already downloading. */
+function rejoinRunning(o: ModelsOverview) {
+  for (const key of o.running) {
+    if (live.has(key)) continue;
+    const m = o.unfinished.find((u) => u.key === key)?.model ?? o.catalog.find((c) => keyOf(c.repo, c.file) === key);
+    if (m) void startDownload(m.repo, m.file);
+  }
 }
 
 function keyOf(repo: string, file: string) { return `${repo.replace("/", "--")}--${file}`; }
@@ -233,6 +254,51 @@ async function importFile() {
     showToast(t.installedOk(m.file));
     $("import-verdict").textContent = "";
     $<HTMLButtonElement>("import-button").disabled = true;
+    await showModels();
+  } catch (e) { showError(errorText(e)); }
+}
+
+/** What the last Check found, by model id: the context the server says (null: it does not). */
+let serverModels: { id: string; context: number | null }[] = [];
+
+function fillContext() {
+  const id = $<HTMLSelectElement>("server-models").value;
+  const m = serverModels.find((x) => x.id === id);
+  const ctx = $<HTMLInputElement>("server-context");
+  ctx.value = m?.context != null ? String(m.context) : "";
+  // What the server says is not the user's to change; where it says nothing, they enter it.
+  ctx.readOnly = m?.context != null;
+}
+
+async function checkServer() {
+  showError(null);
+  const address = $<HTMLInputElement>("server-address").value.trim();
+  const key = $<HTMLInputElement>("server-key").value;
+  const warning = $("server-warning");
+  warning.hidden = true;
+  $("server-use-form").hidden = true;
+  try {
+    const c = await api.checkServer(address, key || null);
+    serverModels = c.models;
+    if (c.models.length === 0) { showError(t.serverNoModels); return; }
+    $("server-models").replaceChildren(...c.models.map((m) => el("option", { text: m.id, attrs: { value: m.id } })));
+    fillContext();
+    if (c.warning) { warning.textContent = c.warning; warning.hidden = false; }
+    $("server-use-form").hidden = false;
+  } catch (e) { showError(errorText(e)); }
+}
+
+async function useServer() {
+  showError(null);
+  const address = $<HTMLInputElement>("server-address").value.trim();
+  const key = $<HTMLInputElement>("server-key").value;
+  const model = $<HTMLSelectElement>("server-models").value;
+  const ctx = Number($<HTMLInputElement>("server-context").value);
+  try {
+    const c = await api.useServer(address, key || null, model, Number.isFinite(ctx) && ctx > 0 ? ctx : null);
+    showToast(t.serverUsing(c.model, c.address));
+    $<HTMLInputElement>("server-key").value = "";
+    onModelSwitch();
     await showModels();
   } catch (e) { showError(errorText(e)); }
 }

@@ -25,8 +25,22 @@ function showCacheMemory() {
   $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * perToken + fixed)) : "";
 }
 
+/** Whether the form holds changes not saved yet: they are kept when the screen is left and
+ *  shown again as they were (#34: they used to be dropped silently). */
+let dirty = false;
+function setDirty(on: boolean) {
+  dirty = on;
+  $("settings-unsaved").hidden = !on;
+}
+export function settingsUnsaved(): boolean { return dirty; }
+
 export function initSettings() {
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); void save(); });
+  for (const ev of ["input", "change"]) {
+    $("settings-form").addEventListener(ev, (e) => {
+      if ((e.target as HTMLElement).id !== "set-api-key") setDirty(true);
+    });
+  }
   for (const id of ["set-sinks", "set-window", "set-precision"]) $(id).addEventListener("input", showCacheMemory);
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => r.addEventListener("change", () => applyTheme(r.value)));
   $("copy-diagnostics").addEventListener("click", async () => {
@@ -43,6 +57,11 @@ export function initSettings() {
 }
 
 export async function showSettings() {
+  if (dirty) {
+    // Back with unsaved changes: the form keeps them; only the live figures are read again.
+    await Promise.all([showServerState(), showSnapshotUsage()]);
+    return;
+  }
   showBanner("settings-error", null);
   const [s, status] = await Promise.all([api.settings(), api.status()]);
   loaded = s;
@@ -79,10 +98,20 @@ async function showSnapshotUsage() {
   } catch (e) { $("snapshot-usage").textContent = errorText(e); }
 }
 
+/** With no window (`sinkchat serve`) the server is this page's own door: always on, whatever
+ *  the setting (which stays as it was for the window). */
+let serverAlwaysOn = false;
+
 async function showServerState() {
   try {
     const st = await api.apiServerState();
-    $("api-state").textContent = st.running ? t.apiRunning(st.url ?? "") : st.error ? t.apiFailed(st.error) : t.apiOff;
+    serverAlwaysOn = st.always_on;
+    const box = $<HTMLInputElement>("set-api-server");
+    box.disabled = st.always_on;
+    $<HTMLInputElement>("set-api-port").disabled = st.always_on;
+    if (st.always_on) box.checked = true;
+    $("api-state").textContent = st.always_on ? t.apiAlwaysOn(st.url ?? "")
+      : st.running ? t.apiRunning(st.url ?? "") : st.error ? t.apiFailed(st.error) : t.apiOff;
   } catch (e) { $("api-state").textContent = errorText(e); }
 }
 
@@ -101,11 +130,12 @@ async function save() {
       precision: $<HTMLSelectElement>("set-precision").value === "f32" ? "f32" : "f16" },
     snapshot_budget_mb: num("set-snapshot-budget"),
     theme,
-    api_server: $<HTMLInputElement>("set-api-server").checked,
-    api_port: num("set-api-port"),
+    api_server: serverAlwaysOn ? loaded.api_server : $<HTMLInputElement>("set-api-server").checked,
+    api_port: serverAlwaysOn ? loaded.api_port : num("set-api-port"),
   };
   try {
     loaded = await api.saveSettings(next);
+    setDirty(false);
     applyTheme(loaded.theme);
     showBanner("settings-error", null);
     showToast(t.saved);

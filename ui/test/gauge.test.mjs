@@ -2,7 +2,7 @@
 // (npm run build first).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { gaugeParts, Timeline } from "../test-build/gauge.js";
+import { gaugeParts, Timeline, aboutWords } from "../test-build/gauge.js";
 
 const stats = (o) => ({ capacity: 2048, pinned: 20, pinned_used: 20, window: 2028, window_used: 0,
   tokens_seen: 20, evicted_total: 0, evicted_last_step: 0, window_start: 20, bytes: 0, device: "CPU", ...o });
@@ -78,4 +78,35 @@ test("a timeline survives its saved form, and a damaged one starts empty", () =>
     assert.deepEqual(Timeline.restore(bad).samples, [], String(bad));
   }
   assert.equal(Timeline.restore(JSON.stringify(tl.samples), 10).samples.length, 10, "capped at its size");
+});
+
+test("the timeline never runs backwards and keeps its eviction marks when counts restart", () => {
+  // An older backend restarted a chat's counts when its memory was rebuilt (a pin): 884 seen,
+  // 571 evicted, then 162 and 0 (#34, bug 5).
+  const tl = new Timeline();
+  tl.add(stats({ tokens_seen: 500, evicted_total: 200, window_used: 2028 }));
+  tl.add(stats({ tokens_seen: 884, evicted_total: 571, window_used: 2028 }));
+  const before = tl.geometry(160, 24).evictions.length;
+  assert.equal(before, 1);
+  tl.add(stats({ tokens_seen: 162, evicted_total: 0, window_used: 142 }));
+  const seen = tl.samples.map((p) => p.seen);
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), `seen in order: ${seen}`);
+  assert.equal(tl.geometry(160, 24).evictions.length, before, "the eviction marks stay");
+  assert.equal(tl.samples.at(-1).evicted, 571);
+});
+
+test("the memory in words: about how many words, earlier messages out of view, pins, recall; no tokens", () => {
+  assert.equal(aboutWords(0), "10");
+  assert.equal(aboutWords(67), "50");
+  assert.equal(aboutWords(2044), "1,500");
+  assert.equal(aboutWords(100000), "75,000");
+  const fresh = gaugeParts(stats({}));
+  assert.equal(fresh.words, "Remembers nothing of this chat yet");
+  const some = gaugeParts(stats({ window_used: 67 }));
+  assert.equal(some.words, "Remembers about the last 50 words of this chat");
+  const full = gaugeParts(stats({ window_used: 2028, tokens_seen: 100000, evicted_total: 97952, pinned_used: 60, pinned: 60, pins_used: 40, recalled_used: 30 }));
+  assert.equal(full.words, "Remembers about the last 1,500 words of this chat · earlier messages saved, out of its view · your pinned messages kept for good · earlier messages brought back for this question");
+  for (const g of [fresh, some, full]) assert.doesNotMatch(g.words, /token|sink|evict|pinned start|KV/i);
+  // The figures stay, for Details.
+  assert.match(full.label, /97952 evicted/);
 });

@@ -1,8 +1,8 @@
 //! The seam between the conversation service and what runs the model: a [`Backend`] offers what
 //! the service needs (write a reply, count tokens, show and park a chat's memory) and speaks
 //! the service's own types; the model slot (which backend, its state, which file) sits behind
-//! one lock. Today a backend is a model loaded here ([`Backend::Local`]); a model that a
-//! server runs comes in as a variant beside it.
+//! one lock. A backend is a model loaded here ([`Backend::Local`]) or one that a server runs
+//! ([`Backend::Remote`], see [`crate::remote`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use sinkchat_engine::{
 
 use crate::error::{ErrorCode, UiError, UiResult};
 use crate::events::{Gauge, MemorySource, MemoryView, ReplyEvent};
+use crate::remote::RemoteModel;
 use crate::ChatService;
 
 /// Where the model stands: a UI can show each.
@@ -33,6 +34,9 @@ pub enum ModelState {
 pub enum Backend {
     /// A GGUF file loaded by SinkChat's own engine, on this computer.
     Local(Arc<Engine>),
+    /// A model that a server runs (llama.cpp's server, its RPC cluster, vLLM), with
+    /// SinkChat's window over messages.
+    Remote(Arc<RemoteModel>),
 }
 
 /// One reply, as the service asks it of any backend: the chat's opening (its system prompt with
@@ -56,12 +60,16 @@ pub struct Prompt {
     pub cache: CacheConfig,
     /// Keep the opening with the sinks (pinned), as long as it fits the pin budget.
     pub pin_system_prompt: bool,
+    /// The chat's first user message and the reply to it, where the backend pins them (a
+    /// server's window); empty for a model here.
+    pub first_exchange: Vec<sinkchat_engine::Turn>,
 }
 
 impl Backend {
     pub fn info(&self) -> &ModelInfo {
         match self {
             Backend::Local(e) => e.info(),
+            Backend::Remote(r) => r.info(),
         }
     }
 
@@ -69,6 +77,7 @@ impl Backend {
     pub fn count_tokens(&self, text: &str) -> UiResult<usize> {
         match self {
             Backend::Local(e) => Ok(e.count_tokens(text)?),
+            Backend::Remote(r) => Ok(r.estimate(text)),
         }
     }
 
@@ -76,6 +85,7 @@ impl Backend {
     pub fn opening_tokens(&self, system_prompt: &str) -> UiResult<usize> {
         match self {
             Backend::Local(e) => Ok(e.opening_tokens(system_prompt)?),
+            Backend::Remote(r) => Ok(r.estimate(system_prompt)),
         }
     }
 
@@ -83,6 +93,8 @@ impl Backend {
     pub fn rebuild_start(&self, history: &History, config: &CacheConfig) -> UiResult<Option<i64>> {
         match self {
             Backend::Local(e) => Ok(e.rebuild_start(history, config)?),
+            // The server's window is known only once a request has been planned.
+            Backend::Remote(_) => Ok(None),
         }
     }
 
@@ -90,6 +102,7 @@ impl Backend {
     pub fn memory(&self, conversation: i64) -> Option<MemoryView> {
         match self {
             Backend::Local(e) => e.memory(conversation).map(view),
+            Backend::Remote(r) => r.memory(conversation),
         }
     }
 
@@ -97,6 +110,7 @@ impl Backend {
     pub fn parked_memory(&self, conversation: i64, key: &str) -> Option<MemoryView> {
         match self {
             Backend::Local(e) => e.parked_memory(conversation, key).map(view),
+            Backend::Remote(_) => None,
         }
     }
 
@@ -104,6 +118,8 @@ impl Backend {
     pub fn park(&self, conversation: i64) {
         match self {
             Backend::Local(e) => e.park(conversation),
+            // The server holds its own cache; nothing here to put aside.
+            Backend::Remote(_) => {}
         }
     }
 
@@ -111,6 +127,7 @@ impl Backend {
     pub fn park_all(&self) -> usize {
         match self {
             Backend::Local(e) => e.park_all(),
+            Backend::Remote(_) => 0,
         }
     }
 
@@ -118,6 +135,7 @@ impl Backend {
     pub fn forget(&self, conversation: i64) {
         match self {
             Backend::Local(e) => e.forget(conversation),
+            Backend::Remote(r) => r.forget(conversation),
         }
     }
 
@@ -126,12 +144,15 @@ impl Backend {
     pub fn check_cache_memory(&self, config: &CacheConfig, caches: usize) -> Result<(), String> {
         match self {
             Backend::Local(e) => e.check_cache_memory(config, caches),
+            // The server's memory is the server's.
+            Backend::Remote(_) => Ok(()),
         }
     }
 
     pub fn set_snapshot_budget(&self, bytes: u64) {
         match self {
             Backend::Local(e) => e.set_snapshot_budget(Some(bytes)),
+            Backend::Remote(_) => {}
         }
     }
 
@@ -162,6 +183,40 @@ impl Backend {
                 };
                 Ok(e.generate_with(req, cancel, move |ev| on_event(event(ev)))?)
             }
+            Backend::Remote(r) => {
+                r.generate(p, cancel, on_event);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the model runs on a server.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Backend::Remote(_))
+    }
+
+    /// Tokens of the window (what scrolls), for shares of it such as recall's.
+    pub fn window(&self, config: &CacheConfig) -> usize {
+        match self {
+            Backend::Local(_) => config.window,
+            Backend::Remote(r) => r.window(),
+        }
+    }
+
+    /// Messages of the chat the model sees for good although the user did not pin them (a
+    /// server's window keeps the first exchange): recall leaves them out.
+    pub fn held_for_good(&self, conversation: i64) -> Vec<i64> {
+        match self {
+            Backend::Local(_) => Vec::new(),
+            Backend::Remote(r) => r.held_for_good(conversation),
+        }
+    }
+
+    /// Tokens the pinned part may take (the system prompt and pinned messages).
+    pub fn pin_budget(&self, config: &CacheConfig) -> usize {
+        match self {
+            Backend::Local(_) => config.pin_budget(),
+            Backend::Remote(r) => r.pin_budget(),
         }
     }
 }
@@ -186,6 +241,8 @@ fn gauge(s: CacheStats) -> Gauge {
         recalled_used: s.turn_head_used,
         sliding_layers: s.sliding_layers,
         sliding_window: s.sliding_window,
+        server_prompt: None,
+        server_cached: None,
     }
 }
 
@@ -238,8 +295,10 @@ fn event(e: EngineEvent) -> ReplyEvent {
 pub(crate) struct ModelSlot {
     pub backend: Option<Backend>,
     pub state: ModelState,
-    /// The model file in use or being loaded.
+    /// The model file in use or being loaded (empty for a model on a server).
     pub path: PathBuf,
+    /// A server model saved as the one in use, to start at the next [`ChatService::load_model`].
+    pub server: Option<crate::remote::ServerChoice>,
 }
 
 impl ChatService {
@@ -250,6 +309,18 @@ impl ChatService {
     /// Loads the active model on its own thread; the state says `Loading` until it is ready
     /// or failed.
     pub fn load_model(&self) {
+        let saved = self.0.model.write().expect("model slot").server.take();
+        if let Some(choice) = saved {
+            match self.remote_for(choice) {
+                Ok(r) => return self.set_remote(Arc::new(r)),
+                Err(error) => {
+                    let mut slot = self.0.model.write().expect("model slot");
+                    slot.path = PathBuf::new();
+                    slot.state = ModelState::Failed { error };
+                    return;
+                }
+            }
+        }
         let svc = self.clone();
         let path = self.active_model_path();
         let spawned = std::thread::Builder::new()
@@ -353,7 +424,8 @@ impl ChatService {
                 slot.state = ModelState::Ready { info };
             }
             Err(error) => {
-                tracing::error!(%error, "the model could not be loaded");
+                // The file's whole path here, for diagnostics; the window shows the sentence.
+                tracing::error!(%error, path = %path.display(), "the model could not be loaded");
                 slot.state = ModelState::Failed { error };
             }
         }

@@ -91,6 +91,12 @@ macro_rules! for_each_command {
                 { svc.import_model(&path).await }
             both delete_model |svc, file: String| -> u64 { svc.delete_model(&file) }
             both use_model |svc, file: String| -> () { svc.use_model(&file).await }
+            both check_server |svc, address: String, key: Option<String>| -> ServerCheck
+                { svc.check_server(&address, key.as_deref()).await }
+            both use_server
+                |svc, address: String, key: Option<String>, model: String, context: Option<usize>|
+                -> ServerChoice
+                { svc.use_server(&address, key.as_deref(), &model, context).await }
         }
     };
 }

@@ -13,6 +13,7 @@ use crate::models::DownloadEvent;
 pub mod types {
     pub use crate::events::{MemoryView, ReplyEvent, ReplyOptions, Sent};
     pub use crate::models::{DownloadEvent, ModelsOverview};
+    pub use crate::remote::{ServerCheck, ServerChoice};
     pub use crate::{ServerState, Settings, Status, UNDO_WINDOW};
     pub use sinkchat_engine::engine::SnapshotUsage;
     pub use sinkchat_engine::ModelSummary;

@@ -190,6 +190,11 @@ impl ChatService {
         if let Ok(b) = self.backend() {
             b.forget(conversation_id);
         }
+        self.0
+            .gauge_counts
+            .lock()
+            .expect("gauge counts")
+            .remove(&conversation_id);
         // Also when no model is loaded: a snapshot must never outlive its conversation.
         let _ = std::fs::remove_file(sinkchat_engine::engine::snapshot_path(
             &self.snapshot_dir(),
@@ -214,6 +219,12 @@ impl ChatService {
 
     /// What the model holds of the chat now, for the gauge (`None`: nothing live).
     pub async fn memory(&self, conversation_id: i64) -> Option<MemoryView> {
+        let mut view = self.raw_memory(conversation_id).await?;
+        self.steady_gauge(conversation_id, &mut view.stats);
+        Some(view)
+    }
+
+    async fn raw_memory(&self, conversation_id: i64) -> Option<MemoryView> {
         let backend = self.backend().ok()?;
         if let Some(v) = backend.memory(conversation_id) {
             return Some(v);
@@ -231,6 +242,18 @@ impl ChatService {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The gauge's counters as this chat has shown them: never lower than before (see
+    /// [`crate::events::SteadyCounts`]).
+    pub(crate) fn steady_gauge(&self, conversation_id: i64, g: &mut crate::Gauge) {
+        self.0
+            .gauge_counts
+            .lock()
+            .expect("gauge counts")
+            .entry(conversation_id)
+            .or_default()
+            .apply(g);
     }
 
     /// Whether a reply is being written in the chat now.

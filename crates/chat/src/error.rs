@@ -54,6 +54,8 @@ pub enum ErrorCode {
     Network,
     Tokenizer,
     Template,
+    // A model on a server (#35): the sentence says which fault (down, key, model, context…)
+    Server,
     // The engine
     EngineStopped,
     Compute,

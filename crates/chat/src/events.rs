@@ -52,6 +52,38 @@ pub struct Gauge {
     /// gauge's. 0: none.
     pub sliding_layers: usize,
     pub sliding_window: usize,
+    /// A model on a server: the last prompt's tokens, and how many of them the server took
+    /// from its prompt cache (llama.cpp's `timings.cache_n`, OpenAI's `cached_tokens`) rather
+    /// than reading them again. `None` for a model here, or a server that does not say.
+    pub server_prompt: Option<usize>,
+    pub server_cached: Option<usize>,
+}
+
+/// Keeps a chat's gauge counters (tokens read, tokens let go) from going backwards: a memory
+/// rebuilt from the transcript (after a pin or an edit, or a model switch) counts only the
+/// tokens it re-read, so its raw counters start low again. Growth of the raw counters is added
+/// to what was shown; a drop (a new memory) changes nothing until it grows again.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SteadyCounts {
+    raw_seen: u64,
+    raw_evicted: u64,
+    seen: u64,
+    evicted: u64,
+}
+
+impl SteadyCounts {
+    pub(crate) fn apply(&mut self, g: &mut Gauge) {
+        let (seen, evicted) = (g.tokens_seen, g.evicted_total);
+        if seen >= self.raw_seen && evicted >= self.raw_evicted {
+            self.seen += seen - self.raw_seen;
+            self.evicted += evicted - self.raw_evicted;
+        } else {
+            self.seen = self.seen.max(seen);
+            self.evicted = self.evicted.max(evicted);
+        }
+        (self.raw_seen, self.raw_evicted) = (seen, evicted);
+        (g.tokens_seen, g.evicted_total) = (self.seen, self.evicted);
+    }
 }
 
 /// What the model holds of a chat now: the gauge and the first message it still sees (whole
@@ -143,4 +175,51 @@ pub enum ReplyKind {
     Regenerate,
     /// The last message, edited.
     Edit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(seen: u64, evicted: u64) -> Gauge {
+        Gauge {
+            tokens_seen: seen,
+            evicted_total: evicted,
+            ..Default::default()
+        }
+    }
+
+    /// #34, bug 5: after a pin the memory is rebuilt and its counters restart (884 read -> 162,
+    /// 571 let go -> 0); what the gauge shows never goes back, and grows with the new memory.
+    #[test]
+    fn gauge_counts_never_go_backwards_across_a_rebuilt_memory() {
+        let mut c = SteadyCounts::default();
+        let mut shown = Vec::new();
+        for (s, e) in [
+            (100, 0),
+            (884, 571),
+            (884, 571),
+            (162, 0),
+            (200, 0),
+            (2100, 40),
+        ] {
+            let mut g = raw(s, e);
+            c.apply(&mut g);
+            shown.push((g.tokens_seen, g.evicted_total));
+        }
+        assert_eq!(
+            shown,
+            [
+                (100, 0),
+                (884, 571),
+                (884, 571),
+                (884, 571),
+                (922, 571),
+                (2822, 611)
+            ]
+        );
+        assert!(shown
+            .windows(2)
+            .all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
+    }
 }

@@ -25,6 +25,7 @@ pub mod models;
 pub mod pins;
 pub mod private;
 pub mod recall;
+pub mod remote;
 pub mod replies;
 pub mod settings;
 pub mod transfer;
@@ -77,6 +78,9 @@ pub struct ServerState {
     pub url: Option<String>,
     /// Why it is not running although it should (the port is taken, …).
     pub error: Option<String>,
+    /// It runs whatever the setting says: SinkChat runs with no window (`sinkchat serve`) and
+    /// this very page comes through it.
+    pub always_on: bool,
 }
 
 /// What a door does when the settings are saved (the window starts, stops or moves its local
@@ -98,7 +102,9 @@ struct Inner {
     /// The reply in flight, by conversation.
     replies: Mutex<HashMap<i64, Cancel>>,
     /// Downloads running now, by key.
-    downloads: Mutex<HashMap<String, sinkchat_hub::Control>>,
+    downloads: Mutex<HashMap<String, models::RunningDownload>>,
+    /// What each chat's gauge has shown, so its counters never go backwards.
+    gauge_counts: Mutex<HashMap<i64, events::SteadyCounts>>,
     /// Finished replies not yet on disk, by message id.
     unsaved: Mutex<HashMap<i64, Unsaved>>,
     /// Deletes waiting out their undo window, by chat: the ticket that scheduled each.
@@ -135,12 +141,18 @@ impl ChatService {
         })?;
         let store = Store::open(&data_dir.join("chats.db")).await?;
         let settings = Settings::load(&store).await;
+        let model_given = model.is_some();
         let path = match model {
             Some(p) => p,
             None if !settings.active_model.is_empty() => {
                 sinkchat_hub::models_dir(data_dir).join(&settings.active_model)
             }
             None => sinkchat_hub::active_model_path(data_dir),
+        };
+        // A model on a server chosen in the app, unless the caller named a file.
+        let server = match model_given {
+            false => remote::saved_choice(&store).await,
+            true => None,
         };
         Ok(Self(Arc::new(Inner {
             store,
@@ -149,9 +161,11 @@ impl ChatService {
                 backend: None,
                 state: ModelState::Loading,
                 path,
+                server,
             }),
             replies: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            gauge_counts: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(HashMap::new()),
             pending_deletes: Mutex::new(HashMap::new()),
             counters: Counters::default(),

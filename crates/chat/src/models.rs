@@ -27,6 +27,8 @@ pub struct ModelsOverview {
     pub active: String,
     pub models_dir: String,
     pub free_bytes: Option<u64>,
+    /// The model on a server in use, when it is one (then `active` is empty).
+    pub server: Option<crate::remote::ServerChoice>,
 }
 
 /// What a download's callback receives.
@@ -64,11 +66,16 @@ impl ChatService {
             active,
             models_dir: dir.display().to_string(),
             free_bytes: sinkchat_hub::folder::free_space(&dir),
+            server: match self.backend() {
+                Ok(crate::Backend::Remote(r)) => Some(r.choice().clone()),
+                _ => None,
+            },
         })
     }
 
     /// Starts (or resumes) downloading `file` from the hub repository `repo`. Returns the
-    /// download's key at once; progress and the end arrive on `on_event`.
+    /// download's key at once; progress and the end arrive on `on_event`. When that file is
+    /// downloading already, `on_event` follows the running download (no second one starts).
     pub async fn start_download(
         &self,
         repo: &str,
@@ -78,16 +85,26 @@ impl ChatService {
         let r = ModelRef::parse(repo, file)?;
         let key = r.key();
         let ctl = Control::default();
-        {
+        let on_event: Listener = std::sync::Arc::new(on_event);
+        let listeners = {
             let mut running = self.0.downloads.lock().expect("downloads");
-            if running.contains_key(&key) {
-                return Err(UiError::new(
-                    ErrorCode::Busy,
-                    "This model is already downloading.",
-                ));
+            if let Some(d) = running.get(&key) {
+                // Already downloading (started from another page, or before this page was
+                // reloaded): this caller follows the same download from here on, and can pause
+                // or cancel it.
+                d.listeners.lock().expect("listeners").push(on_event);
+                return Ok(key);
             }
-            running.insert(key.clone(), ctl.clone());
-        }
+            let listeners = std::sync::Arc::new(std::sync::Mutex::new(vec![on_event]));
+            running.insert(
+                key.clone(),
+                RunningDownload {
+                    ctl: ctl.clone(),
+                    listeners: listeners.clone(),
+                },
+            );
+            listeners
+        };
         let api = match download::api(None) {
             Ok(a) => a,
             Err(e) => {
@@ -100,13 +117,17 @@ impl ChatService {
             svc: self.clone(),
             key: key.clone(),
         };
-        let on_event = std::sync::Arc::new(on_event);
+        let tell = move |e: DownloadEvent| {
+            let all = listeners.lock().expect("listeners").clone();
+            for l in all {
+                l(e.clone());
+            }
+        };
         tokio::spawn(async move {
             // Goes when the task ends, however it ends (a panic inside included), so a
             // download never stays "already downloading".
             let _running = running;
-            let ch = on_event.clone();
-            let mut on_progress = move |p: Progress| ch(DownloadEvent::Progress { progress: p });
+            let mut on_progress = |p: Progress| tell(DownloadEvent::Progress { progress: p });
             let result = download::download(
                 &api,
                 &dir,
@@ -117,7 +138,7 @@ impl ChatService {
             )
             .await;
             drop(_running);
-            on_event(match result {
+            tell(match result {
                 Ok(outcome) => DownloadEvent::Finished { outcome },
                 Err(e) => DownloadEvent::Failed { error: e.into() },
             });
@@ -128,8 +149,8 @@ impl ChatService {
     /// Pauses a running download (its bytes stay for a resume).
     pub fn pause_download(&self, key: &str) -> bool {
         match self.0.downloads.lock().expect("downloads").get(key) {
-            Some(c) => {
-                c.pause();
+            Some(d) => {
+                d.ctl.pause();
                 true
             }
             None => false,
@@ -138,8 +159,8 @@ impl ChatService {
 
     /// Cancels a download, running or paused: nothing of it stays on disk.
     pub fn cancel_download(&self, key: &str) -> UiResult<()> {
-        if let Some(c) = self.0.downloads.lock().expect("downloads").get(key) {
-            c.cancel();
+        if let Some(d) = self.0.downloads.lock().expect("downloads").get(key) {
+            d.ctl.cancel();
             return Ok(());
         }
         if key.contains(['/', '\\']) || key.starts_with('.') {
@@ -187,11 +208,22 @@ impl ChatService {
         let mut settings = Settings::load(self.store()).await;
         settings.active_model = file.to_string();
         settings.save(self.store()).await?;
+        self.clear_server_choice().await?;
         let svc = self.clone();
         blocking(move || svc.unload_backend(path)).await?;
         self.load_model();
         Ok(())
     }
+}
+
+/// One follower of a download (a page's stream of its events).
+type Listener = std::sync::Arc<dyn Fn(DownloadEvent) + Send + Sync>;
+
+/// A download running now: its control, and everyone following it (each page that started or
+/// re-joined it).
+pub(crate) struct RunningDownload {
+    ctl: Control,
+    listeners: std::sync::Arc<std::sync::Mutex<Vec<Listener>>>,
 }
 
 /// A download's entry among the running ones; removed when dropped.

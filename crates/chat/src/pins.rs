@@ -39,17 +39,20 @@ impl ChatService {
             let mut pins = self.0.store.pinned_messages(conversation_id).await?;
             pins.push(msg.clone());
             pins.sort_by_key(|m| m.id);
-            let budget = Settings::load(&self.0.store).await.cache.pin_budget();
+            let cache = Settings::load(&self.0.store).await.cache;
             if let Ok(backend) = self.backend() {
+                let budget = backend.pin_budget(&cache);
                 let need = backend.opening_tokens(&with_pins(&conv.system_prompt, &pins))?;
                 if need > budget {
+                    // In words (#34): the gauge shows no such token counts; a share does.
+                    let share = (need * 100).div_ceil(budget.max(1));
                     return Err(UiError::new(
                         ErrorCode::PinBudget,
                         format!(
-                            "There is no room to pin this message: the pinned start of the chat \
-                             would take {need} tokens, and at most {budget} (half of the memory \
-                             window set in Settings) can be pinned. Unpin another message, pin a \
-                             shorter one, or make the window larger."
+                            "There is no room to keep this message in memory: with it, what is \
+                             kept for good would need {share}% of the room set aside for that \
+                             (half of the model's memory). Unpin another message, keep a \
+                             shorter one, or give the model more memory in Settings."
                         ),
                     ));
                 }

@@ -275,6 +275,9 @@ impl crate::ChatService {
             // No memory yet (a chat made with earlier turns, or one whose snapshot is gone):
             // the backend will rebuild it from the newest turns that fit; what is older than
             // those is out of view.
+            // A chat on a server whose window no request has planned yet: nothing is known
+            // to have left it.
+            None if backend.is_remote() => None,
             None => {
                 self.rebuild_start(backend, conv.id, user.id, settings)
                     .await
@@ -288,10 +291,15 @@ impl crate::ChatService {
             conv.id,
             first_visible.min(user.id),
             &user.content,
-            budget(settings.cache.window, settings.recall_share),
+            budget(backend.window(&settings.cache), settings.recall_share),
             |line| backend.count_tokens(line).ok(),
         )
         .await
+        .map(|mut found| {
+            let held = backend.held_for_good(conv.id);
+            found.retain(|m| !held.contains(&m.id));
+            found
+        })
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "recall lookup failed; answering without it");
             Vec::new()

@@ -131,7 +131,7 @@ impl ChatService {
             .await?;
         // A title made from the edited message follows the edit (its old words leave the
         // titles' index and the WAL with it); a title the user typed stays.
-        if conv.title == title_from(&old.content) {
+        if conv.title == title_from(&old.content) || conv.title == legacy_title_from(&old.content) {
             self.0
                 .store
                 .rename_conversation(conversation_id, &title_from(text.as_str()))
@@ -197,6 +197,18 @@ impl ChatService {
             .iter()
             .map(|m| recall::line(m.role, &m.content))
             .collect();
+        // A server's window pins the chat's first exchange too (when it is one already).
+        let first_exchange = if backend.is_remote() {
+            let first = self.0.store.messages(conversation_id, 0, 2).await?;
+            match first.as_slice() {
+                [u, a] if u.role == Role::User && a.role == Role::Assistant && a.id < user.id => {
+                    first.iter().map(to_turn).collect()
+                }
+                _ => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
         let reply = self.0.store.start_reply(conversation_id).await?;
         if !recalled_ids.is_empty() {
             self.0.store.set_recalled(reply.id, &recalled_ids).await?;
@@ -232,9 +244,14 @@ impl ChatService {
             cache: settings.cache,
             // Pins are pinned even when the system prompt alone would scroll.
             pin_system_prompt: settings.pin_system_prompt || !pins.is_empty(),
+            first_exchange,
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        if let Err(err) = backend.generate(prompt, slot.cancel.clone(), move |ev| {
+        let svc = self.clone();
+        if let Err(err) = backend.generate(prompt, slot.cancel.clone(), move |mut ev| {
+            if let ReplyEvent::Cache { stats, .. } = &mut ev {
+                svc.steady_gauge(conversation_id, stats);
+            }
             let _ = tx.send(ev);
         }) {
             self.0
@@ -412,10 +429,34 @@ fn busy() -> UiError {
     )
 }
 
-/// A new chat's title: its first message's words, at most 48 characters.
+/// Longest title made from a message, in characters.
+const TITLE_CHARS: usize = 48;
+
+/// A new chat's title: its first message's words, at most [`TITLE_CHARS`] characters. A longer
+/// message is cut after its last whole word that fits (mid-word only when one word is longer
+/// than half a title), and an ellipsis says there is more.
 pub(crate) fn title_from(text: &str) -> String {
     let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    words.chars().take(48).collect()
+    if words.chars().count() <= TITLE_CHARS {
+        return words;
+    }
+    // Room for the ellipsis.
+    let room: String = words.chars().take(TITLE_CHARS - 1).collect();
+    let next_is_space = words.chars().nth(TITLE_CHARS - 1) == Some(' ');
+    let cut = match room.rfind(' ') {
+        _ if next_is_space => room.as_str(),
+        Some(at) if room[..at].chars().count() >= TITLE_CHARS / 2 => &room[..at],
+        _ => room.as_str(),
+    };
+    let cut = cut.trim_end_matches(|c: char| c.is_whitespace() || ",;:-–—".contains(c));
+    format!("{cut}…")
+}
+
+/// The titles an earlier version made (the first 48 characters, cut anywhere): a chat still
+/// so titled is one the user has not renamed.
+fn legacy_title_from(text: &str) -> String {
+    let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    words.chars().take(TITLE_CHARS).collect()
 }
 
 pub(crate) fn to_turn(m: &Message) -> Turn {
@@ -435,4 +476,44 @@ fn nothing_to_redo() -> UiError {
         ErrorCode::NothingToRedo,
         "This chat has no message to answer again.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// #34, bug 6: a long first message made a title cut at 48 characters mid-word with no
+    /// ellipsis ("...the best way to keep tomatoes from spl").
+    #[test]
+    fn titles_end_on_a_whole_word_with_an_ellipsis() {
+        let long = "Could you tell me the best way to keep tomatoes from splitting in the rain?";
+        let t = title_from(long);
+        assert_eq!(t, "Could you tell me the best way to keep tomatoes…");
+        assert!(t.chars().count() <= TITLE_CHARS);
+        // Short ones stay as typed, spaces tidied.
+        assert_eq!(title_from("  Hello\n there "), "Hello there");
+        let exact = "x".repeat(TITLE_CHARS);
+        assert_eq!(title_from(&exact), exact);
+        // One endless word is cut inside it, still marked.
+        let word = "a".repeat(100);
+        let t = title_from(&word);
+        assert_eq!(t.chars().count(), TITLE_CHARS);
+        assert!(t.ends_with('…'));
+        // A word that ends right at the limit is kept whole; punctuation before the cut goes.
+        let t = title_from(&format!(
+            "{}, and more words here",
+            "b".repeat(TITLE_CHARS - 1)
+        ));
+        assert_eq!(t, format!("{}…", "b".repeat(TITLE_CHARS - 1)));
+        let t = title_from("Alpha beta gamma delta epsilon zeta eta theta, iota kappa lambda");
+        assert_eq!(t, "Alpha beta gamma delta epsilon zeta eta theta…");
+        // Any script: characters, not bytes.
+        let t = title_from(&"日本語の文章 ".repeat(20));
+        assert!(t.chars().count() <= TITLE_CHARS && t.ends_with('…'), "{t}");
+        // A chat titled by the old rule is still known as untouched by the user.
+        assert_eq!(
+            legacy_title_from(long),
+            "Could you tell me the best way to keep tomatoes "
+        );
+    }
 }

@@ -1,28 +1,14 @@
 //! The conversation service driven as the window and the server drive it, on the real
 //! SmolLM2 file and a real SQLite file, with no window.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use sinkchat_chat::{
-    ChatService, MemorySource, ModelState, ReplyEvent, ReplyOptions, Sent, StopReason,
-};
+use sinkchat_chat::{ChatService, MemorySource, ModelState, ReplyEvent, ReplyOptions, StopReason};
 use sinkchat_store::{MessageStatus, Role};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("SINKCHAT_MODEL") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "run `scripts/setup.sh test-deps` first: {}",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::*;
 
 /// A service on a fresh data folder with the model loaded; replies are short and greedy.
 async fn service(dir: &Path, max_tokens: usize) -> ChatService {
@@ -34,72 +20,6 @@ async fn service(dir: &Path, max_tokens: usize) -> ChatService {
     svc.load_model();
     assert!(matches!(svc.wait_ready().await, ModelState::Ready { .. }));
     svc
-}
-
-type Events = UnboundedReceiver<ReplyEvent>;
-
-fn listener() -> (impl FnMut(ReplyEvent) + Send + 'static, Events) {
-    let (tx, rx) = unbounded_channel();
-    (
-        move |e| {
-            let _ = tx.send(e);
-        },
-        rx,
-    )
-}
-
-/// Every event of a reply, up to and including its end.
-async fn until_done(rx: &mut Events) -> Vec<ReplyEvent> {
-    let mut all = Vec::new();
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(120), rx.recv())
-            .await
-            .expect("the reply ended")
-            .expect("the reply's events");
-        let end = matches!(e, ReplyEvent::Done { .. } | ReplyEvent::Error { .. });
-        all.push(e);
-        if end {
-            return all;
-        }
-    }
-}
-
-fn text_of(events: &[ReplyEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            ReplyEvent::Token { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Waits until the chat has no reply in flight (the service has finished saving it).
-async fn idle(svc: &ChatService, id: i64) {
-    for _ in 0..2400 {
-        if !svc.is_busy(id) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("conversation {id} stayed busy");
-}
-
-/// Waits for a reply to end and for the service to finish saving it; returns its events.
-async fn finish(svc: &ChatService, id: i64, rx: &mut Events) -> Vec<ReplyEvent> {
-    let events = until_done(rx).await;
-    idle(svc, id).await;
-    events
-}
-
-/// Sends `text` with the settings' options and waits until the reply is saved.
-async fn ask(svc: &ChatService, id: i64, text: &str) -> (Sent, Vec<ReplyEvent>) {
-    let (cb, mut rx) = listener();
-    let sent = svc
-        .send(id, text, ReplyOptions::default(), cb)
-        .await
-        .unwrap();
-    (sent, finish(svc, id, &mut rx).await)
 }
 
 /// Bug: two sends to one chat at the same moment both started a reply (the idle check and
@@ -794,7 +714,13 @@ async fn a_pinned_message_stays_in_the_pinned_start_until_unpinned() {
         .await
         .unwrap_err();
     assert_eq!(err.code, "pin_budget", "{err}");
-    assert!(err.message.contains("no room to pin"), "{err}");
+    assert!(
+        err.message.contains("no room to keep this message"),
+        "{err}"
+    );
+    // A share of the room, not a token count the gauge does not show (#34).
+    assert!(err.message.contains("% of the room"), "{err}");
+    assert!(!err.message.contains("token"), "{err}");
     let msgs = svc.messages(conv.id, None).await.unwrap();
     assert_eq!(msgs.iter().filter(|m| m.pinned).count(), 1);
     // Another chat's message cannot be pinned through this one.
@@ -805,12 +731,29 @@ async fn a_pinned_message_stays_in_the_pinned_start_until_unpinned() {
         .is_err());
 
     // Unpinned: rebuilt once more, and the pinned start is back to the system prompt alone.
+    let shown = svc.memory(conv.id).await.unwrap().stats;
     svc.pin_message(conv.id, fact.user_message.id, false)
         .await
         .unwrap();
     let (_, events) = ask(&svc, conv.id, "Bye.").await;
     assert_eq!(memory_source(&events), Some(MemorySource::Rebuilt));
-    assert_eq!(svc.memory(conv.id).await.unwrap().stats.pinned, before);
+    let after = svc.memory(conv.id).await.unwrap().stats;
+    assert_eq!(after.pinned, before);
+    // The rebuilt memory re-read only the transcript's tail, yet the gauge's counters went on
+    // from where they stood, in the reply's events as in the memory view (#34, bug 5: they
+    // fell from 884 read and 571 let go to 162 and 0).
+    assert!(
+        after.tokens_seen > shown.tokens_seen && after.evicted_total >= shown.evicted_total,
+        "{shown:?} -> {after:?}"
+    );
+    let mut counts = events.iter().filter_map(|e| match e {
+        ReplyEvent::Cache { stats, .. } => Some((stats.tokens_seen, stats.evicted_total)),
+        _ => None,
+    });
+    assert!(
+        counts.all(|(s, e)| s >= shown.tokens_seen && e >= shown.evicted_total),
+        "the reply's gauge went back below {shown:?}"
+    );
 }
 
 fn prompt_tokens(events: &[ReplyEvent]) -> usize {

@@ -75,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
             running: true,
             url: Some(format!("{}/v1", server.url())),
             error: None,
+            always_on: true,
         });
         // The first line is the address, for whoever started us (tests, scripts).
         println!("{}/", server.url());

@@ -335,6 +335,14 @@ impl Client {
         }
     }
 
+    /// Tokens of `text` by the server's tokenizer, else about four characters a token.
+    pub async fn count_or_estimate(&self, text: &str) -> Result<usize, Error> {
+        Ok(match self.count(text).await? {
+            Some(n) => n,
+            None => text.chars().count().div_ceil(4),
+        })
+    }
+
     /// Tokens a whole request's prompt takes, chat template included, where the server counts
     /// it (llama.cpp's `/v1/chat/completions/input_tokens`); `None` otherwise.
     pub async fn count_request(&self, req: &ChatRequest) -> Result<Option<usize>, Error> {

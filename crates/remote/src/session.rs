@@ -126,10 +126,7 @@ impl Session {
 
     /// Tokens of `text` by the server's tokenizer, else about four characters a token.
     async fn count(&self, text: &str) -> Result<usize, Error> {
-        Ok(match self.client.count(text).await? {
-            Some(n) => n,
-            None => text.chars().count().div_ceil(4),
-        })
+        self.client.count_or_estimate(text).await
     }
 
     fn cost(&self, tokens: usize) -> usize {

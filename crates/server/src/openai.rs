@@ -198,8 +198,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The id clients name the model by: the file's name without `.gguf`.
+/// The id clients name the model by: the file's name without `.gguf`, or a server model's
+/// name on its server.
 fn model_id(svc: &ChatService) -> String {
+    if let Ok(sinkchat_chat::Backend::Remote(r)) = svc.backend() {
+        return r.choice().model.clone();
+    }
     let p = svc.active_model_path();
     let name = p
         .file_name()

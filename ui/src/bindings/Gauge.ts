@@ -29,4 +29,10 @@ recalled_used: number,
  * trained (Gemma 3's local layers): they keep a small memory of their own beside the
  * gauge's. 0: none.
  */
-sliding_layers: number, sliding_window: number, };
+sliding_layers: number, sliding_window: number, 
+/**
+ * A model on a server: the last prompt's tokens, and how many of them the server took
+ * from its prompt cache (llama.cpp's `timings.cache_n`, OpenAI's `cached_tokens`) rather
+ * than reading them again. `None` for a model here, or a server that does not say.
+ */
+server_prompt: number | null, server_cached: number | null, };

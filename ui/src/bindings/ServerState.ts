@@ -11,4 +11,9 @@ url: string | null,
 /**
  * Why it is not running although it should (the port is taken, …).
  */
-error: string | null, };
+error: string | null, 
+/**
+ * It runs whatever the setting says: SinkChat runs with no window (`sinkchat serve`) and
+ * this very page comes through it.
+ */
+always_on: boolean, };

@@ -11,6 +11,8 @@ import type { ModelsOverview } from "./ModelsOverview.js";
 import type { ReplyEvent } from "./ReplyEvent.js";
 import type { SearchHit } from "./SearchHit.js";
 import type { Sent } from "./Sent.js";
+import type { ServerCheck } from "./ServerCheck.js";
+import type { ServerChoice } from "./ServerChoice.js";
 import type { ServerState } from "./ServerState.js";
 import type { Settings } from "./Settings.js";
 import type { SnapshotUsage } from "./SnapshotUsage.js";
@@ -52,4 +54,6 @@ export const commands = {
   importModel: (path: string) => invoke<InstalledModel>("import_model", { path }),
   deleteModel: (file: string) => invoke<number>("delete_model", { file }),
   useModel: (file: string) => invoke<void>("use_model", { file }),
+  checkServer: (address: string, key: string | null) => invoke<ServerCheck>("check_server", { address, key }),
+  useServer: (address: string, key: string | null, model: string, context: number | null) => invoke<ServerChoice>("use_server", { address, key, model, context }),
 };
