@@ -17,6 +17,13 @@ if ! command -v cmake >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
 fi
 [ -f "$SDIST" ] || scripts/setup.sh test-data >/dev/null
+# Built without Intel AMX: on processors that have it (Sapphire Rapids and later), the -march=native
+# build's AMX matrix kernels crash llama-perplexity and llama-server on our Q4_1 default model
+# (SIGSEGV in ggml_backend_amx_mul_mat, 2026-12-05); -U cancels the macros -march=native defines,
+# so the build is the same as on an AVX-512 processor without AMX. A build made before this
+# (no stamp) is made again.
+NO_AMX="-U__AMX_INT8__ -U__AMX_TILE__ -U__AMX_BF16__"
+if [ -d "$LC/build" ] && [ ! -f "$LC/build/.no-amx" ]; then rm -rf "$LC/build"; fi
 missing=()
 for t in "${targets[@]}"; do [ -x "$LC/build/bin/$t" ] || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,8 +33,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     tar -xzf "$SDIST" -C "$LC" --strip-components=3 'llama_cpp_python-0.3.36/vendor/llama.cpp'
   fi
   cmake -S "$LC" -B "$LC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DCMAKE_C_FLAGS="$NO_AMX" -DCMAKE_CXX_FLAGS="$NO_AMX" \
     -DLLAMA_OPENSSL=OFF -DGGML_RPC=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >/dev/null
   cmake --build "$LC/build" --target "${missing[@]}" -j"$(nproc)" >/dev/null
+  touch "$LC/build/.no-amx"
 fi
 echo "$LC/build/bin"
