@@ -499,3 +499,72 @@ pub fn kernels(prompt: usize, out: Option<PathBuf>) -> Result<()> {
         json!({ "threads": threads(), "rows": rows, "prompt_tokens": prompt, "formats": results }),
     )
 }
+
+/// The Models screen's decode estimate against the measured decode of each file: the app's
+/// calibration (`sinkchat_engine::probe` on the smallest file, `Speed::calibrated`), then for
+/// every file the estimate from its size and layers beside `decode`'s own figure (`gen`
+/// tokens from an empty cache, the best of three rounds).
+pub fn recommend(models: &[PathBuf], gen: usize, out: Option<PathBuf>) -> Result<()> {
+    use sinkchat_hub::recommend::Speed;
+    let shape = |p: &Path| -> Result<(u64, u32)> {
+        let spec = sinkchat_engine::ModelSpec::from_gguf(&read_gguf_header(p)?)?;
+        Ok((std::fs::metadata(p)?.len(), spec.n_layer as u32))
+    };
+    let mut files = Vec::new();
+    for p in models {
+        sinkchat_hub::check_model(p).with_context(|| format!("checking {}", p.display()))?;
+        files.push((p.clone(), shape(p)?));
+    }
+    let (small, (small_bytes, small_layers)) = files
+        .iter()
+        .min_by_key(|(_, (b, _))| *b)
+        .cloned()
+        .context("no model")?;
+    let rate = sinkchat_engine::probe::weight_read_rate()?;
+    let step = sinkchat_engine::probe::decode_seconds(&small, 16)?;
+    let speed = Speed::calibrated(rate, step, small_bytes, small_layers);
+    eprintln!(
+        "weights read at {:.1} GB/s; {} decodes at {:.1} tokens/s; {:.3} ms a layer beyond its bytes",
+        rate / 1e9,
+        small.display(),
+        1.0 / step,
+        speed.layer_s * 1e3
+    );
+    let mut rows = Vec::new();
+    for (p, (bytes, layers)) in &files {
+        let estimate = speed.tokens_per_s(*bytes, *layers);
+        let model = Model::load(p, &Device::Cpu, LoadOptions::default())?;
+        let cfg = CacheConfig {
+            sinks: 4,
+            window: gen + 64,
+            evict_step: 1,
+            precision: KvPrecision::F16,
+        };
+        let mut best = 0f64;
+        for _ in 0..3 {
+            let mut cache = SinkCache::new(model.spec(), cfg, &Device::Cpu)?;
+            best = best.max(1000.0 / decode_once(&model, &mut cache, gen)?);
+        }
+        let row = json!({
+            "model": p.file_name().map(|n| n.to_string_lossy().to_string()),
+            "weights": model.weight_type().to_string(),
+            "file_bytes": bytes,
+            "layers": layers,
+            "estimated_tokens_per_s": (estimate * 10.0).round() / 10.0,
+            "measured_tokens_per_s": (best * 10.0).round() / 10.0,
+            "estimate_over_measured": (estimate / best * 1000.0).round() / 1000.0,
+        });
+        eprintln!("{row}");
+        rows.push(row);
+    }
+    write_json(
+        out,
+        json!({
+            "threads": threads(),
+            "calibrated_on": small.file_name().map(|n| n.to_string_lossy().to_string()),
+            "weight_read_gb_per_s": (rate / 1e8).round() / 10.0,
+            "layer_ms": (speed.layer_s * 1e6).round() / 1e3,
+            "rows": rows,
+        }),
+    )
+}

@@ -195,6 +195,18 @@ enum Command {
     /// Quality evaluations: perplexity, kernels against candle's
     #[command(subcommand)]
     Eval(Eval),
+    /// The Models screen's speed estimate (calibrated as the app calibrates it, on the
+    /// smallest file) against each file's measured decode speed (`decode`'s figure)
+    Recommend {
+        /// Model files (one row each)
+        #[arg(long = "model", value_name = "FILE", required = true)]
+        models: Vec<PathBuf>,
+        /// Tokens to generate per measured round
+        #[arg(long, default_value_t = 128)]
+        gen: usize,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -348,6 +360,7 @@ fn main() -> Result<()> {
     sinkchat_engine::tune_allocator();
     sinkchat_chat::logging::init(None, "warn");
     match cli.command {
+        Command::Recommend { models, gen, out } => bench::recommend(&models, gen, out),
         Command::Decode {
             model,
             prompt_tokens,

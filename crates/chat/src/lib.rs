@@ -116,6 +116,8 @@ struct Inner {
     snapshot_budget: AtomicU64,
     /// Where the door's local server stands, and what saving the settings does to it.
     server: RwLock<(ServerState, Option<SettingsHook>)>,
+    /// This computer's measured decode speed, for the Models screen's recommendation.
+    measured: Mutex<Option<models::Measured>>,
 }
 
 #[derive(Default)]
@@ -171,6 +173,7 @@ impl ChatService {
             counters: Counters::default(),
             snapshot_budget: AtomicU64::new(settings.snapshot_budget_bytes()),
             server: RwLock::new((ServerState::default(), None)),
+            measured: Mutex::new(None),
         })))
     }
 

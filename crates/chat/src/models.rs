@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use sinkchat_hub::download::{self, Unfinished};
+use sinkchat_hub::recommend::{self, Advice, Candidate, Machine, Speed};
 use sinkchat_hub::{models, CatalogEntry, Control, InstalledModel, ModelRef, Outcome, Progress};
 
 use crate::error::{ErrorCode, UiError, UiResult};
@@ -29,6 +30,57 @@ pub struct ModelsOverview {
     pub free_bytes: Option<u64>,
     /// The model on a server in use, when it is one (then `active` is empty).
     pub server: Option<crate::remote::ServerChoice>,
+    /// This computer: its memory, the GPU's, free disk, its measured decode speed.
+    pub machine: Machine,
+    /// How each catalog entry (by id) and each installed file outside the catalog (by file
+    /// name) suits this computer; one of them is the best for it.
+    pub advice: Vec<Advice>,
+}
+
+/// What the recommendation measures once per run of the app (a fraction of a second to a
+/// few seconds): the decode kernel's weight reading rate, the step of the smallest installed
+/// model, and the GPU's memory.
+#[derive(Clone, Copy)]
+pub(crate) struct Measured {
+    speed: Option<Speed>,
+    gpu_memory: Option<u64>,
+}
+
+/// Measures this computer's decode speed with the smallest runnable installed model, else the
+/// model in use (see `sinkchat_engine::probe`); no speed when there is none or a measurement
+/// fails.
+fn measure(installed: &[InstalledModel], active: &std::path::Path) -> Measured {
+    let gpu_memory =
+        sinkchat_engine::device::gpu_memory(&sinkchat_engine::device::choose_device().0);
+    let speed = (|| {
+        let (path, bytes, layers) = match installed
+            .iter()
+            .filter_map(|m| Some((m, m.summary.as_ref()?)))
+            .min_by_key(|(m, _)| m.bytes)
+        {
+            Some((m, s)) => (m.path.clone(), m.bytes, s.layers),
+            None => {
+                let s = sinkchat_engine::inspect(active).ok()?;
+                (active.to_path_buf(), s.file_bytes, s.layers)
+            }
+        };
+        let rate = sinkchat_engine::probe::weight_read_rate()
+            .inspect_err(|e| tracing::warn!(error = %e, "measuring the weight reading rate"))
+            .ok()?;
+        let step = sinkchat_engine::probe::decode_seconds(&path, 16)
+            .inspect_err(|e| tracing::warn!(error = %e, file = %path.display(), "measuring decode"))
+            .ok()?;
+        let speed = Speed::calibrated(rate, step, bytes, layers);
+        tracing::info!(
+            file = %path.display(),
+            gb_per_s = rate / 1e9,
+            tokens_per_s = 1.0 / step,
+            layer_ms = speed.layer_s * 1e3,
+            "measured this computer's decode speed"
+        );
+        Some(speed)
+    })();
+    Measured { speed, gpu_memory }
 }
 
 /// What a download's callback receives.
@@ -51,6 +103,28 @@ impl ChatService {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let measured = self.measured(&installed).await?;
+        let free_bytes = sinkchat_hub::folder::free_space(&dir);
+        let machine = Machine {
+            memory_bytes: sinkchat_engine::device::total_memory(),
+            gpu_memory_bytes: measured.gpu_memory,
+            free_disk_bytes: free_bytes,
+            speed: measured.speed,
+        };
+        let files: Vec<String> = installed.iter().map(|m| m.file.clone()).collect();
+        let mut candidates = recommend::catalog_candidates(&files);
+        candidates.extend(installed.iter().filter_map(|m| {
+            let s = m.summary.as_ref()?;
+            let in_catalog = sinkchat_hub::CATALOG.iter().any(|c| c.file == m.file);
+            (!in_catalog).then(|| Candidate {
+                key: m.file.clone(),
+                file_bytes: m.bytes,
+                memory_bytes: s.memory_bytes,
+                layers: s.layers,
+                installed: true,
+            })
+        }));
+        let advice = recommend::advise(&machine, &candidates);
         Ok(ModelsOverview {
             catalog: sinkchat_hub::CATALOG.to_vec(),
             installed,
@@ -65,12 +139,40 @@ impl ChatService {
                 .collect(),
             active,
             models_dir: dir.display().to_string(),
-            free_bytes: sinkchat_hub::folder::free_space(&dir),
+            free_bytes,
             server: match self.backend() {
                 Ok(crate::Backend::Remote(r)) => Some(r.choice().clone()),
                 _ => None,
             },
+            machine,
+            advice,
         })
+    }
+
+    /// This run's measurement of the computer, taken the first time the Models screen asks
+    /// with no reply running (a reply would share the processor and skew it), and kept.
+    async fn measured(&self, installed: &[InstalledModel]) -> UiResult<Measured> {
+        if let Some(m) = *self.0.measured.lock().expect("measured") {
+            return Ok(m);
+        }
+        let busy = !self.0.replies.lock().expect("replies").is_empty();
+        let installed = installed.to_vec();
+        let active = self.active_model_path();
+        let m = blocking(move || {
+            if busy {
+                Measured {
+                    speed: None,
+                    gpu_memory: None,
+                }
+            } else {
+                measure(&installed, &active)
+            }
+        })
+        .await?;
+        if m.speed.is_some() {
+            *self.0.measured.lock().expect("measured") = Some(m);
+        }
+        Ok(m)
     }
 
     /// Starts (or resumes) downloading `file` from the hub repository `repo`. Returns the

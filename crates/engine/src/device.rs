@@ -11,6 +11,29 @@ pub fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// All the memory this computer has (Linux's `MemTotal`), in bytes; `None` where it is not
+/// known.
+pub fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The GPU's own memory, all of it, when the engine runs on one; `None` on the CPU.
+pub fn gpu_memory(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(_free, total)| total as u64),
+        _ => None,
+    }
+}
+
 /// Memory free now on `device`: the system's for the CPU, the GPU's own for CUDA (asked of
 /// the driver, after the model's weights are on it).
 pub fn free_memory(device: &Device) -> Option<u64> {

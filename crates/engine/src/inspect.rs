@@ -20,13 +20,16 @@ pub struct ModelSummary {
     pub quantization: String,
     /// Parameter count from the tensor shapes.
     pub parameters: u64,
+    /// Transformer layers.
+    pub layers: u32,
     pub trained_context: usize,
     pub file_bytes: u64,
     /// K and V bytes per token of the window in f32 (an f16 cache stores half); sliding layers
     /// keep a memory of fixed size on top (counted in `memory_bytes`).
     pub kv_bytes_per_token: u64,
-    /// Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache
-    /// in f16 (the precision a new install uses; "Exact" in Settings adds as much again).
+    /// Memory to run it on the CPU ([`run_memory`]): the file (weights as stored, the
+    /// vocabulary), tied embeddings a second time, and a 2,048-token cache in f16 (the precision
+    /// a new install uses; "Exact" in Settings adds as much again).
     pub memory_bytes: u64,
     /// The vocabulary type (`gpt2`: byte-level BPE, `llama`: SentencePiece).
     pub vocabulary: String,
@@ -63,7 +66,6 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
     }
     let mut parameters = 0u64;
     let mut bytes_by_type: Vec<(String, u64)> = Vec::new();
-    let mut weight_bytes_cpu = 0u64;
     // `read_header` checked every tensor's size and place in the file.
     for (name, info) in &ct.tensor_infos {
         let bytes = crate::model::tensor_bytes(info, header.foreign(name)).unwrap_or(0);
@@ -73,16 +75,14 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
             Some((_, b)) => *b += bytes,
             None => bytes_by_type.push((ty, bytes)),
         }
-        // What the CPU holds after loading (see `model::CpuWeights::Native`): every matrix as
-        // stored.
-        weight_bytes_cpu += bytes;
     }
-    // The embeddings stay as stored (rows are dequantized when read); tied to the output,
-    // they are held twice: once for the lookup, once as the output matrix.
+    // What the engine holds: the file (weights as stored, and the vocabulary and its merges,
+    // held by the tokenizer); embeddings tied to the output twice: once for the lookup, once
+    // as the output matrix.
+    let mut held = file_bytes;
     if !ct.tensor_infos.contains_key("output.weight") {
         if let Some(e) = ct.tensor_infos.get("token_embd.weight") {
-            weight_bytes_cpu +=
-                crate::model::tensor_bytes(e, header.foreign("token_embd.weight")).unwrap_or(0);
+            held += crate::model::tensor_bytes(e, header.foreign("token_embd.weight")).unwrap_or(0);
         }
     }
     let quantization = bytes_by_type
@@ -98,14 +98,27 @@ pub fn inspect(path: &Path) -> Result<ModelSummary> {
         architecture: spec.architecture.gguf_name().to_string(),
         quantization,
         parameters,
+        layers: spec.n_layer as u32,
         trained_context: spec.trained_context,
         file_bytes,
         kv_bytes_per_token: kv,
-        memory_bytes: weight_bytes_cpu + (2048 * kv + spec.sliding_kv_bytes() as u64) / 2,
+        memory_bytes: run_memory(held, kv, spec.sliding_kv_bytes() as u64),
         vocabulary: tokenizer.vocab_type().gguf_name().to_string(),
         chat_template: template.family().to_string(),
         template_from_file: template.from_file(),
     })
+}
+
+/// The window a new install keeps, in tokens: the figure [`run_memory`] counts.
+pub const DEFAULT_WINDOW_TOKENS: u64 = 2048;
+
+/// Memory to run a model on the CPU, the one figure the Models screen shows for every model
+/// (installed, from [`inspect`]; in the catalog, from the entry's shape): the weights as held
+/// (`weights_held`: as stored, tied embeddings twice), a [`DEFAULT_WINDOW_TOKENS`] cache in f16
+/// (the precision a new install uses; `kv_bytes_per_token` and `sliding_kv_bytes` are f32
+/// figures, see [`ModelSpec::kv_bytes_per_token`]).
+pub const fn run_memory(weights_held: u64, kv_bytes_per_token: u64, sliding_kv_bytes: u64) -> u64 {
+    weights_held + (DEFAULT_WINDOW_TOKENS * kv_bytes_per_token + sliding_kv_bytes) / 2
 }
 
 /// Checks the first bytes of a GGUF file (a download's first kilobytes) for an architecture, a

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod inspect;
 pub mod model;
 mod par;
+pub mod probe;
 pub mod qmatmul;
 pub mod rope;
 pub mod sampling;

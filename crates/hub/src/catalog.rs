@@ -11,8 +11,12 @@ pub struct CatalogEntry {
     pub file: &'static str,
     pub quantization: &'static str,
     pub size_bytes: u64,
-    /// Memory to run it on the CPU, weights plus the default cache, rounded up.
+    /// Memory to run it on the CPU, computed from its shape by the formula the engine applies
+    /// to an installed file ([`sinkchat_engine::inspect::run_memory`]): the weights, tied
+    /// embeddings twice, and a 2,048-token cache in f16.
     pub memory_bytes: u64,
+    /// Transformer layers: with the file's size, what its decode speed is estimated from.
+    pub layers: u32,
     pub license: &'static str,
     pub description: &'static str,
     /// Installed by the set-up; works offline from the first start.
@@ -30,6 +34,54 @@ pub struct CatalogEntry {
 
 const MB: u64 = 1_000_000;
 
+/// What the memory a model needs follows from, beside its file: taken from the model's
+/// `config.json` / GGUF header (layers, KV heads x head size, Gemma 3's sliding layers).
+#[derive(Clone, Copy)]
+struct Shape {
+    layers: u64,
+    /// Layers attending to the whole window (all but Gemma 3's sliding ones).
+    global_layers: u64,
+    /// KV heads x head size.
+    kv_width: u64,
+    /// Tokens a sliding layer sees (0: none).
+    sliding_window: u64,
+    /// The embedding matrix as stored, when the output reuses it (the engine holds it twice).
+    tied_embedding_bytes: u64,
+}
+
+/// Bytes of a `vocab` x `dim` embedding matrix stored as `ty` ("Q8_0": 34 bytes per 32,
+/// "Q6_K": 210 per 256, as llama.cpp stores a tied output: Q6_K where the width is whole
+/// super-blocks, Q8_0 where not).
+const fn embeddings(vocab: u64, dim: u64, ty: EmbeddingType) -> u64 {
+    match ty {
+        EmbeddingType::Q8_0 => vocab * dim / 32 * 34,
+        EmbeddingType::Q6_K => vocab * dim / 256 * 210,
+    }
+}
+
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
+enum EmbeddingType {
+    Q8_0,
+    Q6_K,
+}
+use EmbeddingType::{Q6_K, Q8_0};
+
+/// [`sinkchat_engine::inspect::run_memory`] of a catalog file from its size and shape: the same figure
+/// the Models screen shows once the file is installed (tested on the default model's file).
+const fn memory(size_bytes: u64, s: Shape) -> u64 {
+    let kv_per_token = 2 * s.global_layers * s.kv_width * 4;
+    let w = s.sliding_window;
+    let chunk = sinkchat_engine::cache::SLIDING_CHUNK as u64;
+    let slots = if w == 0 {
+        0
+    } else {
+        w + if w < chunk { w } else { chunk } - 1
+    };
+    let sliding = (s.layers - s.global_layers) * 2 * s.kv_width * slots * 4;
+    sinkchat_engine::inspect::run_memory(size_bytes + s.tied_embedding_bytes, kv_per_token, sliding)
+}
+
 pub const CATALOG: &[CatalogEntry] = &[
     CatalogEntry {
         id: "smollm2-135m",
@@ -38,7 +90,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "SmolLM2-135M-Instruct.Q4_1.gguf",
         quantization: "Q4_1",
         size_bytes: crate::DEFAULT_MODEL_SIZE,
-        memory_bytes: 400 * MB,
+        memory_bytes: memory(
+            crate::DEFAULT_MODEL_SIZE,
+            Shape {
+                layers: 30,
+                global_layers: 30,
+                kv_width: 192,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(49152, 576, Q8_0),
+            },
+        ),
+        layers: 30,
         license: "Apache-2.0",
         description:
             "Tiny and quick; fine for light chat on any computer. Installed with SinkChat.",
@@ -55,7 +117,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "smollm2-360m-instruct-q8_0.gguf",
         quantization: "Q8_0",
         size_bytes: 386 * MB,
-        memory_bytes: 700 * MB,
+        memory_bytes: memory(
+            386 * MB,
+            Shape {
+                layers: 32,
+                global_layers: 32,
+                kv_width: 320,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(49152, 960, Q8_0),
+            },
+        ),
+        layers: 32,
         license: "Apache-2.0",
         description: "Small and still quick; a little more sensible than 135M.",
         architecture: "llama",
@@ -71,7 +143,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "smollm2-1.7b-instruct-q4_k_m.gguf",
         quantization: "Q4_K_M",
         size_bytes: 1_060 * MB,
-        memory_bytes: 2_000 * MB,
+        memory_bytes: memory(
+            1_060 * MB,
+            Shape {
+                layers: 24,
+                global_layers: 24,
+                kv_width: 2048,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(49152, 2048, Q6_K),
+            },
+        ),
+        layers: 24,
         license: "Apache-2.0",
         description: "The largest SmolLM2: good everyday answers on a laptop.",
         architecture: "llama",
@@ -87,7 +169,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "qwen2.5-0.5b-instruct-q4_k_m.gguf",
         quantization: "Q4_K_M",
         size_bytes: 491 * MB,
-        memory_bytes: 1_200 * MB,
+        memory_bytes: memory(
+            491 * MB,
+            Shape {
+                layers: 24,
+                global_layers: 24,
+                kv_width: 128,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(151936, 896, Q8_0),
+            },
+        ),
+        layers: 24,
         license: "Apache-2.0",
         description: "Small, many languages, good at lists and structured answers.",
         architecture: "qwen2",
@@ -103,7 +195,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "qwen2.5-1.5b-instruct-q4_k_m.gguf",
         quantization: "Q4_K_M",
         size_bytes: 1_120 * MB,
-        memory_bytes: 2_200 * MB,
+        memory_bytes: memory(
+            1_120 * MB,
+            Shape {
+                layers: 28,
+                global_layers: 28,
+                kv_width: 256,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(151936, 1536, Q6_K),
+            },
+        ),
+        layers: 28,
         license: "Apache-2.0",
         description: "A capable all-rounder in many languages for most computers.",
         architecture: "qwen2",
@@ -119,9 +221,19 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "qwen2.5-3b-instruct-q4_k_m.gguf",
         quantization: "Q4_K_M",
         size_bytes: 2_100 * MB,
-        memory_bytes: 3_600 * MB,
+        memory_bytes: memory(
+            2_100 * MB,
+            Shape {
+                layers: 36,
+                global_layers: 36,
+                kv_width: 256,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(151936, 2048, Q6_K),
+            },
+        ),
+        layers: 36,
         license: "Qwen Research License",
-        description: "Noticeably smarter; wants 8 GB of memory. Not for commercial use.",
+        description: "Noticeably smarter. Not for commercial use.",
         architecture: "qwen2",
         vocabulary: "gpt2",
         chat_template: "ChatML",
@@ -135,7 +247,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 808 * MB,
-        memory_bytes: 1_900 * MB,
+        memory_bytes: memory(
+            808 * MB,
+            Shape {
+                layers: 16,
+                global_layers: 16,
+                kv_width: 512,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(128256, 2048, Q6_K),
+            },
+        ),
+        layers: 16,
         license: "Llama 3.2 Community License",
         description: "Meta's small chat model: friendly and fast.",
         architecture: "llama",
@@ -151,9 +273,19 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 2_020 * MB,
-        memory_bytes: 4_000 * MB,
+        memory_bytes: memory(
+            2_020 * MB,
+            Shape {
+                layers: 28,
+                global_layers: 28,
+                kv_width: 1024,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(128256, 3072, Q6_K),
+            },
+        ),
+        layers: 28,
         license: "Llama 3.2 Community License",
-        description: "Meta's mid-size chat model: better answers, wants 8 GB of memory.",
+        description: "Meta's mid-size chat model: better answers.",
         architecture: "llama",
         vocabulary: "gpt2",
         chat_template: "Llama 3",
@@ -167,7 +299,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Qwen3-0.6B-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 397 * MB,
-        memory_bytes: 1_000 * MB,
+        memory_bytes: memory(
+            397 * MB,
+            Shape {
+                layers: 28,
+                global_layers: 28,
+                kv_width: 1024,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(151936, 1024, Q6_K),
+            },
+        ),
+        layers: 28,
         license: "Apache-2.0",
         description: "Tiny and quick, thinks before it answers; many languages.",
         architecture: "qwen3",
@@ -183,7 +325,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Qwen3-1.7B-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 1_110 * MB,
-        memory_bytes: 2_300 * MB,
+        memory_bytes: memory(
+            1_110 * MB,
+            Shape {
+                layers: 28,
+                global_layers: 28,
+                kv_width: 1024,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(151936, 2048, Q6_K),
+            },
+        ),
+        layers: 28,
         license: "Apache-2.0",
         description: "Small and sharp: reasons step by step, good at maths and code.",
         architecture: "qwen3",
@@ -199,9 +351,19 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Qwen3-4B-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 2_500 * MB,
-        memory_bytes: 4_500 * MB,
+        memory_bytes: memory(
+            2_500 * MB,
+            Shape {
+                layers: 36,
+                global_layers: 36,
+                kv_width: 1024,
+                sliding_window: 0,
+                tied_embedding_bytes: embeddings(151936, 2560, Q6_K),
+            },
+        ),
+        layers: 36,
         license: "Apache-2.0",
-        description: "Strong for its size; wants 8 GB of memory.",
+        description: "Strong for its size.",
         architecture: "qwen3",
         vocabulary: "gpt2",
         chat_template: "ChatML",
@@ -215,7 +377,17 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "gemma-3-1b-it-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 806 * MB,
-        memory_bytes: 1_900 * MB,
+        memory_bytes: memory(
+            806 * MB,
+            Shape {
+                layers: 26,
+                global_layers: 4,
+                kv_width: 256,
+                sliding_window: 512,
+                tied_embedding_bytes: embeddings(262144, 1152, Q8_0),
+            },
+        ),
+        layers: 26,
         license: "Gemma Terms of Use",
         description: "Google's small chat model; its local layers keep a long chat's memory small.",
         architecture: "gemma3",
@@ -231,9 +403,19 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "gemma-3-4b-it-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 2_490 * MB,
-        memory_bytes: 4_700 * MB,
+        memory_bytes: memory(
+            2_490 * MB,
+            Shape {
+                layers: 34,
+                global_layers: 5,
+                kv_width: 1024,
+                sliding_window: 1024,
+                tied_embedding_bytes: embeddings(262144, 2560, Q6_K),
+            },
+        ),
+        layers: 34,
         license: "Gemma Terms of Use",
-        description: "Google's mid-size model: strong answers in many languages; wants 8 GB.",
+        description: "Google's mid-size model: strong answers in many languages.",
         architecture: "gemma3",
         vocabulary: "llama",
         chat_template: "Gemma",
@@ -247,9 +429,19 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Phi-3.5-mini-instruct-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 2_390 * MB,
-        memory_bytes: 4_600 * MB,
+        memory_bytes: memory(
+            2_390 * MB,
+            Shape {
+                layers: 32,
+                global_layers: 32,
+                kv_width: 3072,
+                sliding_window: 0,
+                tied_embedding_bytes: 0,
+            },
+        ),
+        layers: 32,
         license: "MIT",
-        description: "Microsoft's small model: careful answers in English; wants 8 GB of memory.",
+        description: "Microsoft's small model: careful answers in English.",
         architecture: "phi3",
         vocabulary: "llama",
         chat_template: "Phi-3",
@@ -263,9 +455,19 @@ pub const CATALOG: &[CatalogEntry] = &[
         file: "Mistral-7B-Instruct-v0.3-Q4_K_M.gguf",
         quantization: "Q4_K_M",
         size_bytes: 4_370 * MB,
-        memory_bytes: 6_500 * MB,
+        memory_bytes: memory(
+            4_370 * MB,
+            Shape {
+                layers: 32,
+                global_layers: 32,
+                kv_width: 1024,
+                sliding_window: 0,
+                tied_embedding_bytes: 0,
+            },
+        ),
+        layers: 32,
         license: "Apache-2.0",
-        description: "The strongest here; wants 16 GB of memory or a GPU, and patience on a CPU.",
+        description: "The strongest here; best with a graphics card, and patience without one.",
         architecture: "llama",
         vocabulary: "llama",
         chat_template: "Mistral",
@@ -276,6 +478,31 @@ pub const CATALOG: &[CatalogEntry] = &[
 
 #[cfg(test)]
 mod tests {
+    /// The shape formula on a file with sliding layers (Gemma 3 270M: 18 layers, 3 of them
+    /// global, one KV head of 256, a 512-token window; tied Q8_0 embeddings of 262,144 x 640)
+    /// gives the figure the engine computes from the file itself, as for the default model
+    /// (`tests/downloads.rs`): the Gemma entries' figures follow the same rule.
+    #[test]
+    fn the_shape_formula_matches_the_engine_on_a_file_with_sliding_layers() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.cache/gemma3/gemma-3-270m-q4_k_m.gguf");
+        assert!(
+            p.exists(),
+            "run scripts/setup.sh test-deps: {} is missing",
+            p.display()
+        );
+        let s = sinkchat_engine::inspect(&p).unwrap();
+        let shape = Shape {
+            layers: 18,
+            global_layers: 3,
+            kv_width: 256,
+            sliding_window: 512,
+            tied_embedding_bytes: embeddings(262_144, 640, Q8_0),
+        };
+        assert_eq!(memory(s.file_bytes, shape), s.memory_bytes);
+        assert_eq!(s.layers, 18);
+    }
+
     use super::*;
     use sinkchat_engine::{Architecture, VocabType};
 

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod download;
 pub mod folder;
 pub mod models;
+pub mod recommend;
 
 pub use catalog::{CatalogEntry, CATALOG};
 pub use download::{Control, ModelRef, Outcome, Phase, Progress};

@@ -643,3 +643,19 @@ fn the_bundled_default_model_is_installed_once_and_checked() {
     let listed = models::installed(&sinkchat_hub::models_dir(&data));
     assert_eq!(listed.len(), 1, "no part file listed");
 }
+
+/// The catalog's memory figure, computed from the entry's shape, is the figure the engine
+/// computes from the installed file: one number for a model before and after its download.
+#[test]
+fn the_catalog_memory_of_the_default_model_is_what_the_installed_file_needs() {
+    let summary = sinkchat_engine::inspect(&smollm()).unwrap();
+    let entry = sinkchat_hub::CATALOG.iter().find(|c| c.default).unwrap();
+    assert_eq!(entry.file, FILE);
+    assert_eq!(entry.size_bytes, summary.file_bytes);
+    assert_eq!(entry.memory_bytes, summary.memory_bytes);
+    let spec = sinkchat_engine::ModelSpec::from_gguf(
+        &sinkchat_engine::model::read_gguf_header(&smollm()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(entry.layers as usize, spec.n_layer);
+}

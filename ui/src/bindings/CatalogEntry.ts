@@ -2,9 +2,15 @@
 
 export type CatalogEntry = { id: string, title: string, repo: string, file: string, quantization: string, size_bytes: number, 
 /**
- * Memory to run it on the CPU, weights plus the default cache, rounded up.
+ * Memory to run it on the CPU, computed from its shape by the formula the engine applies
+ * to an installed file ([`sinkchat_engine::inspect::run_memory`]): the weights, tied
+ * embeddings twice, and a 2,048-token cache in f16.
  */
-memory_bytes: number, license: string, description: string, 
+memory_bytes: number, 
+/**
+ * Transformer layers: with the file's size, what its decode speed is estimated from.
+ */
+layers: number, license: string, description: string, 
 /**
  * Installed by the set-up; works offline from the first start.
  */

@@ -15,7 +15,11 @@ quantization: string,
 /**
  * Parameter count from the tensor shapes.
  */
-parameters: number, trained_context: number, file_bytes: number, 
+parameters: number, 
+/**
+ * Transformer layers.
+ */
+layers: number, trained_context: number, file_bytes: number, 
 /**
  * K and V bytes per token of the window in f32 (an f16 cache stores half); sliding layers
  * keep a memory of fixed size on top (counted in `memory_bytes`).
