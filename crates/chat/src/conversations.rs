@@ -298,6 +298,35 @@ impl ChatService {
     /// with the figures. The door that runs the local server then applies its switch.
     pub async fn save_settings(&self, settings: Settings) -> UiResult<Settings> {
         settings.validate()?;
+        // A window too short to keep the system prompt for good is refused in words, with
+        // the floor (#34: it used to be accepted, and the prompt silently scrolled away). Only
+        // when the window, the prompt or the choice to keep it changes: a settings file saved
+        // before the floor existed loads and saves as it is.
+        let saved = Settings::load(&self.0.store).await;
+        let changed = saved.cache.window != settings.cache.window
+            || saved.system_prompt != settings.system_prompt
+            || saved.pin_system_prompt != settings.pin_system_prompt;
+        if changed && settings.pin_system_prompt {
+            let opening = self
+                .backend()
+                .ok()
+                .and_then(|b| b.opening_tokens(&settings.system_prompt).ok())
+                .unwrap_or_else(|| crate::settings::estimate_tokens(&settings.system_prompt));
+            let floor = crate::settings::window_floor(opening);
+            if settings.cache.window < floor {
+                return Err(UiError::new(
+                    ErrorCode::InvalidSettings,
+                    format!(
+                        "To keep the assistant's instructions in mind for good, it must keep at \
+                         least about {} words of the chat in mind: the \
+                         instructions take about {} words and may use half. Choose more, or \
+                         shorten the instructions.",
+                        crate::settings::words(floor),
+                        crate::settings::words(opening)
+                    ),
+                ));
+            }
+        }
         if let Ok(backend) = self.backend() {
             backend
                 .check_cache_memory(&settings.cache, sinkchat_engine::engine::LIVE_CONVERSATIONS)

@@ -40,6 +40,42 @@ pub struct Settings {
     pub recall_share: u8,
 }
 
+/// The shortest window that keeps a system prompt whose chat opening takes `opening_tokens`
+/// for good: the opening may take half the window ([`sinkchat_engine::CacheConfig::pin_budget`]),
+/// so the rest of the chat always has as much room as the instructions.
+pub fn window_floor(opening_tokens: usize) -> usize {
+    2 * opening_tokens
+}
+
+/// Tokens of `text` when no tokenizer is at hand: about three characters each (English runs
+/// near four; code, numbers and other languages fewer), so the floor errs on the safe side.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(3) + 8
+}
+
+/// About how many words `tokens` tokens hold (three words per four tokens in English),
+/// rounded to a figure people read: 1,536 -> "1,500".
+pub fn words(tokens: usize) -> String {
+    let w = tokens * 3 / 4;
+    let round = if w >= 1000 {
+        100
+    } else if w >= 100 {
+        10
+    } else {
+        1
+    };
+    let w = (w + round / 2) / round * round;
+    let s = w.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The share of the window recall may use unless the user picks another: about an eighth.
 pub const DEFAULT_RECALL_SHARE: u8 = 12;
 
@@ -166,6 +202,16 @@ mod tests {
 
     /// A new install gets the compact memory; settings saved before the choice existed keep
     /// the f32 memory their chats were built with (so their saved memories still restore).
+    #[test]
+    fn words_round_to_figures_people_read() {
+        assert_eq!(words(2048), "1,500");
+        assert_eq!(words(1024), "770");
+        assert_eq!(words(40), "30");
+        assert_eq!(words(8192), "6,100");
+        assert_eq!(window_floor(60), 120);
+        assert!(estimate_tokens("You are a helpful, friendly assistant.") >= 9);
+    }
+
     #[test]
     fn memory_precision_defaults_to_f16_and_older_settings_keep_f32() {
         assert_eq!(Settings::default().cache.precision, KvPrecision::F16);

@@ -405,6 +405,61 @@ async fn the_cache_is_held_to_the_memory_free_and_to_the_size_chosen() {
     );
 }
 
+/// #34: a window too short to keep the system prompt for good is refused in words, with the
+/// floor (it was accepted, and the prompt silently scrolled away); with "keep it" off the same
+/// window is the user's choice; a settings file saved before the floor loads and saves as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_too_short_for_the_system_prompt_is_refused_with_its_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), 4).await;
+    let mut s = svc.settings().await;
+    s.pin_system_prompt = true;
+    s.system_prompt = "You are a careful assistant who answers briefly and kindly. ".repeat(8);
+    s.cache.window = 2044;
+    svc.save_settings(s.clone()).await.unwrap();
+    s.cache.window = 64;
+    let e = svc.save_settings(s.clone()).await.unwrap_err();
+    assert_eq!(e.code, "invalid_settings");
+    assert!(
+        e.message.contains("words") && e.message.contains("instructions"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.to_lowercase().contains("token"), "{}", e.message);
+    // The floor it names is enough, and one less than it is not.
+    let floor: usize = e
+        .message
+        .split("at least about ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .map(|w| w.replace(',', "").parse::<usize>().unwrap() * 4 / 3)
+        .expect("a figure in words");
+    assert_eq!(
+        svc.settings().await.cache.window,
+        2044,
+        "nothing refused was saved"
+    );
+    s.cache.window = floor + 20;
+    svc.save_settings(s.clone()).await.unwrap();
+    // Not kept for good: the window is the user's to choose.
+    s.pin_system_prompt = false;
+    s.cache.window = 64;
+    svc.save_settings(s.clone()).await.unwrap();
+    // A file from before the floor: window 64 with the prompt kept. It loads unchanged, and a
+    // change elsewhere (the theme) saves without touching it.
+    let mut old = svc.settings().await;
+    old.pin_system_prompt = true;
+    svc.store()
+        .set_setting("app", &serde_json::to_string(&old).unwrap())
+        .await
+        .unwrap();
+    let mut loaded = svc.settings().await;
+    assert_eq!((loaded.cache.window, loaded.pin_system_prompt), (64, true));
+    loaded.theme = "dark".into();
+    let saved = svc.save_settings(loaded).await.unwrap();
+    assert_eq!((saved.cache.window, saved.theme.as_str()), (64, "dark"));
+}
+
 /// Importing reads the file in the backend: a folder, a pipe (which would block the reader),
 /// a file over the size limit (a sparse one: no disk used) and a file that is not text are
 /// refused in plain words before anything is added; a real export is imported.
