@@ -12,7 +12,7 @@ if (process.argv.includes("--test")) {
   rmSync("test-build", { recursive: true, force: true });
   await build({
     ...common,
-    entryPoints: ["src/markdown.ts", "src/gauge.ts", "src/format.ts", "src/search.ts", "src/undo.ts", "src/plain.ts"],
+    entryPoints: ["src/markdown.ts", "src/gauge.ts", "src/format.ts", "src/search.ts", "src/undo.ts", "src/plain.ts", "src/choices.ts"],
     outdir: "test-build",
     platform: "node",
     packages: "external", // the tests use node_modules as they are

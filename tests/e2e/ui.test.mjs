@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Driver } from "./webdriver.mjs";
+import { findJargon } from "../jargon.mjs";
 import { createServer } from "node:net";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -63,6 +64,13 @@ async function shot(d, name) {
   writeFileSync(join(root, "target/e2e", `${name}.png`), png);
   if (process.env.UPDATE_SCREENSHOTS) { mkdirSync(shots, { recursive: true }); writeFileSync(join(shots, `${name}.png`), png); }
 }
+/** #34: the jargon of tests/jargon.json in what the window shows (rendered text: closed
+ *  Details and hidden parts are not; the messages are the model's words, not the app's). */
+async function jargonShown(d) {
+  return findJargon(await d.exec(`const hide = document.createElement("style");
+    hide.textContent = ".message .body { display: none !important; }";
+    document.head.append(hide); const text = document.body.innerText; hide.remove(); return text;`));
+}
 async function setTheme(d, theme) {
   await d.exec("document.documentElement.dataset.theme = arguments[0]; document.querySelectorAll('#models-view, #settings-view').forEach(v => v.scrollTop = 0);", [theme]);
   if (theme === "system") return;
@@ -80,6 +88,7 @@ test("first run, stop, regenerate, edit and resend, search, reopen and continue"
     // First run: one plain screen, then straight to a chat.
     assert.equal(await d.exec("return document.getElementById('welcome').hidden"), false);
     for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `welcome-${theme}`); }
+    assert.deepEqual(await jargonShown(d), [], "the welcome in plain words");
     await setTheme(d, "system");
     await d.click("#welcome-start");
     assert.equal(await d.exec("return document.getElementById('welcome').hidden"), true);
@@ -121,6 +130,10 @@ test("first run, stop, regenerate, edit and resend, search, reopen and continue"
     assert.equal(await d.text(".message.user .body"), rows[0].content);
     for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `chat-${theme}`); }
     await setTheme(d, "system");
+    assert.deepEqual(await jargonShown(d), [], "the chat in plain words");
+    await d.exec("document.getElementById('gauge-details').open = true");
+    assert.ok((await jargonShown(d)).some((f) => /token/i.test(f)), "the gauge's counts are under Details");
+    await d.exec("document.getElementById('gauge-details').open = false");
 
     // A second chat, then search finds the first one and opens it at the message.
     await d.click("#new-chat");
@@ -162,6 +175,9 @@ test("with a tiny window the gauge fills, counts evictions, and the memory line 
     await d.waitFor("the settings", async () => (await d.exec("return document.getElementById('set-window').value")) !== "", 10_000);
     for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `settings-${theme}`); }
     await setTheme(d, "system");
+    assert.deepEqual(await jargonShown(d), [], "Settings in plain words");
+    await d.exec("document.getElementById('advanced-settings').open = true");
+    assert.ok((await jargonShown(d)).some((f) => /top-k/i.test(f)), "the sampling values are under Advanced");
     // Bad input first: a window smaller than the sinks is refused in plain words.
     await d.exec("document.getElementById('set-window').value = '2'; document.getElementById('set-sinks').value = '4';");
     await d.click("#save-settings");
@@ -319,6 +335,14 @@ test("Models: download from a hub on loopback, use, delete, and import checks", 
   try {
     // No SINKCHAT_MODEL: the app looks in its own (empty) models folder.
     await withApp({ SINKCHAT_DATA_DIR: data, HF_ENDPOINT: endpoint }, async (d) => {
+      // A first start with no model (#34): the welcome offers the one recommended for this
+      // computer, in words, never a script to run. (Its button opens Models and downloads it;
+      // here the catalog's own button does, below.)
+      await d.waitFor("the welcome's offer", async () => d.exec("return !document.getElementById('welcome-offer').hidden && !document.getElementById('welcome-download').hidden"), 60_000);
+      const offer = await d.text("#welcome-offer");
+      assert.match(offer, /suits it best is .+ \([\d.]+ (MB|GB) to download\)/, offer);
+      assert.doesNotMatch(offer, /setup|scripts|\.sh\b/, offer);
+      await d.click("#welcome-start");
       await d.waitFor("the no-model message", async () => /no model/i.test(await d.text("#error-banner")), 60_000);
       assert.match(await d.text("#error-banner"), /Models/, "a way forward is offered");
       await d.click("#views [data-view=models]");
@@ -337,6 +361,9 @@ test("Models: download from a hub on loopback, use, delete, and import checks", 
       await d.waitFor("in use", async () => /In use/.test(await d.text("#installed-models .card")), 10_000);
       for (const theme of ["light", "dark"]) { await setTheme(d, theme); await shot(d, `models-${theme}`); }
       await setTheme(d, "system");
+      assert.deepEqual(await jargonShown(d), [], "Models in plain words");
+      assert.equal(await d.exec("return document.querySelectorAll('#catalog [data-fit=best]').length"), 1, "one model recommended");
+      assert.match(await d.text("#models-free"), /This computer: [\d.]+ GB of memory/);
       // Import: a GGUF the engine can't run gets a plain verdict and the button stays off.
       await d.exec("document.getElementById('import-model').open = true; document.getElementById('import-path').value = arguments[0];", [join(root, ".cache/vocab/ggml-vocab-gpt-2.gguf")]);
       await d.click("#inspect-button");

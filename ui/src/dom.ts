@@ -29,6 +29,13 @@ export function applyStrings(root: ParentNode = document) {
     const v = table[e.dataset.t!];
     if (typeof v === "string") e.textContent = v;
   });
+  for (const [attr, name] of [["tLabel", "aria-label"], ["tTitle", "title"]] as const) {
+    root.querySelectorAll<HTMLElement>(`[data-t-${attr === "tLabel" ? "label" : "title"}]`).forEach((e) => {
+      const v = table[e.dataset[attr]!];
+      if (typeof v === "string") e.setAttribute(name, v);
+    });
+  }
+  if (root === document) document.documentElement.lang = t.lang;
 }
 
 /** Shows `msg` in the banner `id` (hides it for `null`), with a button that closes it. */

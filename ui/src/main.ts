@@ -9,7 +9,7 @@ import { PendingDeletes } from "./undo.js";
 import { CONVERSATION_PAGE, MESSAGE_PAGE, UNDO_WINDOW_MS } from "./bindings/constants.js";
 import { t } from "./strings.js";
 import { $, el, button, applyStrings, showBanner, showToast, copyText } from "./dom.js";
-import { initModels, showModels } from "./models.js";
+import { initModels, showModels, recommendedDownload } from "./models.js";
 import { initSettings, showSettings, applyTheme, settingsUnsaved } from "./settings.js";
 import { inWindow, openExternal, pickFile } from "./ipc.js";
 
@@ -673,11 +673,22 @@ async function boot() {
     const w = $("welcome");
     w.hidden = false;
     $("welcome-start").focus();
-    $("welcome-start").addEventListener("click", async () => {
+    const done = async () => {
       w.hidden = true;
       await api.saveSettings({ ...(await api.settings()), welcomed: true }).catch(() => {});
-      input.focus();
-    }, { once: true });
+    };
+    $("welcome-start").addEventListener("click", async () => { await done(); input.focus(); }, { once: true });
+    // No model yet (an install without the bundled one, or it was deleted): the welcome
+    // offers the model recommended for this computer, never a script to run.
+    void recommendedDownload().then((offer) => {
+      if (!offer || w.hidden) return;
+      $("welcome-offer").textContent = t.welcomeOffer(offer.title, offer.size);
+      $("welcome-offer").hidden = false;
+      const dl = $<HTMLButtonElement>("welcome-download");
+      dl.hidden = false;
+      dl.focus();
+      dl.addEventListener("click", async () => { await done(); showView("models"); await offer.start(); }, { once: true });
+    }).catch(() => {});
   }
   void pollModel();
   await refreshList().catch((e) => showError(errorText(e)));

@@ -4,6 +4,7 @@
 import { api, errorText, type DownloadEvent, type ModelsOverview } from "./api.js";
 import type { Progress } from "./bindings/Progress.js";
 import type { InstalledModel } from "./bindings/InstalledModel.js";
+import type { Advice } from "./bindings/Advice.js";
 import { $, el, button, showBanner, showToast } from "./dom.js";
 import { bytes, count, duration } from "./format.js";
 import { t } from "./strings.js";
@@ -41,6 +42,25 @@ export function initModels(opts: { onModelSwitch: () => void }) {
   $("server-models").addEventListener("change", () => fillContext());
   for (const id of ["server-address", "server-key"]) $(id).addEventListener("input", () => { $("server-use-form").hidden = true; $("server-warning").hidden = true; });
   $("import-path").addEventListener("input", () => { $<HTMLButtonElement>("import-button").disabled = true; $("import-verdict").textContent = ""; });
+}
+
+/** The model recommended for this computer, when none is installed yet (the welcome offers
+ *  it); `null` otherwise. */
+export async function recommendedDownload(): Promise<{ title: string; size: string; start: () => Promise<void> } | null> {
+  const o = await api.models();
+  if (o.installed.length > 0 || o.server) return null;
+  // A model given from outside the models folder (SINKCHAT_MODEL) runs without being
+  // installed: no offer then. Loading ends in a moment either way.
+  let s = await api.status();
+  for (let i = 0; i < 40 && s.model.state === "loading"; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    s = await api.status();
+  }
+  if (s.model.state === "ready") return null;
+  const best = o.advice.find((a) => a.fit === "best");
+  const c = best && o.catalog.find((x) => x.id === best.key);
+  if (!c) return null;
+  return { title: c.title, size: bytes(c.size_bytes), start: async () => { overview = o; await startDownload(c.repo, c.file); } };
 }
 
 export async function showModels() {
@@ -121,19 +141,54 @@ function downloadControls(key: string, repo: string, file: string, downloaded = 
   return box;
 }
 
-function summaryLine(m: InstalledModel): string {
+/** What a person reads about an installed model: its size and the memory it needs; the
+ *  engineer's facts (architecture, weight type, template) go under Details. */
+function summaryLine(m: InstalledModel, a: Advice | undefined): string {
   const s = m.summary;
   if (!s) return m.problem ?? "";
-  return `${s.architecture} · ${s.quantization} · ${count(s.parameters)} · ${bytes(m.bytes)} · ${t.memory} ~${bytes(s.memory_bytes)} · ${t.template(s.chat_template, s.template_from_file)}`;
+  return [t.onDisk(bytes(m.bytes)), t.needsMemory(bytes(s.memory_bytes)), speedWords(a)].filter(Boolean).join(" · ");
+}
+
+function detailsOf(facts: string[]): HTMLElement {
+  const d = el("details", { cls: "model-details" });
+  d.append(el("summary", { text: t.details }), el("span", { cls: "facts", text: facts.filter(Boolean).join(" · ") }));
+  return d;
+}
+
+/** The estimated speed in words a second (about 3 words per 4 tokens), when measured. */
+function speedWords(a: Advice | undefined): string {
+  if (!a || a.tokens_per_s == null) return a?.on_gpu ? t.onGpu : "";
+  return t.wordsPerSecond(Math.max(1, Math.round(a.tokens_per_s * 0.75)));
+}
+
+function fitBadge(a: Advice | undefined): HTMLElement | null {
+  if (!a) return null;
+  return el("span", { cls: `fit fit-${a.fit}`, text: t.fit[a.fit] });
+}
+
+/** "This computer: 16 GB of memory · 120 GB free on this disk". */
+function machineLine(o: ModelsOverview): string {
+  const m = o.machine;
+  const parts = [
+    m.memory_bytes != null ? t.machineMemory(bytes(m.memory_bytes)) : "",
+    m.gpu_memory_bytes != null ? t.machineGpu(bytes(m.gpu_memory_bytes)) : "",
+    m.free_disk_bytes != null ? t.freeSpace(bytes(m.free_disk_bytes)) : "",
+  ].filter(Boolean);
+  return parts.length ? t.thisComputer(parts.join(" · ")) : "";
 }
 
 function render() {
   if (!overview) return;
   const o = overview;
-  $("models-free").textContent = o.free_bytes != null ? t.freeSpace(bytes(o.free_bytes)) : "";
+  $("models-free").textContent = machineLine(o);
+  const advice = new Map(o.advice.map((a) => [a.key, a]));
+  const adviceOfFile = (file: string) => advice.get(o.catalog.find((c) => c.file === file)?.id ?? file);
   $("installed-models").replaceChildren(...o.installed.map((m) => {
     const li = el("li", { cls: "card", attrs: { "data-file": m.file } });
-    li.append(el("strong", { text: m.name || m.file }), el("span", { cls: "file", text: m.file }), el("span", { cls: "sub", text: summaryLine(m) }));
+    const a = adviceOfFile(m.file);
+    const s = m.summary;
+    li.append(el("strong", { text: m.name || m.file }), el("span", { cls: "sub", text: summaryLine(m, a) }));
+    if (s) li.append(detailsOf([m.file, s.architecture, s.quantization, count(s.parameters), t.template(s.chat_template, s.template_from_file)]));
     const actions = el("div", { cls: "actions" });
     if (m.file === o.active && modelReady) actions.append(el("span", { cls: "badge", text: t.inUse }));
     else {
@@ -153,12 +208,19 @@ function render() {
   }));
   const known = new Set(o.catalog.map((c) => keyOf(c.repo, c.file)));
   const extra = [...live.entries()].filter(([k]) => !known.has(k)).map(([k, v]) => ({ k, ...v }));
+  // The one recommended for this computer first; the rest in the catalog's order.
+  const ordered = [...o.catalog].sort((a, b) => Number(advice.get(b.id)?.fit === "best") - Number(advice.get(a.id)?.fit === "best"));
   $("catalog").replaceChildren(
-    ...o.catalog.map((c) => {
+    ...ordered.map((c) => {
       const key = keyOf(c.repo, c.file);
-      const li = el("li", { cls: "card", attrs: { "data-key": key } });
-      li.append(el("strong", { text: c.title }), el("span", { cls: "sub", text: c.description }),
-        el("span", { cls: "facts", text: `${t.size} ${bytes(c.size_bytes)} · ${t.memory} ${bytes(c.memory_bytes)} · ${c.quantization} · ${t.catalogTemplate(c.chat_template)} · ${t.license}: ${c.license}` }));
+      const a = advice.get(c.id);
+      const li = el("li", { cls: "card", attrs: { "data-key": key, "data-fit": a?.fit ?? "" } });
+      const badge = fitBadge(a);
+      li.append(el("strong", { text: c.title }));
+      if (badge) li.append(badge);
+      li.append(el("span", { cls: "sub", text: t.describe[c.id] ?? c.description }),
+        el("span", { cls: "facts", text: [t.downloadSize(bytes(c.size_bytes)), t.needsMemory(bytes(a?.memory_bytes ?? c.memory_bytes)), speedWords(a)].filter(Boolean).join(" · ") }),
+        detailsOf([c.file, c.quantization, t.catalogTemplate(c.chat_template), `${t.license}: ${c.license}`]));
       if (installed.has(c.file)) li.append(el("span", { cls: "badge", text: c.file === o.active ? t.inUse : t.installed }));
       else {
         const u = o.unfinished.find((x) => x.key === key);

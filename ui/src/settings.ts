@@ -5,6 +5,7 @@ import { api, errorText, type Settings } from "./api.js";
 import { $, showBanner, showToast, copyText } from "./dom.js";
 import { bytes } from "./format.js";
 import { t } from "./strings.js";
+import { STYLES, styleOf, keepSizes, keepWords, type Style } from "./choices.js";
 
 let loaded: Settings | null = null;
 let kvBytesPerToken = 0; // in f32
@@ -12,6 +13,41 @@ let kvF16 = false; // whether a compact memory is stored in f16 on this device
 let slidingBytes = 0; // in f32: sliding layers' memory, whatever the window
 
 const num = (id: string) => Number($<HTMLInputElement>(id).value);
+
+function showStyle() {
+  const st = styleOf({ temperature: num("set-temperature"), top_p: num("set-top-p"), top_k: num("set-top-k"), repeat_penalty: num("set-repeat") });
+  $("style-own").hidden = st !== "own";
+  document.querySelectorAll<HTMLInputElement>("input[name=style]").forEach((r) => { r.checked = r.value === st; });
+}
+
+function pickStyle(name: Style) {
+  const p = STYLES[name];
+  $<HTMLInputElement>("set-temperature").value = String(p.temperature);
+  $<HTMLInputElement>("set-top-p").value = String(p.top_p);
+  $<HTMLInputElement>("set-top-k").value = String(p.top_k);
+  $<HTMLInputElement>("set-repeat").value = String(p.repeat_penalty);
+  showStyle();
+}
+
+/** The simple view's choice follows the Advanced window (and an unusual window gets its own
+ *  entry, so it is shown as it is, not rounded to a size). */
+function showKeep() {
+  const total = num("set-sinks") + num("set-window");
+  const sel = $<HTMLSelectElement>("set-keep");
+  sel.replaceChildren(...keepSizes(total).map((n) => {
+    const o = document.createElement("option");
+    o.value = String(n);
+    o.textContent = t.keepOption(keepWords(n));
+    return o;
+  }));
+  sel.value = String(total);
+}
+
+function pickKeep() {
+  const total = Number($<HTMLSelectElement>("set-keep").value);
+  $<HTMLInputElement>("set-window").value = String(Math.max(1, total - num("set-sinks")));
+  showCacheMemory();
+}
 
 export function applyTheme(theme: string) {
   document.documentElement.dataset.theme = theme === "light" || theme === "dark" ? theme : "system";
@@ -42,6 +78,10 @@ export function initSettings() {
     });
   }
   for (const id of ["set-sinks", "set-window", "set-precision"]) $(id).addEventListener("input", showCacheMemory);
+  for (const id of ["set-sinks", "set-window"]) $(id).addEventListener("input", showKeep);
+  for (const id of ["set-temperature", "set-top-p", "set-top-k", "set-repeat"]) $(id).addEventListener("input", showStyle);
+  $("set-keep").addEventListener("change", pickKeep);
+  document.querySelectorAll<HTMLInputElement>("input[name=style]").forEach((r) => r.addEventListener("change", () => { if (r.value !== "own") pickStyle(r.value as Style); }));
   document.querySelectorAll<HTMLInputElement>("input[name=theme]").forEach((r) => r.addEventListener("change", () => applyTheme(r.value)));
   $("copy-diagnostics").addEventListener("click", async () => {
     try {
@@ -88,6 +128,8 @@ export async function showSettings() {
   $<HTMLInputElement>("set-api-port").value = String(s.api_port);
   $<HTMLInputElement>("set-api-key").value = s.api_token;
   showCacheMemory();
+  showStyle();
+  showKeep();
   await Promise.all([showServerState(), showSnapshotUsage()]);
 }
 

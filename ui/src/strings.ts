@@ -1,6 +1,20 @@
-// Every sentence the window shows, in one place, ready for translation.
+// Every sentence the window shows, in one place, by language (#34): English here, French in
+// locales/fr.ts (checked against this table's keys and signatures by the compiler). The
+// system's language picks the table; any other language gets English.
 
-export const t = {
+import { fr } from "./locales/fr.js";
+
+const en = {
+  lang: "en",
+  // Labels of regions and controls that show no text of their own.
+  ariaConversations: "Conversations",
+  newChatButton: "+ New chat",
+  newChatTitle: "New chat (Ctrl+N)",
+  ariaSearchResults: "Search results",
+  ariaScreens: "Screens",
+  ariaMemory: "Model memory",
+  ariaTimeline: "Memory over this chat",
+  ariaMessages: "Messages",
   appName: "SinkChat",
   starting: "Starting…",
   loadingModel: "Loading the model…",
@@ -56,9 +70,10 @@ export const t = {
   status: { stopped: "Stopped", failed: "Failed", interrupted: "Interrupted (the app closed while it was writing)" } as Record<string, string>,
   memoryRestored: "Memory of this chat restored from disk",
   memoryRebuilt: "Re-reading the end of this chat…",
-  reading: (done: number, total: number) => `Reading… ${done}/${total} tokens`,
-  writing: (n: number, rate: number) => `Writing… ${n} tokens · ${rate.toFixed(1)} tokens/s`,
-  done: (n: number, rate: number) => `${n} tokens · ${rate.toFixed(1)} tokens/s`,
+  // The status line in words (about 3 words per 4 tokens).
+  reading: (done: number, total: number) => `Reading… ${Math.floor((100 * done) / Math.max(1, total))}%`,
+  writing: (_n: number, rate: number) => `Writing… about ${Math.max(1, Math.round(rate * 0.75))} words a second`,
+  done: (n: number, rate: number) => `About ${Math.max(1, Math.round(n * 0.75))} words · ${Math.max(1, Math.round(rate * 0.75))} a second`,
   replyFailed: (m: string) => `The reply failed: ${m}`,
   memoryLine: "The model no longer sees the messages above this line. They stay saved here and in search.",
   gaugeTitle: "What the model still remembers. Dark: the pinned start of the chat (system prompt and first tokens), kept for good. Violet: messages you pinned (\u201cKeep in memory\u201d), kept for good too. Blue: the most recent words. Amber: earlier messages brought back for a question about them; they scroll out like other words. Grey: free room. When it is full, the oldest recent words make way for new ones, and the chat goes on without limit.",
@@ -104,6 +119,8 @@ export const t = {
   welcomeTitle: "Welcome to SinkChat",
   welcomeBody: "Chat with an AI model that runs on this computer. Nothing you type leaves it, and it works offline. A chat can go on as long as you like: when the model's memory is full it keeps the start of the chat and the most recent words, and the gauge at the top shows what it still remembers. Every word stays saved and searchable.",
   welcomeStart: "Start chatting",
+  welcomeOffer: (title: string, size: string) => `No model is on this computer yet. The one that suits it best is ${title} (${size} to download).`,
+  welcomeDownload: "Download it",
   // Models
   modelsTitle: "Models",
   activeModel: (name: string, device: string) => `In use: ${name} on ${device}`,
@@ -132,7 +149,7 @@ export const t = {
   otherModel: "Download another model from Hugging Face",
   repoLabel: "Repository (owner/name)",
   fileLabel: "File name (.gguf)",
-  importTitle: "Import a GGUF file from this computer",
+  importTitle: "Import a model file from this computer",
   pathLabel: "Path to the file",
   check: "Check",
   import: "Import",
@@ -143,6 +160,23 @@ export const t = {
   memory: "Memory",
   license: "License",
   freeSpace: (s: string) => `${s} free on this disk`,
+  thisComputer: (facts: string) => `This computer: ${facts}`,
+  machineMemory: (s: string) => `${s} of memory`,
+  machineGpu: (s: string) => `a graphics card with ${s}`,
+  downloadSize: (s: string) => `${s} to download`,
+  onDisk: (s: string) => `${s} on disk`,
+  needsMemory: (s: string) => `needs about ${s} of memory`,
+  wordsPerSecond: (n: number) => `about ${n} words a second here`,
+  onGpu: "runs on the graphics card",
+  /** Catalog descriptions by id, where this language has its own (English: the catalog's). */
+  describe: {} as Record<string, string>,
+  fit: {
+    best: "Best for this computer",
+    fits: "Fits",
+    slow: "Slow here",
+    too_large: "Too large for this computer",
+    no_room: "Needs more free disk space",
+  } as Record<"best" | "fits" | "slow" | "too_large" | "no_room", string>,
   // A model on a server (#35)
   serverTitle: "Use a model on a server",
   serverHelp: "When a model is too big for this computer, another one can run it: llama.cpp's server, a cluster, or any OpenAI-compatible server. Your chats stay here and go on as long as you like; only the recent part of a chat is sent.",
@@ -158,12 +192,35 @@ export const t = {
   settingsTitle: "Settings",
   samplingLegend: "Sampling",
   memoryLegend: "Memory",
-  systemPrompt: "System prompt for new chats (kept in the model's memory for good)",
+  systemPrompt: "How the assistant should behave in new chats",
+  systemPromptHelp: "Instructions it keeps in mind for the whole chat, however long it gets. For example: \"Answer briefly, in plain English.\"",
+  answerStyle: "Answer style",
+  stylePrecise: "Precise: the same question gets the same careful answer",
+  styleBalanced: "Balanced: natural answers with a little variety",
+  styleCreative: "Creative: more varied and surprising answers",
+  styleOwn: "Your own mix (see Advanced)",
+  keepLegend: "How much of the chat it keeps in mind",
+  keepLabel: "It keeps in mind about",
+  keepOption: (words: string) => `the last ${words} words`,
+  keepHelp: "The start of the chat, your instructions and the most recent words stay in mind; older messages stay saved and searchable, and can be recalled. More takes more memory. The instructions take at most half, so the smallest choice must still be twice as long as they are.",
+  advanced: "Advanced",
+  advancedHelp: "For people who know how language models work. The simple choices above set these for you.",
   pinPrompt: "Keep the system prompt in memory for good (pinned with the sinks)",
   temperature: "Temperature (0 = always the likeliest word)",
+  temperatureHelp: "Higher picks less likely words more often.",
   topP: "Top-p", topK: "Top-k", repeatPenalty: "Repeat penalty", seed: "Seed (same seed, same text)", maxTokens: "Longest reply (tokens)",
+  topPHelp: "Picks only among the likeliest words that together make up this share.",
+  topKHelp: "Picks only among this many likeliest words (0: no limit).",
+  repeatHelp: "Above 1 makes words just used less likely.",
+  seedHelp: "The same seed and settings give the same answer again.",
+  maxTokensHelp: "A reply stops here and offers Continue.",
   sinks: "Attention sinks (first tokens kept for good)",
+  sinksHelp: "The first few tokens stay in the cache: the model needs them to stay coherent (StreamingLLM).",
   window: "Window (recent tokens remembered)",
+  windowHelp: "The rolling window of the cache, in tokens (about 4 tokens per 3 words).",
+  precisionHelp: "Compact stores the cache in f16, Exact in f32.",
+  recallShareHelp: "The most recalled messages may take of the window.",
+  snapshotBudgetHelp: "Chats' caches saved to disk so a chat opens without re-reading it.",
   precision: "Memory precision",
   precisionF16: "Compact (half the memory)",
   precisionF32: "Exact (twice the memory)",
@@ -192,3 +249,22 @@ export const t = {
     file_not_found: "Check the file name in the repository's Files tab.",
   } as Record<string, string>,
 };
+
+export type Strings = typeof en;
+
+export const LOCALES: Record<string, Strings> = { en, fr };
+
+/** The table for the first of `languages` (BCP 47 tags, the system's order) that has one:
+ *  "fr-CA" -> French; English when none has. */
+export function pickLocale(languages: readonly string[]): Strings {
+  for (const l of languages) {
+    const table = LOCALES[l.toLowerCase().split("-")[0]];
+    if (table) return table;
+  }
+  return en;
+}
+
+const systemLanguages: readonly string[] =
+  typeof navigator !== "undefined" && navigator.languages ? navigator.languages : [];
+
+export const t: Strings = pickLocale(systemLanguages);
