@@ -99,7 +99,7 @@ test("no screen's default view speaks jargon; Advanced and Details hold it", { t
       where.settings = findJargon(await seen(page));
     }
   });
-  assert.ok(where.chat.some((f) => /token/i.test(f)), `the gauge's Details: ${where.chat}`);
+  assert.ok(where.chat.some((f) => /token|evict/i.test(f)), `the gauge's Details: ${where.chat}`);
   assert.ok(where.models.some((f) => /weight-type code/.test(f)), `a card's Details: ${where.models}`);
   for (const w of ["top-k", "top-p", "seed", "sink"]) {
     assert.ok(where.settings.some((f) => f.toLowerCase().includes(`"${w}`)), `Advanced holds ${w}: ${where.settings}`);
