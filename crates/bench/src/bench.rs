@@ -521,7 +521,7 @@ pub fn recommend(models: &[PathBuf], gen: usize, out: Option<PathBuf>) -> Result
         .cloned()
         .context("no model")?;
     let rate = sinkchat_engine::probe::weight_read_rate()?;
-    let step = sinkchat_engine::probe::decode_seconds(&small, 16)?;
+    let step = sinkchat_engine::probe::decode_seconds(&small, 32)?;
     let speed = Speed::calibrated(rate, step, small_bytes, small_layers);
     eprintln!(
         "weights read at {:.1} GB/s; {} decodes at {:.1} tokens/s; {:.3} ms a layer beyond its bytes",

@@ -67,7 +67,7 @@ fn measure(installed: &[InstalledModel], active: &std::path::Path) -> Measured {
         let rate = sinkchat_engine::probe::weight_read_rate()
             .inspect_err(|e| tracing::warn!(error = %e, "measuring the weight reading rate"))
             .ok()?;
-        let step = sinkchat_engine::probe::decode_seconds(&path, 16)
+        let step = sinkchat_engine::probe::decode_seconds(&path, 32)
             .inspect_err(|e| tracing::warn!(error = %e, file = %path.display(), "measuring decode"))
             .ok()?;
         let speed = Speed::calibrated(rate, step, bytes, layers);
