@@ -25,11 +25,12 @@ export function styleOf(v: { temperature: number; top_p: number; top_k: number; 
  *  8,192 tokens, shown in words (about 3 words per 4 tokens). */
 export const KEEP_SIZES = [1024, 2048, 4096, 8192];
 
-/** About how many words `tokens` hold, rounded as people say it: 2,048 -> "1,500". */
-export function keepWords(tokens: number): string {
+/** About how many words `tokens` hold, rounded as people say it, written the way `lang`
+ *  writes numbers: 2,048 -> "1,500" (English), "1 500" (French). */
+export function keepWords(tokens: number, lang = "en-US"): string {
   const w = (tokens * 3) / 4;
   const r = w >= 1000 ? 100 : 10;
-  return (Math.round(w / r) * r).toLocaleString("en-US");
+  return (Math.round(w / r) * r).toLocaleString(lang);
 }
 
 /** The sizes to offer, the current one among them even when it is none of the usual. */

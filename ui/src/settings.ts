@@ -37,7 +37,7 @@ function showKeep() {
   sel.replaceChildren(...keepSizes(total).map((n) => {
     const o = document.createElement("option");
     o.value = String(n);
-    o.textContent = t.keepOption(keepWords(n));
+    o.textContent = t.keepOption(keepWords(n, t.lang));
     return o;
   }));
   sel.value = String(total);

@@ -22,6 +22,7 @@ test("how much it keeps in mind is said in words, and an unusual size is offered
   assert.equal(keepWords(2048), "1,500");
   assert.equal(keepWords(1024), "770");
   assert.equal(keepWords(8192), "6,100");
+  assert.match(keepWords(2048, "fr"), /^1\s500$/u, "French groups digits with a space");
   assert.deepEqual(keepSizes(2048), [1024, 2048, 4096, 8192]);
   assert.deepEqual(keepSizes(68), [68, 1024, 2048, 4096, 8192]);
   assert.deepEqual(keepSizes(3000), [1024, 2048, 3000, 4096, 8192]);

@@ -26,8 +26,9 @@ layers: number, trained_context: number, file_bytes: number,
  */
 kv_bytes_per_token: number, 
 /**
- * Rough memory to run it: weights as stored (embeddings in f32) plus a 2,048-token cache
- * in f16 (the precision a new install uses; "Exact" in Settings adds as much again).
+ * Memory to run it on the CPU ([`run_memory`]): the file (weights as stored, the
+ * vocabulary), tied embeddings a second time, and a 2,048-token cache in f16 (the precision
+ * a new install uses; "Exact" in Settings adds as much again).
  */
 memory_bytes: number, 
 /**
