@@ -306,7 +306,10 @@ impl ChatService {
         let changed = saved.cache.window != settings.cache.window
             || saved.system_prompt != settings.system_prompt
             || saved.pin_system_prompt != settings.pin_system_prompt;
-        if changed && settings.pin_system_prompt {
+        // A model on a server keeps its own context (the server's size, checked per request
+        // in words): the window setting is this computer's, for a model here.
+        let remote = self.backend().is_ok_and(|b| b.is_remote());
+        if changed && settings.pin_system_prompt && !remote {
             let opening = self
                 .backend()
                 .ok()
