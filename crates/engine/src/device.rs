@@ -2,36 +2,50 @@
 
 use candle_core::Device;
 
+/// A `/proc/meminfo` figure (`MemAvailable`, `MemTotal`) in bytes; `None` where it is not known.
+fn meminfo(key: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Memory the system can give now without swapping (Linux's `MemAvailable`), in bytes;
 /// `None` where it is not known.
 pub fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    meminfo("MemAvailable")
 }
 
 /// All the memory this computer has (Linux's `MemTotal`), in bytes; `None` where it is not
 /// known.
 pub fn total_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    meminfo("MemTotal")
 }
 
-/// The GPU's own memory, all of it, when the engine runs on one; `None` on the CPU.
-pub fn gpu_memory(device: &Device) -> Option<u64> {
+/// The GPU's (free, total) memory as its driver says, when `device` is a CUDA GPU.
+#[cfg(feature = "cuda")]
+fn cuda_memory(device: &Device) -> Option<(u64, u64)> {
     match device {
-        #[cfg(feature = "cuda")]
         Device::Cuda(d) => d
             .cuda_stream()
             .context()
             .mem_get_info()
             .ok()
-            .map(|(_free, total)| total as u64),
+            .map(|(free, total)| (free as u64, total as u64)),
         _ => None,
     }
+}
+
+/// The GPU's own memory, all of it, when the engine runs on one; `None` on the CPU.
+pub fn gpu_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Some((_free, total)) = cuda_memory(device) {
+        return Some(total);
+    }
+    let _ = device;
+    None
 }
 
 /// Memory free now on `device`: the system's for the CPU, the GPU's own for CUDA (asked of
@@ -40,12 +54,7 @@ pub fn free_memory(device: &Device) -> Option<u64> {
     match device {
         Device::Cpu => available_memory(),
         #[cfg(feature = "cuda")]
-        Device::Cuda(d) => d
-            .cuda_stream()
-            .context()
-            .mem_get_info()
-            .ok()
-            .map(|(free, _total)| free as u64),
+        Device::Cuda(_) => cuda_memory(device).map(|(free, _total)| free),
         _ => None,
     }
 }
