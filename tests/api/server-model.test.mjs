@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { serve, launchChromium, ROOT, MODEL } from "./serve.mjs";
+import { serve, launchChromium, openPage, ROOT, MODEL } from "./serve.mjs";
 
 const CONTEXT = 1024;
 let llama, llamaUrl, server, browser, page;
@@ -33,15 +33,7 @@ before(async () => {
   }
   server = await serve();
   browser = await launchChromium();
-  page = await browser.newPage();
-  page.errors = [];
-  page.on("pageerror", (e) => page.errors.push(e));
-  await page.goto(`${server.url}/`);
-  await page.waitForFunction(() => document.body.dataset.booted === "1");
-  if (await page.locator("#welcome").isVisible()) {
-    await page.click("#welcome-start");
-    await page.waitForFunction(() => document.getElementById("welcome").hidden);
-  }
+  page = await openPage(browser, server.url);
 });
 after(async () => {
   await browser?.close();
