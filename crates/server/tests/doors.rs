@@ -137,6 +137,15 @@ async fn every_command_reaches_the_service_through_the_browser_door() {
         ("import_model", json!({ "path": "/nonexistent.gguf" })),
         ("delete_model", json!({ "file": "none.gguf" })),
         ("use_model", json!({ "file": "none.gguf" })),
+        // Port 1 on loopback: nothing listens, so each answers in words and changes nothing.
+        (
+            "check_server",
+            json!({ "address": "http://127.0.0.1:1", "key": null }),
+        ),
+        (
+            "use_server",
+            json!({ "address": "http://127.0.0.1:1", "key": null, "model": "m", "context": null }),
+        ),
         ("undo_delete", json!({ "conversationId": c })),
         ("delete_conversation_later", json!({ "conversationId": c })),
         ("undo_delete", json!({ "conversationId": c })),
