@@ -55,6 +55,10 @@ pub enum Error {
     Internal(String),
     #[error("computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    /// The sentence-vector model (recall and search by meaning) is missing or unusable:
+    /// recall and search go on by words alone.
+    #[error("the model that finds messages by meaning can't be used ({0}); recall and search go on by words")]
+    Embedder(String),
 }
 
 impl Error {
@@ -78,6 +82,7 @@ impl Error {
             Error::History(_) => "history_unavailable",
             Error::Internal(_) => "internal",
             Error::Compute(_) => "compute",
+            Error::Embedder(_) => "embedder",
         }
     }
 }

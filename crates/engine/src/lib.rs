@@ -8,6 +8,7 @@ pub mod attend;
 pub mod cache;
 pub mod chat;
 pub mod device;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -412,3 +412,18 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
         / scale
 }
+
+/// The meaning model's folder (all-MiniLM-L6-v2), installed by `scripts/setup.sh` beside the
+/// default model.
+pub fn meaning_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let p = root
+        .join(".data/models")
+        .join(sinkchat_engine::embed::FOLDER);
+    assert!(
+        p.join("model.safetensors").exists(),
+        "the meaning model is missing at {}: run `scripts/setup.sh test-deps` first",
+        p.display()
+    );
+    p
+}
