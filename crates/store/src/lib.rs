@@ -5,6 +5,7 @@ mod conversations;
 mod export;
 mod messages;
 mod text;
+mod vectors;
 mod words;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use export::{
 };
 pub use messages::{Message, MessageStatus, Role};
 pub use text::{MessageText, MAX_MESSAGE_CHARS};
+pub use vectors::{VectorProgress, DIM as VECTOR_DIM};
 pub use words::is_common;
 
 /// Everything that can go wrong in the store, each a sentence a user can act on.

@@ -87,7 +87,7 @@ pub struct Message {
     pub recalled: Vec<i64>,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
+pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
     Message {
         id: r.get("id"),
         conversation_id: r.get("conversation_id"),
@@ -107,7 +107,8 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
     }
 }
 
-const COLUMNS: &str = "id, conversation_id, role, content, status, error, tokens, created_at, \
+pub(crate) const COLUMNS: &str =
+    "id, conversation_id, role, content, status, error, tokens, created_at, \
                        updated_at, pinned, recalled";
 
 impl Store {
@@ -467,7 +468,7 @@ impl Store {
 
     /// The chat's oldest message id: the lower end of the rowid range that keeps FTS5 lookups
     /// to this chat's span of ids.
-    async fn first_message_id(&self, conversation: i64) -> Result<Option<i64>> {
+    pub(crate) async fn first_message_id(&self, conversation: i64) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT min(id) FROM messages WHERE conversation_id = ?")
                 .bind(conversation)

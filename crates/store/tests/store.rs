@@ -508,8 +508,20 @@ async fn a_database_from_the_first_release_upgrades_whole() {
         1,
         "titles still searchable"
     );
+    // Every finished message already there waits for its vector of meaning (#36).
+    let wanted = s.vectors_wanted(10).await.unwrap();
+    assert_eq!(
+        wanted.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [11, 10],
+        "newest first"
+    );
     // Foreign keys are back on: deleting a chat still takes its messages.
     s.delete_conversation(2).await.unwrap();
+    assert_eq!(
+        s.vector_progress().await.unwrap().waiting,
+        1,
+        "and their waiting"
+    );
     let orphans: i64 =
         sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = 2")
             .fetch_one(s.pool())
@@ -780,4 +792,126 @@ async fn recall_looks_only_at_this_chats_older_finished_unpinned_messages() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A unit vector unlike any other: `seed` picks it.
+fn unit(seed: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..sinkchat_store::VECTOR_DIM)
+        .map(|i| (((i + 1) * (seed * 7 + 3)) % 23) as f32 - 11.0)
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+/// Vectors of meaning (#36) are made for finished messages only, are saved only for the text
+/// they were made from, rank a chat's older unpinned messages, and go when their message goes,
+/// from every file.
+#[tokio::test]
+async fn vectors_follow_their_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let c = s.create_conversation("x", "m", "", "{}").await.unwrap();
+    let other = s.create_conversation("y", "m", "", "{}").await.unwrap();
+    let fact = s
+        .add_user_message(c.id, &MessageText::parse("the fact").unwrap())
+        .await
+        .unwrap();
+    let reply = s.start_reply(c.id).await.unwrap();
+    s.save_reply_text(reply.id, "half a rep").await.unwrap();
+    let elsewhere = s
+        .add_user_message(other.id, &MessageText::parse("elsewhere").unwrap())
+        .await
+        .unwrap();
+    // A streaming reply waits for nothing yet.
+    let wanted = s.vectors_wanted(10).await.unwrap();
+    assert_eq!(
+        wanted,
+        [
+            (elsewhere.id, "elsewhere".to_string()),
+            (fact.id, "the fact".to_string())
+        ]
+    );
+    s.finish_reply(reply.id, "a reply", MessageStatus::Complete, None, Some(2))
+        .await
+        .unwrap();
+    let wanted = s.vectors_wanted(10).await.unwrap();
+    assert_eq!(
+        wanted.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [elsewhere.id, reply.id, fact.id],
+        "newest first"
+    );
+    assert_eq!(wanted[1].1, "a reply");
+    // Made for the text read: saved. Made for a text since changed: left waiting.
+    let made: Vec<_> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (id, text))| (*id, text.clone(), unit(i)))
+        .collect();
+    s.finish_reply(reply.id, "the reply", MessageStatus::Stopped, None, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(s.save_vectors(&made).await.unwrap(), 2);
+    let p = s.vector_progress().await.unwrap();
+    assert_eq!((p.done, p.waiting), (2, 1));
+    let wanted = s.vectors_wanted(10).await.unwrap();
+    assert_eq!(wanted, [(reply.id, "the reply".to_string())]);
+    assert_eq!(
+        s.save_vectors(&[(reply.id, "the reply".into(), unit(9))])
+            .await
+            .unwrap(),
+        1
+    );
+    // Ranked by cosine among this chat's messages older than `before`.
+    let near = s
+        .nearest_in_conversation(c.id, reply.id + 1, &unit(9), 5)
+        .await
+        .unwrap();
+    assert_eq!(near[0].0.id, reply.id);
+    assert!((near[0].1 - 1.0).abs() < 1e-3);
+    assert_eq!(near.len(), 2, "the other chat's message is not this chat's");
+    let near = s
+        .nearest_in_conversation(c.id, reply.id, &unit(9), 5)
+        .await
+        .unwrap();
+    assert_eq!(near.len(), 1, "only older than `before`");
+    s.set_pinned(c.id, fact.id, true).await.unwrap();
+    assert!(
+        s.nearest_in_conversation(c.id, reply.id, &unit(9), 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "pinned messages are in view already"
+    );
+    // An edit or a regenerate takes the vector along, from every file.
+    let bytes: Vec<u8> = {
+        let v = unit(9);
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        v.iter()
+            .map(|x| (x * 127.0 / max).round() as i8 as u8)
+            .collect()
+    };
+    let on_disk_bytes = || {
+        ["chats.db", "chats.db-wal"]
+            .into_iter()
+            .filter(|f| {
+                std::fs::read(dir.path().join(f))
+                    .is_ok_and(|b| b.windows(bytes.len()).any(|w| w == bytes.as_slice()))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !on_disk_bytes().is_empty(),
+        "the vector is stored as packed"
+    );
+    s.truncate_from(c.id, reply.id).await.unwrap();
+    assert_eq!(
+        on_disk_bytes(),
+        Vec::<&str>::new(),
+        "regenerated-away vector on disk"
+    );
+    let p = s.vector_progress().await.unwrap();
+    assert_eq!((p.done, p.waiting), (2, 0));
+    s.delete_conversation(c.id).await.unwrap();
+    assert_eq!(s.vector_progress().await.unwrap().done, 1);
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
 }
