@@ -36,6 +36,7 @@ fn generate(dir: &Path) {
         sinkchat_chat::remote::ServerCheck,
         sinkchat_chat::remote::ServerChoice,
         sinkchat_chat::MemoryView,
+        sinkchat_chat::meaning::MeaningState,
         sinkchat_engine::engine::SnapshotUsage,
         sinkchat_engine::ModelSummary,
         sinkchat_store::Conversation,

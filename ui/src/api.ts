@@ -41,6 +41,7 @@ export const api = {
   importConversationsFile: commands.importConversationsFile,
   deleteExports: commands.deleteExports,
   snapshotUsage: commands.snapshotUsage,
+  meaningState: commands.meaningState,
   diagnostics: commands.diagnostics,
   stop: commands.stopReply,
   memory: commands.conversationMemory,

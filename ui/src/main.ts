@@ -1,7 +1,7 @@
 // SinkChat's window: conversations, messages streaming in, the cache gauge, search, and the
 // Models and Settings screens (models.ts, settings.ts).
 
-import { api, errorText, type Gauge, type Conversation, type ReplyEvent, type Message, type Sent } from "./api.js";
+import { api, errorText, type Gauge, type Conversation, type ReplyEvent, type Message, type Sent, type SearchHit } from "./api.js";
 import { gaugeParts, Timeline } from "./gauge.js";
 import { renderMarkdown, StreamingMarkdown } from "./markdown.js";
 import { snippetParts } from "./search.js";
@@ -547,21 +547,34 @@ async function runSearch() {
   try {
     const hits = await api.search(q);
     if (searchBox.value.trim() !== q) return; // typed on meanwhile
-    results.replaceChildren(...(hits.length ? hits.map((h) => {
-      const b = el("button", { cls: "hit", attrs: { type: "button" } });
-      b.append(el("strong", { text: h.title }));
-      const snip = el("span", { cls: "snippet" });
-      for (const p of snippetParts(h.snippet)) snip.append(p.hit ? el("mark", { text: p.text }) : document.createTextNode(p.text));
-      b.append(snip);
-      b.addEventListener("click", async () => {
-        const convs = await api.listConversations();
-        const c = convs.find((x) => x.id === h.conversation_id) ?? { ...(current as Conversation), id: h.conversation_id, title: h.title };
-        await openConversation(c, h.message_id);
-      });
-      return el("li", {}, b);
-    }) : [el("li", { cls: "empty", text: t.noResults })]));
+    // Word matches first; those found by meaning under their own heading.
+    const items: HTMLElement[] = [];
+    let meaningHeading = false;
+    for (const h of hits) {
+      if (h.by_meaning && !meaningHeading) {
+        meaningHeading = true;
+        items.push(el("li", { cls: "hits-heading", text: t.byMeaning }));
+      }
+      items.push(hitItem(h));
+    }
+    results.replaceChildren(...(items.length ? items : [el("li", { cls: "empty", text: t.noResults })]));
   } catch (e) { showError(errorText(e)); }
 }
+
+function hitItem(h: SearchHit): HTMLElement {
+  const b = el("button", { cls: "hit", attrs: { type: "button" } });
+  b.append(el("strong", { text: h.title }));
+  const snip = el("span", { cls: "snippet" });
+  for (const p of snippetParts(h.snippet)) snip.append(p.hit ? el("mark", { text: p.text }) : document.createTextNode(p.text));
+  b.append(snip);
+  b.addEventListener("click", async () => {
+    const convs = await api.listConversations();
+    const c = convs.find((x) => x.id === h.conversation_id) ?? { ...(current as Conversation), id: h.conversation_id, title: h.title };
+    await openConversation(c, h.message_id);
+  });
+  return el("li", { cls: h.by_meaning ? "by-meaning" : undefined }, b);
+}
+
 searchBox.placeholder = t.searchPlaceholder;
 searchBox.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => void runSearch(), 200); });
 searchBox.addEventListener("keydown", (e) => { if (e.key === "Escape") { searchBox.value = ""; void runSearch(); } });

@@ -3,7 +3,7 @@
 
 import { api, errorText, type Settings } from "./api.js";
 import { $, showBanner, showToast, copyText } from "./dom.js";
-import { bytes } from "./format.js";
+import { bytes, count } from "./format.js";
 import { t } from "./strings.js";
 import { STYLES, styleOf, keepSizes, keepWords, type Style } from "./choices.js";
 
@@ -99,7 +99,7 @@ export function initSettings() {
 export async function showSettings() {
   if (dirty) {
     // Back with unsaved changes: the form keeps them; only the live figures are read again.
-    await Promise.all([showServerState(), showSnapshotUsage()]);
+    await Promise.all([showServerState(), showSnapshotUsage(), showMeaningState()]);
     return;
   }
   showBanner("settings-error", null);
@@ -112,6 +112,7 @@ export async function showSettings() {
   $<HTMLInputElement>("set-pin").checked = s.pin_system_prompt;
   $<HTMLInputElement>("set-recall").checked = s.recall;
   $<HTMLInputElement>("set-recall-share").value = String(s.recall_share);
+  $<HTMLInputElement>("set-recall-meaning").checked = s.recall_meaning;
   $<HTMLInputElement>("set-temperature").value = String(s.sampling.temperature);
   $<HTMLInputElement>("set-top-p").value = String(s.sampling.top_p);
   $<HTMLInputElement>("set-top-k").value = String(s.sampling.top_k);
@@ -130,7 +131,15 @@ export async function showSettings() {
   showCacheMemory();
   showStyle();
   showKeep();
-  await Promise.all([showServerState(), showSnapshotUsage()]);
+  await Promise.all([showServerState(), showSnapshotUsage(), showMeaningState()]);
+}
+
+async function showMeaningState() {
+  try {
+    const m = await api.meaningState();
+    $("meaning-state").textContent = m.state === "ready" ? t.meaningReady(count(m.done), count(m.done + m.waiting), m.waiting)
+      : m.state === "unavailable" ? t.meaningUnavailable : t.meaningIdle;
+  } catch (e) { $("meaning-state").textContent = errorText(e); }
 }
 
 async function showSnapshotUsage() {
@@ -166,6 +175,7 @@ async function save() {
     pin_system_prompt: $<HTMLInputElement>("set-pin").checked,
     recall: $<HTMLInputElement>("set-recall").checked,
     recall_share: num("set-recall-share"),
+    recall_meaning: $<HTMLInputElement>("set-recall-meaning").checked,
     sampling: { ...loaded.sampling, temperature: num("set-temperature"), top_p: num("set-top-p"), top_k: num("set-top-k"),
       repeat_penalty: num("set-repeat"), seed: num("set-seed"), max_tokens: num("set-max-tokens") },
     cache: { ...loaded.cache, sinks: num("set-sinks"), window: num("set-window"),
@@ -181,6 +191,6 @@ async function save() {
     applyTheme(loaded.theme);
     showBanner("settings-error", null);
     showToast(t.saved);
-    await Promise.all([showServerState(), showSnapshotUsage()]);
+    await Promise.all([showServerState(), showSnapshotUsage(), showMeaningState()]);
   } catch (e) { showBanner("settings-error", errorText(e)); }
 }

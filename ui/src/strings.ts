@@ -97,6 +97,7 @@ const en = {
   search: "Search all chats",
   searchPlaceholder: "Search chats (Ctrl+K)",
   noResults: "No chat contains that.",
+  byMeaning: "Found by meaning",
   chats: "Chats",
   models: "Models",
   settings: "Settings",
@@ -220,6 +221,12 @@ const en = {
   windowHelp: "The rolling window of the cache, in tokens (about 4 tokens per 3 words).",
   precisionHelp: "Compact stores the cache in f16, Exact in f32.",
   recallShareHelp: "The most recalled messages may take of the window.",
+  recallMeaningSetting: "Find earlier messages by what they mean, not only by their words (recall and search)",
+  meaningIdle: "Finding by meaning starts with the first message that needs it.",
+  meaningReady: (done: string, total: string, waiting: number) => waiting > 0
+    ? `Finding by meaning: ${done} of ${total} messages ready; the rest are read in the background while you chat.`
+    : `Finding by meaning: all ${done} messages ready.`,
+  meaningUnavailable: "Finding by meaning is not available (its model is not installed): recall and search use words only.",
   snapshotBudgetHelp: "Chats' caches saved to disk so a chat opens without re-reading it.",
   precision: "Memory precision",
   precisionF16: "Compact (half the memory)",

@@ -8,6 +8,7 @@ mod bench;
 mod corpus;
 mod eval;
 mod load;
+mod meaning_bench;
 mod memory;
 mod parity;
 mod perplexity;
@@ -49,6 +50,13 @@ impl ModelArg {
         sinkchat_hub::check_model(&model).context("checking the model")?;
         Ok(model)
     }
+}
+
+/// The meaning model's folder: the one given, else the app's (in its models folder).
+fn meaning_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        sinkchat_hub::models_dir(&sinkchat_hub::data_dir()).join(sinkchat_engine::embed::FOLDER)
+    })
 }
 
 #[derive(clap::Args)]
@@ -121,8 +129,8 @@ enum Command {
     Recall {
         #[command(flatten)]
         model: ModelArg,
-        /// Scripted conversations (one fact each)
-        #[arg(long, default_value_t = 50)]
+        /// Scripted conversations per question set (one fact each; the paraphrase set has 52)
+        #[arg(long, default_value_t = 52)]
         conversations: usize,
         /// The memory window the chats run with, in tokens
         #[arg(long, default_value_t = 256)]
@@ -130,6 +138,41 @@ enum Command {
         /// Comma-separated distances, in windows
         #[arg(long, default_value = "2,10,50", value_delimiter = ',')]
         distances: Vec<usize>,
+        /// The meaning model's folder (all-MiniLM-L6-v2), for recall by meaning; default: the
+        /// app's (in the models folder)
+        #[arg(long, value_name = "DIR")]
+        meaning: Option<PathBuf>,
+        /// Which question sets: `words` (asked in the fact's words), `paraphrase` (in other
+        /// words, crates/bench/data/paraphrase.json), or both
+        #[arg(long, default_value = "words,paraphrase", value_delimiter = ',')]
+        sets: Vec<String>,
+        /// Ask the word-matched set with the fact pinned too
+        #[arg(long)]
+        pinned: bool,
+        /// Recall modes each question is asked with: off, words, meaning
+        #[arg(long, default_value = "off,words,meaning", value_delimiter = ',')]
+        modes: Vec<recall_bench::Mode>,
+        /// Skip asking each question with the fact still in the window
+        #[arg(long)]
+        no_in_window: bool,
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+    /// What finding by meaning costs: time per message, size per 1,000,000 messages, search
+    /// over 1,000,000, a reply while a backlog is embedded (#36)
+    Meaning {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        text: TextArg,
+        #[arg(long, value_name = "DIR")]
+        meaning: Option<PathBuf>,
+        #[arg(long, default_value_t = 10_000)]
+        conversations: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, value_name = "DIR", default_value = "target/bench-store")]
+        db_dir: PathBuf,
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
@@ -266,6 +309,10 @@ enum Eval {
         /// Print each paragraph that recalled something, and what
         #[arg(long)]
         show_recalled: bool,
+        /// The meaning model's folder: recall looks up by meaning too, as the chat does;
+        /// default: the app's (in the models folder); `none`: by words only
+        #[arg(long, value_name = "DIR")]
+        meaning: Option<PathBuf>,
     },
     /// Perplexity over a long text in one of four modes
     Perplexity {
@@ -397,8 +444,41 @@ fn main() -> Result<()> {
             conversations,
             window,
             distances,
+            meaning,
+            sets,
+            pinned,
+            modes,
+            no_in_window,
             out,
-        } => recall_bench::run(&model.checked()?, conversations, window, &distances, out),
+        } => recall_bench::run(recall_bench::Args {
+            model: model.checked()?,
+            conversations,
+            window,
+            distances,
+            meaning: meaning_dir(meaning),
+            sets,
+            pinned,
+            modes,
+            in_window: !no_in_window,
+            out,
+        }),
+        Command::Meaning {
+            model,
+            text,
+            meaning,
+            conversations,
+            messages,
+            db_dir,
+            out,
+        } => meaning_bench::run(meaning_bench::Args {
+            model: model.checked()?,
+            meaning: meaning_dir(meaning),
+            text: text.source(),
+            messages,
+            conversations,
+            db_dir,
+            out,
+        }),
         Command::Store {
             model,
             conversations,
@@ -488,6 +568,7 @@ fn main() -> Result<()> {
             chunk,
             out,
             show_recalled,
+            meaning,
         }) => recall_ppl::run(recall_ppl::Args {
             model: model.checked()?,
             text: text.source(),
@@ -497,6 +578,10 @@ fn main() -> Result<()> {
             chunk,
             out,
             show: show_recalled,
+            meaning: match meaning {
+                Some(m) if m.as_os_str() == "none" => None,
+                m => Some(meaning_dir(m)),
+            },
         }),
         Command::Eval(Eval::Parity {
             models,

@@ -19,10 +19,10 @@ use serde_json::json;
 use sinkchat_chat::{ChatService, ModelState, ReplyEvent, ReplyOptions, Settings};
 use sinkchat_store::Role;
 
-struct Fact {
-    statement: String,
-    question: String,
-    answer: String,
+pub struct Fact {
+    pub statement: String,
+    pub question: String,
+    pub answer: String,
 }
 
 /// `n` facts of five kinds, with answers the model cannot guess.
@@ -213,22 +213,102 @@ async fn ask(
     })
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Mode {
+    /// StreamingLLM alone.
     Off,
-    On,
+    /// Recall by words (FTS5, BM25), as before #36.
+    Words,
+    /// Recall by words and meaning, fused.
+    Meaning,
+    /// The fact pinned (kept in view for good).
     Pinned,
 }
 
-pub fn run(
-    model: &Path,
-    conversations: usize,
-    window: usize,
-    distances: &[usize],
-    out: Option<PathBuf>,
-) -> Result<()> {
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "off" => Ok(Mode::Off),
+            "words" => Ok(Mode::Words),
+            "meaning" => Ok(Mode::Meaning),
+            other => Err(format!(
+                "no recall mode called {other:?}: off, words, meaning"
+            )),
+        }
+    }
+}
+
+pub struct Args {
+    pub model: PathBuf,
+    /// Conversations of the word-matched set (one fact each).
+    pub conversations: usize,
+    pub window: usize,
+    pub distances: Vec<usize>,
+    /// The meaning model's folder.
+    pub meaning: PathBuf,
+    /// `words`, `paraphrase`.
+    pub sets: Vec<String>,
+    /// Ask the word-matched set with the fact pinned too.
+    pub pinned: bool,
+    /// Which of off, words, meaning to ask each question with.
+    pub modes: Vec<Mode>,
+    /// Ask each question with the fact still in the window too.
+    pub in_window: bool,
+    pub out: Option<PathBuf>,
+}
+
+/// The paraphrase set (#36): facts asked in words that share no content word with them,
+/// written by hand (crates/bench/data/paraphrase.json).
+pub fn paraphrases() -> Vec<Fact> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        fact: String,
+        question: String,
+        answer: String,
+    }
+    let items: Vec<Item> = serde_json::from_str(include_str!("../data/paraphrase.json"))
+        .expect("the paraphrase set is valid JSON");
+    items
+        .into_iter()
+        .map(|i| Fact {
+            statement: i.fact,
+            question: i.question,
+            answer: i.answer,
+        })
+        .collect()
+}
+
+/// Right answers per distance and mode, and what each mode adds to a turn.
+#[derive(Default)]
+struct Tally {
+    in_window: usize,
+    /// [distance][mode]
+    right: Vec<[usize; 4]>,
+    ms: [f64; 4],
+    tokens: [usize; 4],
+    recalled_turns: [usize; 4],
+    facts: usize,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (model, window, distances) = (&a.model, a.window, &a.distances);
     let rt = tokio::runtime::Runtime::new()?;
     let dir = tempfile::tempdir()?;
+    // The meaning model where the app keeps it, in this run's data folder.
+    let meaning = std::path::absolute(&a.meaning)?;
+    if !meaning.join("model.safetensors").exists() {
+        bail!(
+            "the meaning model is not at {} (scripts/setup.sh installs it; or pass --meaning DIR)",
+            meaning.display()
+        );
+    }
+    let link = dir
+        .path()
+        .join("models")
+        .join(sinkchat_engine::embed::FOLDER);
+    std::fs::create_dir_all(link.parent().expect("a parent"))?;
+    std::os::unix::fs::symlink(&meaning, &link)?;
     rt.block_on(async {
         let svc = ChatService::open(dir.path(), Some(model.to_path_buf()))
             .await
@@ -250,9 +330,10 @@ pub fn run(
             let (q, a) = filler(0);
             engine.count_tokens(&q)? + engine.count_tokens(&a)? + 12
         };
-        let set_recall = |on: bool| {
+        let set_mode = |mode: Mode| {
             let mut s = settings.clone();
-            s.recall = on;
+            s.recall = matches!(mode, Mode::Words | Mode::Meaning);
+            s.recall_meaning = mode == Mode::Meaning;
             let svc = svc.clone();
             async move {
                 svc.save_settings(s)
@@ -260,124 +341,178 @@ pub fn run(
                     .map_err(|e| anyhow::anyhow!("{e}"))
             }
         };
-        let facts = facts(conversations);
-        let mut progress = crate::progress::Progress::new(
-            "recall",
-            (facts.len() * (1 + 3 * distances.len())) as u64,
-            "questions",
-        );
-        let mut in_window = 0usize;
-        // [distance][mode] -> (right, runs)
-        let mut right = vec![[0usize; 3]; distances.len()];
-        let (mut on_ms, mut off_ms, mut on_tokens, mut off_tokens) = (0.0, 0.0, 0usize, 0usize);
-        let mut recalled_turns = 0usize;
-        for fact in &facts {
-            // The fact still in the window: the best the model can do.
-            set_recall(false).await?;
-            let (conv, _) = svc
-                .create_with_turns(
-                    &settings.system_prompt,
-                    &[
-                        (Role::User, fact.statement.clone()),
-                        (Role::Assistant, "Noted.".into()),
-                    ],
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            in_window += ask(&svc, conv.id, &fact.question, &fact.answer)
-                .await?
-                .right as usize;
-            svc.delete(conv.id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            progress.inc();
-            for (di, &d) in distances.iter().enumerate() {
-                let pairs = (d * window).div_ceil(pair_tokens);
-                let mut turns = vec![
-                    (Role::User, fact.statement.clone()),
-                    (Role::Assistant, "Noted.".into()),
-                ];
-                for k in 0..pairs {
-                    let (q, a) = filler(k);
-                    turns.push((Role::User, q));
-                    turns.push((Role::Assistant, a));
+        let mut sets: Vec<(&str, Vec<Fact>, Vec<Mode>)> = Vec::new();
+        for set in &a.sets {
+            match set.as_str() {
+                "words" => {
+                    let mut modes = a.modes.clone();
+                    if a.pinned {
+                        modes.push(Mode::Pinned);
+                    }
+                    sets.push(("words", facts(a.conversations), modes))
                 }
-                for (mi, mode) in [Mode::Off, Mode::On, Mode::Pinned].into_iter().enumerate() {
-                    set_recall(mode == Mode::On).await?;
+                "paraphrase" => sets.push((
+                    "paraphrase",
+                    paraphrases().into_iter().take(a.conversations).collect(),
+                    a.modes.clone(),
+                )),
+                other => bail!("no question set called {other:?}: words, paraphrase"),
+            }
+        }
+        let total: usize = sets
+            .iter()
+            .map(|(_, f, m)| f.len() * (a.in_window as usize + m.len() * distances.len()))
+            .sum();
+        let mut progress = crate::progress::Progress::new("recall", total as u64, "questions");
+        let mut tallies = Vec::new();
+        for (name, facts, modes) in &sets {
+            let mut t = Tally {
+                right: vec![[0; 4]; distances.len()],
+                facts: facts.len(),
+                ..Tally::default()
+            };
+            for fact in facts {
+                // The fact still in the window: the best the model can do.
+                if a.in_window {
+                    set_mode(Mode::Off).await?;
                     let (conv, _) = svc
-                        .create_with_turns(&settings.system_prompt, &turns)
+                        .create_with_turns(
+                            &settings.system_prompt,
+                            &[
+                                (Role::User, fact.statement.clone()),
+                                (Role::Assistant, "Noted.".into()),
+                            ],
+                        )
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    if mode == Mode::Pinned {
-                        // The fact is the chat's first message.
-                        let fact_id = svc
-                            .store()
-                            .messages(conv.id, 0, 1)
-                            .await?
-                            .first()
-                            .map(|m| m.id)
-                            .context("the fact")?;
-                        svc.pin_message(conv.id, fact_id, true)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    }
-                    let o = ask(&svc, conv.id, &fact.question, &fact.answer).await?;
-                    right[di][mi] += o.right as usize;
-                    match mode {
-                        Mode::On => {
-                            on_ms += o.ms;
-                            on_tokens += o.prompt_tokens;
-                            recalled_turns += (o.recalled > 0) as usize;
-                        }
-                        Mode::Off => {
-                            off_ms += o.ms;
-                            off_tokens += o.prompt_tokens;
-                        }
-                        Mode::Pinned => {}
-                    }
+                    t.in_window += ask(&svc, conv.id, &fact.question, &fact.answer)
+                        .await?
+                        .right as usize;
                     svc.delete(conv.id)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     progress.inc();
                 }
+                for (di, &d) in distances.iter().enumerate() {
+                    let pairs = (d * window).div_ceil(pair_tokens);
+                    let mut turns = vec![
+                        (Role::User, fact.statement.clone()),
+                        (Role::Assistant, "Noted.".into()),
+                    ];
+                    for k in 0..pairs {
+                        let (q, a) = filler(k);
+                        turns.push((Role::User, q));
+                        turns.push((Role::Assistant, a));
+                    }
+                    for &mode in modes {
+                        set_mode(mode).await?;
+                        let (conv, _) = svc
+                            .create_with_turns(&settings.system_prompt, &turns)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        if mode == Mode::Pinned {
+                            // The fact is the chat's first message.
+                            let fact_id = svc
+                                .store()
+                                .messages(conv.id, 0, 1)
+                                .await?
+                                .first()
+                                .map(|m| m.id)
+                                .context("the fact")?;
+                            svc.pin_message(conv.id, fact_id, true)
+                                .await
+                                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        }
+                        // The chat's messages have their vectors, as a real chat's earlier
+                        // messages have long since (not timed: the background task's cost
+                        // is measured on its own, docs/BENCHMARKS.md).
+                        svc.meaning_caught_up().await;
+                        let o = ask(&svc, conv.id, &fact.question, &fact.answer).await?;
+                        let mi = mode as usize;
+                        t.right[di][mi] += o.right as usize;
+                        t.ms[mi] += o.ms;
+                        t.tokens[mi] += o.prompt_tokens;
+                        t.recalled_turns[mi] += (o.recalled > 0) as usize;
+                        svc.delete(conv.id)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        progress.inc();
+                    }
+                }
             }
+            tallies.push((*name, t, modes.clone()));
         }
         progress.finish();
-        let n = facts.len() as f64;
-        let turns = (facts.len() * distances.len()) as f64;
-        let share = |mi: usize| -> serde_json::Value {
-            distances
-                .iter()
-                .enumerate()
-                .map(|(di, d)| (d.to_string(), json!(round3(right[di][mi] as f64 / n))))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
-        let entry = json!({
+        let mut entry = json!({
             "model": model.file_name().map(|s| s.to_string_lossy().into_owned()),
-            "conversations": facts.len(),
             "window": window,
             "sinks": 4,
-            "in_window": round3(in_window as f64 / n),
-            "recall_off": share(0),
-            "recall_on": share(1),
-            "pinned": share(2),
-            "recalled_share_of_turns": round3(recalled_turns as f64 / turns),
-            "added_ms_per_turn": round1((on_ms - off_ms) / turns),
-            "added_tokens_per_turn": round1((on_tokens as f64 - off_tokens as f64) / turns),
-            "turn_ms_recall_off": round1(off_ms / turns),
         });
+        for (name, t, modes) in &tallies {
+            let n = t.facts as f64;
+            let turns = (t.facts * distances.len()) as f64;
+            let share = |mi: usize| -> serde_json::Value {
+                distances
+                    .iter()
+                    .enumerate()
+                    .map(|(di, d)| (d.to_string(), json!(round3(t.right[di][mi] as f64 / n))))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            };
+            let off = Mode::Off as usize;
+            let ran = |m: Mode| modes.contains(&m);
+            let mut e = json!({ "conversations": t.facts });
+            if a.in_window {
+                e["in_window"] = json!(round3(t.in_window as f64 / n));
+            }
+            if ran(Mode::Off) {
+                e["recall_off"] = share(off);
+                e["turn_ms_recall_off"] = json!(round1(t.ms[off] / turns));
+            }
+            for (m, suffix) in [(Mode::Words, ""), (Mode::Meaning, "_meaning")] {
+                if !ran(m) {
+                    continue;
+                }
+                let mi = m as usize;
+                let key = if m == Mode::Words {
+                    "recall_on"
+                } else {
+                    "recall_meaning"
+                };
+                e[key] = share(mi);
+                e[format!("recalled_share_of_turns{suffix}")] =
+                    json!(round3(t.recalled_turns[mi] as f64 / turns));
+                if ran(Mode::Off) {
+                    e[format!("added_ms_per_turn{suffix}")] =
+                        json!(round1((t.ms[mi] - t.ms[off]) / turns));
+                    e[format!("added_tokens_per_turn{suffix}")] =
+                        json!(round1((t.tokens[mi] as f64 - t.tokens[off] as f64) / turns));
+                }
+            }
+            if modes.contains(&Mode::Pinned) {
+                e["pinned"] = share(Mode::Pinned as usize);
+            }
+            if *name == "words" {
+                // The word-matched set's figures at the top level, where earlier runs kept them.
+                for (k, v) in e.as_object().expect("an object") {
+                    entry[k] = v.clone();
+                }
+            } else {
+                entry[*name] = e;
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&entry)?);
-        if let Some(out) = out {
-            write_entry(&out, entry)?;
+        if let Some(out) = &a.out {
+            write_entry(out, entry)?;
         }
         svc.shutdown().await;
         Ok(())
     })
 }
 
-/// One entry per model: a run replaces its model's entry in the file (in its place) and keeps
-/// the others, so the default model and a larger one can be measured in separate sittings.
+/// One entry per model: a run replaces the keys it measured in its model's entry (in its
+/// place) and keeps the rest and the other models, so the default model and a larger one, or
+/// one question set and another, can be measured in separate sittings.
 /// Writes `entry` into the results file `out` as its model's entry ([`merge_entry`]).
 pub(crate) fn write_entry(out: &Path, entry: serde_json::Value) -> Result<()> {
     let doc = merge_entry(std::fs::read_to_string(out).ok().as_deref(), entry)?;
@@ -399,6 +534,12 @@ fn merge_entry(existing: Option<&str>, entry: serde_json::Value) -> Result<serde
         .iter_mut()
         .find(|m| m.get("model") == entry.get("model"))
     {
+        // What this run measured replaces the same keys; what it did not measure stays.
+        Some(serde_json::Value::Object(m)) => {
+            for (k, v) in entry.as_object().cloned().unwrap_or_default() {
+                m.insert(k, v);
+            }
+        }
         Some(m) => *m = entry,
         None => models.push(entry),
     }
@@ -417,15 +558,59 @@ fn round1(x: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// The paraphrase set is what it claims: at least 50 facts, each asked in words that share
+    /// no content word with it (nor a word form: the first five letters are compared, so
+    /// "wedding" and "weddings", "married" and "marriage" count as one), with an answer the
+    /// fact holds and the question does not.
+    #[test]
+    fn paraphrased_questions_share_no_content_word_with_their_fact() {
+        let set = paraphrases();
+        assert!(set.len() >= 50, "{} facts", set.len());
+        let stem = |w: &str| w.chars().take(5).collect::<String>();
+        for f in &set {
+            let fact: Vec<String> = sinkchat_chat::recall::terms(&f.statement)
+                .iter()
+                .map(|w| stem(w))
+                .collect();
+            for w in sinkchat_chat::recall::terms(&f.question) {
+                assert!(
+                    !fact.contains(&stem(&w)),
+                    "{:?} shares {w:?} with {:?}",
+                    f.question,
+                    f.statement
+                );
+            }
+            let answer = f.answer.to_lowercase();
+            assert!(
+                f.statement.to_lowercase().contains(&answer),
+                "{:?}",
+                f.statement
+            );
+            assert!(
+                !f.question.to_lowercase().contains(&answer),
+                "{:?}",
+                f.question
+            );
+            assert!(sinkchat_chat::recall::asks(&f.question), "{:?}", f.question);
+        }
+    }
+
     #[test]
     fn a_run_replaces_its_own_models_entry_and_keeps_the_others() {
         let a = json!({"model": "a.gguf", "in_window": 0.5});
         let b = json!({"model": "b.gguf", "in_window": 0.9});
         let doc = merge_entry(None, a.clone()).unwrap();
         let doc = merge_entry(Some(&doc.to_string()), b.clone()).unwrap();
-        let a2 = json!({"model": "a.gguf", "in_window": 0.6});
+        let a2 = json!({"model": "a.gguf", "in_window": 0.6, "recall_meaning": 0.9});
         let doc = merge_entry(Some(&doc.to_string()), a2.clone()).unwrap();
         assert_eq!(doc["models"], json!([a2, b]));
+        // A later run of one part keeps the rest.
+        let a3 = json!({"model": "a.gguf", "recall_meaning": 0.95});
+        let doc = merge_entry(Some(&doc.to_string()), a3).unwrap();
+        assert_eq!(
+            doc["models"][0],
+            json!({"model": "a.gguf", "in_window": 0.6, "recall_meaning": 0.95})
+        );
         assert!(merge_entry(Some("not json"), a).is_err());
     }
 }

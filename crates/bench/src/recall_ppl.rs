@@ -2,7 +2,9 @@
 //! put into a chat paragraph by paragraph, each a message in a real SQLite transcript, and
 //! scored through the StreamingLLM cache twice: with recall off, and with recall on exactly as
 //! the chat does it (the paragraph's words looked up among the paragraphs that have left the
-//! model's view, the best within the budget put before the paragraph, marked). Recalled text
+//! model's view, and by meaning where the meaning model is installed (#36): each paragraph gets
+//! its vector as a saved message does; the best within the budget put before the paragraph,
+//! marked). Recalled text
 //! is read, not scored; both runs score the same tokens, so their perplexities compare.
 
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use serde_json::json;
 use sinkchat_chat::{recall, settings::DEFAULT_RECALL_SHARE};
+use sinkchat_engine::embed::Embedder;
 use sinkchat_engine::eval::{perplexity_of, Stream};
 use sinkchat_engine::{GgufTokenizer, LoadOptions, Model};
 use sinkchat_store::{MessageText, Store};
@@ -27,6 +30,9 @@ pub struct Args {
     pub out: Option<PathBuf>,
     /// Print each paragraph that recalled something, with what it recalled.
     pub show: bool,
+    /// The meaning model's folder: each paragraph gets its vector as the chat's saved
+    /// messages do, and recall looks up by meaning too (#36). `None`: by words only.
+    pub meaning: Option<PathBuf>,
 }
 
 /// The text's paragraphs (split at blank lines), each with the blank line after it.
@@ -52,6 +58,7 @@ fn score(
     tk: &GgufTokenizer,
     paras: &[(String, Vec<u32>)],
     recall_on: bool,
+    embedder: Option<&Embedder>,
 ) -> Result<Outcome> {
     let rt = tokio::runtime::Runtime::new()?;
     let dir = tempfile::tempdir()?;
@@ -70,6 +77,15 @@ fn score(
         }
         let msg =
             rt.block_on(store.add_user_message(conv.id, &MessageText::parse(text.trim())?))?;
+        // Its vector, as the chat's background task makes one for each saved message.
+        let vector = match (recall_on, embedder) {
+            (true, Some(e)) => {
+                let v = e.embed(&[msg.content.as_str()])?.remove(0);
+                rt.block_on(store.save_vectors(&[(msg.id, msg.content.clone(), v.clone())]))?;
+                Some(v)
+            }
+            _ => None,
+        };
         let mut context = Vec::new();
         if recall_on {
             // The chat's rule: the message the view begins in, and everything after it, is
@@ -82,6 +98,7 @@ fn score(
                     conv.id,
                     first_visible,
                     text,
+                    vector.as_deref(),
                     recall::budget(a.window - a.sinks, DEFAULT_RECALL_SHARE),
                     |l| tk.encode(l, false).ok().map(|ids| ids.len()),
                 ))?;
@@ -131,14 +148,19 @@ pub fn run(a: Args) -> Result<()> {
         .collect::<Result<_>>()?;
     let model = Model::load(&a.model, &Device::Cpu, LoadOptions::default())
         .with_context(|| format!("loading {}", a.model.display()))?;
-    let off = score(&a, &model, &tk, &paras, false)?;
-    let on = score(&a, &model, &tk, &paras, true)?;
+    let embedder = match &a.meaning {
+        Some(dir) => Some(Embedder::open(dir)?),
+        None => None,
+    };
+    let off = score(&a, &model, &tk, &paras, false, None)?;
+    let on = score(&a, &model, &tk, &paras, true, embedder.as_ref())?;
     let doc = json!({
         "model": a.model.file_name().map(|s| s.to_string_lossy().into_owned()),
         "text": a.text.label(),
         "tokens_scored": off.scored.min(on.scored),
         "sinks": a.sinks,
         "window": a.window,
+        "by_meaning": a.meaning.is_some(),
         "paragraphs": on.paragraphs,
         "perplexity_recall_off": round4(off.perplexity),
         "perplexity_recall_on": round4(on.perplexity),

@@ -28,7 +28,7 @@ impl Rng {
 
 /// A vocabulary of pronounceable words, used with a skewed (Zipf-like) frequency so the
 /// full-text index holds a few very common words and a long tail, as real chats do.
-fn vocabulary(n: usize) -> Vec<String> {
+pub(crate) fn vocabulary(n: usize) -> Vec<String> {
     const SYL: [&str; 24] = [
         "ka", "lo", "mi", "ten", "ra", "su", "be", "dor", "an", "vel", "to", "ri", "pa", "es",
         "ul", "gen", "mo", "li", "sar", "ne", "qu", "ib", "fo", "tha",
@@ -42,7 +42,7 @@ fn vocabulary(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -52,7 +52,7 @@ fn ms(t: Instant) -> f64 {
 }
 
 /// Fills a fresh database; returns the seconds it took.
-async fn fill(
+pub(crate) async fn fill(
     store: &Store,
     conversations: usize,
     messages: usize,

@@ -73,6 +73,7 @@ macro_rules! for_each_command {
             both delete_exports |svc| -> usize { svc.delete_exports().await }
             both snapshot_usage |svc| -> SnapshotUsage
                 { Ok(svc.snapshot_usage().await) }
+            both meaning_state |svc| -> MeaningState { Ok(svc.meaning_state().await) }
             both diagnostics |svc| -> String { Ok(svc.diagnostics().await) }
             both get_settings |svc| -> Settings { Ok(svc.settings().await) }
             both save_settings |svc, settings: Settings| -> Settings

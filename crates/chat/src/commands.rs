@@ -12,6 +12,7 @@ use crate::models::DownloadEvent;
 /// glob-imports it where it expands the table.
 pub mod types {
     pub use crate::events::{MemoryView, ReplyEvent, ReplyOptions, Sent};
+    pub use crate::meaning::MeaningState;
     pub use crate::models::{DownloadEvent, ModelsOverview};
     pub use crate::remote::{ServerCheck, ServerChoice};
     pub use crate::{ServerState, Settings, Status, UNDO_WINDOW};

@@ -134,6 +134,7 @@ impl ChatService {
             .map(|(r, t)| (if r == Role::Assistant { r } else { Role::User }, t))
             .collect();
         let last = self.0.store.add_messages(conv.id, &checked).await?;
+        self.meaning_wake();
         Ok((conv, last))
     }
 
@@ -204,7 +205,17 @@ impl ChatService {
     }
 
     pub async fn search(&self, query: &str) -> UiResult<Vec<SearchHit>> {
-        Ok(self.0.store.search(query, 50).await?)
+        let mut hits = self.0.store.search(query, 50).await?;
+        if query.trim().is_empty() || !self.settings().await.recall_meaning {
+            return Ok(hits);
+        }
+        // Under the word matches, up to ten more found by meaning (#36).
+        let found: Vec<i64> = hits.iter().filter_map(|h| h.message_id).collect();
+        match self.search_by_meaning(query, &found, 10).await {
+            Ok(more) => hits.extend(more),
+            Err(e) => tracing::warn!(error = %e, "search by meaning failed; words only"),
+        }
+        Ok(hits)
     }
 
     /// The user moved to another chat: its cache goes to disk (a snapshot), so it comes back at

@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod instance;
 pub mod logging;
+pub mod meaning;
 pub mod models;
 pub mod pins;
 pub mod private;
@@ -118,6 +119,7 @@ struct Inner {
     server: RwLock<(ServerState, Option<SettingsHook>)>,
     /// This computer's measured decode speed, for the Models screen's recommendation.
     measured: Mutex<Option<models::Measured>>,
+    meaning: Arc<meaning::Meaning>,
 }
 
 #[derive(Default)]
@@ -156,7 +158,7 @@ impl ChatService {
             false => remote::saved_choice(&store).await,
             true => None,
         };
-        Ok(Self(Arc::new(Inner {
+        let svc = Self(Arc::new(Inner {
             store,
             data_dir: data_dir.to_path_buf(),
             model: RwLock::new(ModelSlot {
@@ -174,7 +176,12 @@ impl ChatService {
             snapshot_budget: AtomicU64::new(settings.snapshot_budget_bytes()),
             server: RwLock::new((ServerState::default(), None)),
             measured: Mutex::new(None),
-        })))
+            meaning: Arc::new(meaning::Meaning::new(
+                sinkchat_hub::models_dir(data_dir).join(sinkchat_engine::embed::FOLDER),
+            )),
+        }));
+        svc.start_meaning();
+        Ok(svc)
     }
 
     pub fn store(&self) -> &Store {

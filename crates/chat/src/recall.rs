@@ -4,9 +4,14 @@
 //! marked as recalled. A message with nothing relevant adds nothing.
 //!
 //! Why FTS5 first: the transcript is already indexed, a lookup costs a millisecond or two (the
-//! rowid range keeps it to this chat's span), and a fact stated once is usually asked about
-//! with its own words (a name, a number, a place). Embeddings or InfLLM-style KV blocks would
-//! catch paraphrases; they wait for `sinkchat-bench recall` to show where FTS5 falls short.
+//! rowid range keeps it to this chat's span), and a fact stated once is often asked about
+//! with its own words (a name, a number, a place). Often, not always: "what's my sister
+//! called?" after "Anna, my younger sibling, ..." shares no word with it. So recall also
+//! ranks the evicted messages by meaning (#36): the cosine of their vectors (all-MiniLM-L6-v2,
+//! [`crate::meaning`]) with the question's, a scan of the chat's span of ids; the two
+//! rankings are fused by reciprocal rank, and a message found by meaning alone must be near
+//! the question ([`MEANING_MIN`]). What may be given back is unchanged: at most three, within
+//! the recall share of the window, never for a message that asks nothing.
 //!
 //! The recalled lines enter the window as part of the user's turn and scroll out with it, so
 //! the sinks and the window stay as they are and positions stay by place in the cache.
@@ -144,41 +149,106 @@ pub fn line(role: sinkchat_store::Role, content: &str) -> String {
     format!("- {who} said: {text}")
 }
 
+/// The least cosine between a question and an evicted message for the message to be given
+/// back on meaning alone (no shared words). all-MiniLM-L6-v2 puts a question and the message
+/// that answers it in other words mostly between 0.3 and 0.7, and a question and unrelated
+/// chat mostly under 0.25 (`sinkchat-bench recall`'s paraphrase set, docs/BENCHMARKS.md).
+pub const MEANING_MIN: f32 = 0.3;
+
+/// A message found by meaning alone must also stand out from the rest of what the model let
+/// go: its cosine at least this many standard deviations above their mean. In a chat that
+/// wanders over many things the message a question is about stands out; in running text on
+/// one subject (a novel, a long paste) every paragraph is near every other, and none does,
+/// so recall stays silent there as it is by words (`sinkchat eval recall-perplexity`). Three:
+/// the usual mark of an outlier, not a figure fitted to a benchmark.
+pub const MEANING_OUTLIER_SD: f32 = 3.0;
+
+/// Below this many evicted messages, their spread says too little to judge an outlier by.
+const SPREAD_MIN_MESSAGES: usize = 8;
+
+/// Whether a message at cosine `cos` with the question is near enough to be given back on
+/// meaning alone, given how the question's cosines with all evicted messages spread.
+pub fn near_enough(cos: f32, spread: sinkchat_store::Spread) -> bool {
+    cos >= MEANING_MIN
+        && (spread.n < SPREAD_MIN_MESSAGES || cos >= spread.mean + MEANING_OUTLIER_SD * spread.sd)
+}
+
+/// Reciprocal rank fusion's constant (Cormack et al. 2009): a message's score is the sum over
+/// the two rankings (words, meaning) of 1 / (K + its rank), so one found by both comes first.
+const RRF_K: f32 = 60.0;
+
 /// What to give back for `text` from `conversation`'s messages older than `before` (those the
-/// model has let go): nothing unless the text asks for something ([`query`]); else the
-/// matches ([`Store::recall_candidates`], best first) that cover at least half of the words
-/// those messages know of the question ([`covers`]), as many as fit in `budget` tokens, at
-/// most three, in transcript order. `count` measures a recalled line in the model's tokens
-/// (`None`: it cannot, and the message is skipped).
+/// model has let go): nothing unless the text asks for something ([`asks`]); else the
+/// messages found by words ([`Store::recall_candidates`], BM25) that cover at least half of
+/// the words those messages know of the question ([`covers`]), and, given the question's
+/// vector (`meaning`), those near enough to it ([`near_enough`]: a cosine of at least
+/// [`MEANING_MIN`] that stands out from the rest, [`Store::nearest_in_conversation`]), ranked
+/// by both ([`fuse`]), as many as fit in
+/// `budget` tokens, at most three, in transcript order. `count` measures a recalled line in
+/// the model's tokens (`None`: it cannot, and the message is skipped).
 pub async fn find(
     store: &Store,
     conversation: i64,
     before: i64,
     text: &str,
+    meaning: Option<&[f32]>,
     budget: usize,
     count: impl FnMut(&str) -> Option<usize>,
 ) -> sinkchat_store::Result<Vec<Message>> {
-    let terms = query(text);
-    if terms.is_empty() {
+    if !asks(text) {
         return Ok(Vec::new());
     }
-    let found = store
-        .recall_candidates(conversation, before, &terms, 8)
-        .await?;
-    if found.is_empty() {
-        return Ok(Vec::new());
+    let terms = terms(text);
+    let mut by_words = Vec::new();
+    if !terms.is_empty() {
+        let found = store
+            .recall_candidates(conversation, before, &terms, 8)
+            .await?;
+        if !found.is_empty() {
+            let known = store.terms_present(conversation, before, &terms).await?;
+            let ids: Vec<i64> = found.iter().map(|m| m.id).collect();
+            let held = store.terms_held(&ids, &known).await?;
+            by_words = found
+                .into_iter()
+                .filter(|m| {
+                    covers(
+                        held.get(&m.id).copied().unwrap_or(0),
+                        known.len(),
+                        terms.len(),
+                    )
+                })
+                .collect();
+        }
     }
-    let known = store.terms_present(conversation, before, &terms).await?;
-    let ids: Vec<i64> = found.iter().map(|m| m.id).collect();
-    let held = store.terms_held(&ids, &known).await?;
-    let found = found
-        .into_iter()
-        .map(|m| {
-            let n = held.get(&m.id).copied().unwrap_or(0);
-            (m, n)
-        })
-        .collect();
-    Ok(choose(found, known.len(), terms.len(), budget, count))
+    let by_meaning = match meaning {
+        Some(q) => {
+            let (near, spread) = store
+                .nearest_in_conversation(conversation, before, q, 8)
+                .await?;
+            near.into_iter()
+                .filter(|(_, cos)| near_enough(*cos, spread))
+                .map(|(m, _)| m)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(choose(fuse(by_words, by_meaning), budget, count))
+}
+
+/// One ranking from two (each best first): reciprocal rank fusion, ties to the newer message.
+pub fn fuse(by_words: Vec<Message>, by_meaning: Vec<Message>) -> Vec<Message> {
+    let mut scored: Vec<(Message, f32)> = Vec::new();
+    for list in [by_words, by_meaning] {
+        for (rank, m) in list.into_iter().enumerate() {
+            let add = 1.0 / (RRF_K + rank as f32 + 1.0);
+            match scored.iter_mut().find(|(s, _)| s.id == m.id) {
+                Some((_, score)) => *score += add,
+                None => scored.push((m, add)),
+            }
+        }
+    }
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.id.cmp(&a.0.id)));
+    scored.into_iter().map(|(m, _)| m).collect()
 }
 
 /// Whether a match that holds `have` of `known` words (the question's words that occur in
@@ -192,21 +262,16 @@ pub fn covers(have: usize, known: usize, asked: usize) -> bool {
     have >= if asked > 3 { 2 } else { 1 } && have * 2 >= known
 }
 
-/// [`find`]'s choice among `found` (best first).
-/// Each of `found` comes with how many of the `known` words it holds.
+/// [`find`]'s choice among `found` (best first, each about the question): as many as fit in
+/// `budget` tokens, at most three, in transcript order.
 pub fn choose(
-    found: Vec<(Message, usize)>,
-    known: usize,
-    asked: usize,
+    found: Vec<Message>,
     budget: usize,
     mut count: impl FnMut(&str) -> Option<usize>,
 ) -> Vec<Message> {
     let mut used = 0usize;
     let mut chosen = Vec::new();
-    for (m, have) in found {
-        if !covers(have, known, asked) {
-            continue;
-        }
+    for m in found {
         let Some(n) = count(&line(m.role, &m.content)) else {
             continue;
         };
@@ -261,7 +326,7 @@ impl crate::ChatService {
         user: &Message,
         settings: &crate::Settings,
     ) -> Vec<Message> {
-        if query(&user.content).is_empty() {
+        if !asks(&user.content) {
             return Vec::new();
         }
         let first_visible = match self.memory(conv.id).await {
@@ -286,11 +351,16 @@ impl crate::ChatService {
         let Some(first_visible) = first_visible else {
             return Vec::new();
         };
+        let meaning = match settings.recall_meaning {
+            true => self.meaning_of(&user.content).await,
+            false => None,
+        };
         find(
             self.store(),
             conv.id,
             first_visible.min(user.id),
             &user.content,
+            meaning.as_deref(),
             budget(backend.window(&settings.cache), settings.recall_share),
             |line| backend.count_tokens(line).ok(),
         )
@@ -380,6 +450,31 @@ mod tests {
         assert!(covers(1, 1, 2));
         assert!(!covers(1, 1, 9));
         assert!(covers(2, 2, 9));
+    }
+
+    #[test]
+    fn a_match_by_meaning_must_be_near_and_stand_out() {
+        use sinkchat_store::Spread;
+        let chat = Spread {
+            n: 40,
+            mean: 0.1,
+            sd: 0.06,
+        };
+        assert!(near_enough(0.45, chat));
+        assert!(!near_enough(0.25, chat), "under the floor");
+        let novel = Spread {
+            n: 300,
+            mean: 0.35,
+            sd: 0.1,
+        };
+        assert!(!near_enough(0.55, novel), "near, but so is everything");
+        assert!(near_enough(0.7, novel));
+        let few = Spread {
+            n: 3,
+            mean: 0.3,
+            sd: 0.01,
+        };
+        assert!(near_enough(0.31, few), "too few to judge a spread by");
     }
 
     #[test]

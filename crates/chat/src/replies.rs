@@ -419,6 +419,9 @@ impl Drop for Reservation {
         {
             replies.remove(&self.conversation_id);
         }
+        drop(replies);
+        // The reply is saved: its vector (and the question's) can be made now.
+        self.svc.meaning_wake();
     }
 }
 

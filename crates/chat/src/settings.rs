@@ -38,6 +38,9 @@ pub struct Settings {
     /// How much of the window recalled messages may take, in percent (1-50; default 12,
     /// about an eighth). See [`crate::recall::budget`].
     pub recall_share: u8,
+    /// Recall finds messages by meaning too, not only by their words (#36): a question asked
+    /// in other words than the message that answers it.
+    pub recall_meaning: bool,
 }
 
 /// The shortest window that keeps a system prompt whose chat opening takes `opening_tokens`
@@ -108,6 +111,7 @@ impl Default for Settings {
             snapshot_budget_mb: DEFAULT_SNAPSHOT_BUDGET_MB,
             recall: true,
             recall_share: DEFAULT_RECALL_SHARE,
+            recall_meaning: true,
         }
     }
 }

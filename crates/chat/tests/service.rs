@@ -986,7 +986,7 @@ async fn recall_matches_words_with_or_without_their_accents() {
         "Where is Zoë's café?",
         "What about Mülheim?",
     ] {
-        let found = sinkchat_chat::recall::find(&store, c.id, now.id, question, 200, count)
+        let found = sinkchat_chat::recall::find(&store, c.id, now.id, question, None, 200, count)
             .await
             .unwrap();
         assert_eq!(
@@ -995,9 +995,16 @@ async fn recall_matches_words_with_or_without_their_accents() {
             "{question}"
         );
     }
-    let found =
-        sinkchat_chat::recall::find(&store, c.id, now.id, "Where is the lighthouse?", 200, count)
-            .await
-            .unwrap();
+    let found = sinkchat_chat::recall::find(
+        &store,
+        c.id,
+        now.id,
+        "Where is the lighthouse?",
+        None,
+        200,
+        count,
+    )
+    .await
+    .unwrap();
     assert!(found.is_empty());
 }

@@ -122,6 +122,7 @@ async fn every_command_reaches_the_service_through_the_browser_door() {
         ("import_conversations_file", json!({ "path": export })),
         ("delete_exports", json!({})),
         ("snapshot_usage", json!({})),
+        ("meaning_state", json!({})),
         ("diagnostics", json!({})),
         ("get_settings", json!({})),
         ("save_settings", json!({ "settings": settings })),

@@ -29,6 +29,9 @@ pub struct SearchHit {
     pub message_id: Option<i64>,
     /// Text around the match, with matches wrapped in `[[` and `]]`.
     pub snippet: String,
+    /// Found by meaning (#36), not by its words: listed under the word matches, its snippet
+    /// the message's opening.
+    pub by_meaning: bool,
 }
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Conversation {
@@ -171,6 +174,7 @@ impl Store {
                 title: r.get("title"),
                 message_id: Some(r.get("mid")),
                 snippet: r.get("snip"),
+                by_meaning: false,
             })
             .collect();
         let rows = sqlx::query(
@@ -187,6 +191,7 @@ impl Store {
                 title: r.get("title"),
                 message_id: None,
                 snippet: r.get("snip"),
+                by_meaning: false,
             });
         }
         Ok(hits)

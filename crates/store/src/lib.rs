@@ -21,7 +21,7 @@ pub use export::{
 };
 pub use messages::{Message, MessageStatus, Role};
 pub use text::{MessageText, MAX_MESSAGE_CHARS};
-pub use vectors::{VectorProgress, DIM as VECTOR_DIM};
+pub use vectors::{cosine as vector_cosine, Spread, VectorProgress, DIM as VECTOR_DIM};
 pub use words::is_common;
 
 /// Everything that can go wrong in the store, each a sentence a user can act on.
@@ -195,6 +195,11 @@ impl Store {
                 .await?;
         }
         self.checkpoint().await
+    }
+
+    /// Whether [`Store::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 
     pub async fn close(&self) {

@@ -100,17 +100,18 @@ impl Store {
 
     /// Recall's candidates by meaning: the finished, unpinned messages of `conversation` older
     /// than `before` that have a vector, ranked by cosine with `query` (a unit vector), best
-    /// first, at most `limit`, each with its cosine. A scan of the chat's span of ids: a chat of
-    /// 100,000 messages reads 38 MB of vectors.
+    /// first, at most `limit`, each with its cosine; and what the cosines of all of them look
+    /// like ([`Spread`]). A scan of the chat's span of ids: a chat of 100,000 messages reads
+    /// 38 MB of vectors.
     pub async fn nearest_in_conversation(
         &self,
         conversation: i64,
         before: i64,
         query: &[f32],
         limit: usize,
-    ) -> Result<Vec<(Message, f32)>> {
+    ) -> Result<(Vec<(Message, f32)>, Spread)> {
         let Some(first) = self.first_message_id(conversation).await? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Spread::default()));
         };
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT v.message_id, v.vector FROM message_vectors v JOIN messages m ON m.id = v.message_id \
@@ -124,6 +125,7 @@ impl Store {
         .await?;
         let mut ranked: Vec<(i64, f32)> =
             rows.iter().map(|(id, v)| (*id, cosine(query, v))).collect();
+        let spread = Spread::of(ranked.iter().map(|r| r.1));
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         ranked.truncate(limit);
         let mut out = Vec::with_capacity(ranked.len());
@@ -134,6 +136,100 @@ impl Store {
                 .await?;
             out.push((from_row(&row), score));
         }
+        Ok((out, spread))
+    }
+}
+
+/// How a question's cosines with a set of messages spread: their count, mean and standard
+/// deviation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spread {
+    pub n: usize,
+    pub mean: f32,
+    pub sd: f32,
+}
+
+impl Spread {
+    pub fn of(xs: impl Iterator<Item = f32>) -> Self {
+        let (mut n, mut sum, mut sq) = (0usize, 0f64, 0f64);
+        for x in xs {
+            n += 1;
+            sum += x as f64;
+            sq += (x as f64) * (x as f64);
+        }
+        if n == 0 {
+            return Spread::default();
+        }
+        let mean = sum / n as f64;
+        let var = (sq / n as f64 - mean * mean).max(0.0);
+        Spread {
+            n,
+            mean: mean as f32,
+            sd: var.sqrt() as f32,
+        }
+    }
+}
+
+impl Store {
+    /// Up to `limit` stored vectors with ids above `after`, by id: the pages a whole-store
+    /// index is built from.
+    pub async fn vectors_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+        Ok(sqlx::query_as(
+            "SELECT message_id, vector FROM message_vectors WHERE message_id > ? \
+             ORDER BY message_id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The stored vectors of the messages `ids` that have one.
+    pub async fn vectors_of(&self, ids: &[i64]) -> Result<Vec<(i64, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT message_id, vector FROM message_vectors WHERE message_id IN ({marks})"
+            );
+            let mut q = sqlx::query_as(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
+    /// Search hits for messages found by meaning, in the order of `ids` (those still there):
+    /// the chat's title and the message's opening.
+    pub async fn meaning_hits(&self, ids: &[i64]) -> Result<Vec<crate::SearchHit>> {
+        const SNIPPET_CHARS: usize = 160;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let row: Option<(i64, String, String)> = sqlx::query_as(
+                "SELECT m.conversation_id, c.title, m.content FROM messages m \
+                 JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ?",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((conversation_id, title, content)) = row {
+                let mut snippet: String = content.trim().chars().take(SNIPPET_CHARS).collect();
+                if content.trim().chars().count() > SNIPPET_CHARS {
+                    snippet.push('…');
+                }
+                // The store marks matches with [[ ]]: a message's own brackets stay text.
+                let snippet = snippet.replace("[[", "[ [").replace("]]", "] ]");
+                out.push(crate::SearchHit {
+                    conversation_id,
+                    title,
+                    message_id: Some(id),
+                    snippet,
+                    by_meaning: true,
+                });
+            }
+        }
         Ok(out)
     }
 }
@@ -141,6 +237,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_is_count_mean_and_deviation() {
+        let s = Spread::of([0.1f32, 0.3, 0.5].into_iter());
+        assert_eq!(s.n, 3);
+        assert!((s.mean - 0.3).abs() < 1e-6);
+        assert!((s.sd - (0.08f32 / 3.0).sqrt()).abs() < 1e-5);
+        assert_eq!(Spread::of(std::iter::empty()), Spread::default());
+    }
 
     #[test]
     fn a_packed_vector_keeps_its_cosines() {

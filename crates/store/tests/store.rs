@@ -862,14 +862,16 @@ async fn vectors_follow_their_messages() {
         1
     );
     // Ranked by cosine among this chat's messages older than `before`.
-    let near = s
+    let (near, spread) = s
         .nearest_in_conversation(c.id, reply.id + 1, &unit(9), 5)
         .await
         .unwrap();
     assert_eq!(near[0].0.id, reply.id);
     assert!((near[0].1 - 1.0).abs() < 1e-3);
     assert_eq!(near.len(), 2, "the other chat's message is not this chat's");
-    let near = s
+    assert_eq!(spread.n, 2);
+    assert!((spread.mean - (near[0].1 + near[1].1) / 2.0).abs() < 1e-5);
+    let (near, _) = s
         .nearest_in_conversation(c.id, reply.id, &unit(9), 5)
         .await
         .unwrap();
@@ -879,6 +881,7 @@ async fn vectors_follow_their_messages() {
         s.nearest_in_conversation(c.id, reply.id, &unit(9), 5)
             .await
             .unwrap()
+            .0
             .is_empty(),
         "pinned messages are in view already"
     );

@@ -7,4 +7,9 @@ export type SearchHit = { conversation_id: number, title: string, message_id: nu
 /**
  * Text around the match, with matches wrapped in `[[` and `]]`.
  */
-snippet: string, };
+snippet: string, 
+/**
+ * Found by meaning (#36), not by its words: listed under the word matches, its snippet
+ * the message's opening.
+ */
+by_meaning: boolean, };

@@ -42,4 +42,9 @@ recall: boolean,
  * How much of the window recalled messages may take, in percent (1-50; default 12,
  * about an eighth). See [`crate::recall::budget`].
  */
-recall_share: number, };
+recall_share: number, 
+/**
+ * Recall finds messages by meaning too, not only by their words (#36): a question asked
+ * in other words than the message that answers it.
+ */
+recall_meaning: boolean, };

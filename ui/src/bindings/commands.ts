@@ -4,6 +4,7 @@ import type { Conversation } from "./Conversation.js";
 import type { DownloadEvent } from "./DownloadEvent.js";
 import type { ImportSummary } from "./ImportSummary.js";
 import type { InstalledModel } from "./InstalledModel.js";
+import type { MeaningState } from "./MeaningState.js";
 import type { MemoryView } from "./MemoryView.js";
 import type { Message } from "./Message.js";
 import type { ModelSummary } from "./ModelSummary.js";
@@ -42,6 +43,7 @@ export const commands = {
   importConversationsFile: (path: string) => invoke<ImportSummary>("import_conversations_file", { path }),
   deleteExports: () => invoke<number>("delete_exports", {}),
   snapshotUsage: () => invoke<SnapshotUsage>("snapshot_usage", {}),
+  meaningState: () => invoke<MeaningState>("meaning_state", {}),
   diagnostics: () => invoke<string>("diagnostics", {}),
   getSettings: () => invoke<Settings>("get_settings", {}),
   saveSettings: (settings: Settings) => invoke<Settings>("save_settings", { settings }),

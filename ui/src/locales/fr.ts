@@ -92,6 +92,7 @@ export const fr: Strings = {
   search: "Chercher dans toutes les conversations",
   searchPlaceholder: "Chercher (Ctrl+K)",
   noResults: "Aucune conversation ne contient cela.",
+  byMeaning: "Trouvé par le sens",
   chats: "Conversations",
   models: "Modèles",
   settings: "Réglages",
@@ -226,6 +227,12 @@ export const fr: Strings = {
   windowHelp: "La fenêtre glissante du cache, en jetons (environ 4 jetons pour 3 mots).",
   precisionHelp: "Compact stocke le cache en f16, Exact en f32.",
   recallShareHelp: "La part de la fenêtre que les messages rappelés peuvent prendre au plus.",
+  recallMeaningSetting: "Retrouver les messages antérieurs par leur sens, pas seulement par leurs mots (rappel et recherche)",
+  meaningIdle: "La recherche par le sens démarre avec le premier message qui en a besoin.",
+  meaningReady: (done: string, total: string, waiting: number) => waiting > 0
+    ? `Recherche par le sens : ${done} messages prêts sur ${total} ; les autres sont lus en arrière-plan pendant que vous discutez.`
+    : `Recherche par le sens : les ${done} messages sont prêts.`,
+  meaningUnavailable: "La recherche par le sens n’est pas disponible (son modèle n’est pas installé) : le rappel et la recherche se font par les mots seulement.",
   snapshotBudgetHelp: "Les caches des conversations enregistrés sur le disque, pour rouvrir une conversation sans la relire.",
   precision: "Précision de la mémoire",
   precisionF16: "Compacte (moitié moins de mémoire)",

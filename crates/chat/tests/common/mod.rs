@@ -98,3 +98,24 @@ pub async fn until_end_with(
         }
     }
 }
+
+/// The meaning model's folder (all-MiniLM-L6-v2), installed by `scripts/setup.sh`.
+pub fn meaning_dir() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(".data/models")
+        .join(sinkchat_engine::embed::FOLDER);
+    assert!(
+        p.join("model.safetensors").exists(),
+        "the meaning model is missing at {}: run `scripts/setup.sh test-deps` first",
+        p.display()
+    );
+    p
+}
+
+/// Puts the meaning model into the data folder `data`, where the app looks for it (a link).
+pub fn install_meaning(data: &Path) {
+    let link = data.join("models").join(sinkchat_engine::embed::FOLDER);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(meaning_dir(), link).unwrap();
+}
