@@ -148,7 +148,7 @@ build_package() {
     export RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR="$PACKAGE_TARGET"
   fi
   (cd src-tauri && ../ui/node_modules/.bin/tauri build "${flags[@]}" --bundles deb --config \
-    '{"bundle":{"active":true,"resources":{"../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf":"models/SmolLM2-135M-Instruct.Q4_1.gguf"}}}')
+    '{"bundle":{"active":true,"resources":{"../.data/models/SmolLM2-135M-Instruct.Q4_1.gguf":"models/SmolLM2-135M-Instruct.Q4_1.gguf","../.data/models/meaning/all-MiniLM-L6-v2/model.safetensors":"models/meaning/all-MiniLM-L6-v2/model.safetensors","../.data/models/meaning/all-MiniLM-L6-v2/tokenizer.json":"models/meaning/all-MiniLM-L6-v2/tokenizer.json","../.data/models/meaning/all-MiniLM-L6-v2/config.json":"models/meaning/all-MiniLM-L6-v2/config.json","../.data/models/meaning/all-MiniLM-L6-v2/1_Pooling/config.json":"models/meaning/all-MiniLM-L6-v2/1_Pooling/config.json"}}}')
   ls "$(package_dir "$profile")"/bundle/deb/*.deb
 }
 

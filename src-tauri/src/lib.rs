@@ -134,6 +134,14 @@ pub fn run() {
                         tracing::warn!(error = %e, "the bundled default model was not installed")
                     }
                 }
+                // And the model that finds messages by meaning (#36).
+                match sinkchat_chat::meaning::install_bundled(&data_dir, &res.join("models")) {
+                    Ok(true) => tracing::info!("the bundled meaning model was installed"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the bundled meaning model was not installed")
+                    }
+                }
             }
             init_state(app.handle(), data_dir.clone()).map_err(|e| {
                 tracing::error!(error = %e, "start-up failed");

@@ -187,6 +187,28 @@ impl Meaning {
     }
 }
 
+/// Puts the meaning model an installed package brings (`bundled`: its resource folder's
+/// `models`) into the data folder's models folder, once, each file whole or not at all;
+/// whether it did. Nothing to do when it is there already or the package has none.
+pub fn install_bundled(data: &std::path::Path, bundled: &std::path::Path) -> std::io::Result<bool> {
+    use sinkchat_engine::embed::{FILES, FOLDER};
+    let dest = sinkchat_hub::models_dir(data).join(FOLDER);
+    let src = bundled.join(FOLDER);
+    if dest.join(FILES[0]).exists() || !FILES.iter().all(|f| src.join(f).is_file()) {
+        return Ok(false);
+    }
+    let part = dest.with_extension("part");
+    let _ = std::fs::remove_dir_all(&part);
+    for f in FILES {
+        let to = part.join(f);
+        std::fs::create_dir_all(to.parent().expect("a folder"))?;
+        std::fs::copy(src.join(f), &to)?;
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&part, &dest)?;
+    Ok(true)
+}
+
 impl crate::ChatService {
     /// Starts the background task that gives finished messages their vectors; it ends when
     /// the service does. Called once, by [`crate::ChatService::open`].
@@ -365,6 +387,28 @@ async fn meaning_task(weak: Weak<crate::Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundled_model_is_installed_once_and_whole() {
+        use sinkchat_engine::embed::{FILES, FOLDER};
+        let data = tempfile::tempdir().unwrap();
+        let res = tempfile::tempdir().unwrap();
+        assert!(
+            !install_bundled(data.path(), res.path()).unwrap(),
+            "none bundled"
+        );
+        for f in FILES {
+            let p = res.path().join(FOLDER).join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        assert!(install_bundled(data.path(), res.path()).unwrap());
+        let dest = sinkchat_hub::models_dir(data.path()).join(FOLDER);
+        for f in FILES {
+            assert_eq!(std::fs::read_to_string(dest.join(f)).unwrap(), f);
+        }
+        assert!(!install_bundled(data.path(), res.path()).unwrap(), "once");
+    }
 
     #[test]
     fn the_index_ranks_by_agreeing_signs() {
