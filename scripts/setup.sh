@@ -207,7 +207,7 @@ case "$mode" in
     (cd ui && npm test)
     say "the local server with real clients: openai (PyPI), openai (npm), Playwright + Chromium, axe-core"
     (cd tests/api && PYTHONPATH="$ROOT/.cache/pylib" timeout 900 python3 test_openai_python.py)
-    (cd tests/api && timeout 900 node --test --test-concurrency=1 openai.test.mjs browser.test.mjs plain.test.mjs words.test.mjs a11y.test.mjs recall.test.mjs server-model.test.mjs)
+    (cd tests/api && timeout 900 node --test --test-concurrency=1 openai.test.mjs browser.test.mjs plain.test.mjs words.test.mjs a11y.test.mjs recall.test.mjs meaning.test.mjs server-model.test.mjs)
     say "end-to-end tests in the real app (Xvfb + tauri-driver + WebKitWebDriver)"
     # A time limit, so that a hung window fails the run instead of eating the CI budget.
     (cd tests/e2e && timeout 2400 xvfb-run -a --server-args="-screen 0 1280x800x24" node --test --test-concurrency=1 app.test.mjs ui.test.mjs crash.test.mjs)
