@@ -206,3 +206,59 @@ async fn without_the_model_everything_goes_on_by_words() {
     assert!(svc.search("marriage ceremony").await.unwrap().is_empty());
     svc.shutdown().await;
 }
+
+/// Hard input for the background task: a message of 100,000 characters (embedded by its
+/// start), a reply that ended empty, text in scripts the model barely knows, emoji alone. Each
+/// gets its vector, none stops the task, and the chat's search still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_messages_get_their_vectors_without_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(&dir.path().join("chats.db")).await.unwrap();
+        let c = store
+            .create_conversation("Hard", "m", "", "{}")
+            .await
+            .unwrap();
+        let long = "The harbour wall is long. ".repeat(4000);
+        assert_eq!(long.chars().count(), 104_000);
+        let long: String = long.chars().take(100_000).collect();
+        for t in [
+            long.as_str(),
+            "ཀུན་ལ་བདེ་བ་ཡོང་བར་ཤོག",
+            "ქართული ენა ძალიან ლამაზია.",
+            "🙂🙂🙂 🎉",
+        ] {
+            store
+                .add_user_message(c.id, &MessageText::parse(t).unwrap())
+                .await
+                .unwrap();
+        }
+        let r = store.start_reply(c.id).await.unwrap();
+        store
+            .finish_reply(
+                r.id,
+                "",
+                sinkchat_store::MessageStatus::Stopped,
+                None,
+                Some(0),
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    common::install_meaning(dir.path());
+    let svc = ChatService::open(dir.path(), Some(common::model_path()))
+        .await
+        .unwrap();
+    svc.meaning_caught_up().await;
+    assert_eq!(
+        svc.meaning_state().await,
+        MeaningState::Ready {
+            done: 5,
+            waiting: 0
+        }
+    );
+    let hits = svc.search("harbour").await.unwrap();
+    assert!(hits.iter().any(|h| !h.by_meaning), "{hits:?}");
+    svc.shutdown().await;
+}
