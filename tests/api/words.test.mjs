@@ -148,6 +148,9 @@ for (const scheme of ["light", "dark"]) {
       }
       if (screen === "models") {
         assert.match(text, /Le meilleur pour cet ordinateur/);
+        // Sizes in French units, with a decimal comma where there is one.
+        assert.match(await page.textContent("#models-free"), /\d+(,\d)? Go/);
+        assert.ok(!/\d (MB|GB|bytes)\b/.test(text), "sizes left in English units");
         for (const c of (await server.command("models_overview")).body.catalog) {
           assert.ok(!text.includes(c.description), `${c.id}'s description left in English`);
         }

@@ -1,11 +1,19 @@
 // Numbers for people: sizes, speeds, durations.
 
-export function bytes(n: number | null | undefined): string {
+const UNITS: Record<string, string[]> = {
+  en: ["bytes", "KB", "MB", "GB", "TB"],
+  fr: ["octets", "Ko", "Mo", "Go", "To"],
+};
+
+/** A size as `lang` writes it: "4.4 GB" (English), "4,4 Go" (French). */
+export function bytes(n: number | null | undefined, lang = "en"): string {
   if (n == null || !isFinite(n)) return "?";
-  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  const units = UNITS[lang] ?? UNITS.en;
   let v = n, u = 0;
   while (v >= 1000 && u < units.length - 1) { v /= 1000; u++; }
-  return u === 0 ? `${v} bytes` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+  const figure = u === 0 ? v : v < 10 ? Math.round(v * 10) / 10 : Math.round(v);
+  const digits = u > 0 && v < 10 ? 1 : 0;
+  return `${figure.toLocaleString(lang, { minimumFractionDigits: digits, maximumFractionDigits: digits })} ${units[u]}`;
 }
 
 export function duration(s: number | null | undefined): string {

@@ -60,7 +60,7 @@ export async function recommendedDownload(): Promise<{ title: string; size: stri
   const best = o.advice.find((a) => a.fit === "best");
   const c = best && o.catalog.find((x) => x.id === best.key);
   if (!c) return null;
-  return { title: c.title, size: bytes(c.size_bytes), start: async () => { overview = o; await startDownload(c.repo, c.file); } };
+  return { title: c.title, size: bytes(c.size_bytes, t.lang), start: async () => { overview = o; await startDownload(c.repo, c.file); } };
 }
 
 export async function showModels() {
@@ -99,7 +99,7 @@ function progressLine(p: Progress | undefined): string {
     case "connecting": return t.connecting;
     case "retrying": return t.retrying(p.attempt, p.message ?? "");
     case "verifying": return t.verifying;
-    default: return t.downloading(bytes(p.downloaded), bytes(p.total), bytes(p.bytes_per_s), duration(p.eta_s));
+    default: return t.downloading(bytes(p.downloaded, t.lang), bytes(p.total, t.lang), bytes(p.bytes_per_s, t.lang), duration(p.eta_s));
   }
 }
 
@@ -130,7 +130,7 @@ function downloadControls(key: string, repo: string, file: string, downloaded = 
       button(t.pause, () => void api.pauseDownload(key), "pause"),
       button(t.cancel, () => void api.cancelDownload(key), "cancel"));
   } else if (downloaded > 0) {
-    box.append(progressBar(downloaded, total), el("span", { cls: "dl-text", text: t.pausedAt(bytes(downloaded), bytes(total)) }),
+    box.append(progressBar(downloaded, total), el("span", { cls: "dl-text", text: t.pausedAt(bytes(downloaded, t.lang), bytes(total, t.lang)) }),
       button(t.resume, () => void startDownload(repo, file), "resume"),
       button(t.cancel, async () => { await api.cancelDownload(key); await showModels(); }, "cancel"));
   } else {
@@ -146,7 +146,7 @@ function downloadControls(key: string, repo: string, file: string, downloaded = 
 function summaryLine(m: InstalledModel, a: Advice | undefined): string {
   const s = m.summary;
   if (!s) return m.problem ?? "";
-  return [t.onDisk(bytes(m.bytes)), t.needsMemory(bytes(s.memory_bytes)), speedWords(a)].filter(Boolean).join(" · ");
+  return [t.onDisk(bytes(m.bytes, t.lang)), t.needsMemory(bytes(s.memory_bytes, t.lang)), speedWords(a)].filter(Boolean).join(" · ");
 }
 
 function detailsOf(facts: string[]): HTMLElement {
@@ -170,9 +170,9 @@ function fitBadge(a: Advice | undefined): HTMLElement | null {
 function machineLine(o: ModelsOverview): string {
   const m = o.machine;
   const parts = [
-    m.memory_bytes != null ? t.machineMemory(bytes(m.memory_bytes)) : "",
-    m.gpu_memory_bytes != null ? t.machineGpu(bytes(m.gpu_memory_bytes)) : "",
-    m.free_disk_bytes != null ? t.freeSpace(bytes(m.free_disk_bytes)) : "",
+    m.memory_bytes != null ? t.machineMemory(bytes(m.memory_bytes, t.lang)) : "",
+    m.gpu_memory_bytes != null ? t.machineGpu(bytes(m.gpu_memory_bytes, t.lang)) : "",
+    m.free_disk_bytes != null ? t.freeSpace(bytes(m.free_disk_bytes, t.lang)) : "",
   ].filter(Boolean);
   return parts.length ? t.thisComputer(parts.join(" · ")) : "";
 }
@@ -219,7 +219,7 @@ function render() {
       li.append(el("strong", { text: c.title }));
       if (badge) li.append(badge);
       li.append(el("span", { cls: "sub", text: t.describe[c.id] ?? c.description }),
-        el("span", { cls: "facts", text: [t.downloadSize(bytes(c.size_bytes)), t.needsMemory(bytes(a?.memory_bytes ?? c.memory_bytes)), speedWords(a)].filter(Boolean).join(" · ") }),
+        el("span", { cls: "facts", text: [t.downloadSize(bytes(c.size_bytes, t.lang)), t.needsMemory(bytes(a?.memory_bytes ?? c.memory_bytes, t.lang)), speedWords(a)].filter(Boolean).join(" · ") }),
         detailsOf([c.file, c.quantization, t.catalogTemplate(c.chat_template), `${t.license}: ${c.license}`]));
       if (installed.has(c.file)) li.append(el("span", { cls: "badge", text: c.file === o.active ? t.inUse : t.installed }));
       else {
@@ -237,11 +237,11 @@ function render() {
 }
 
 function confirmDelete(box: HTMLElement, m: InstalledModel) {
-  box.replaceChildren(el("span", { text: t.confirmDelete(bytes(m.bytes)) }),
+  box.replaceChildren(el("span", { text: t.confirmDelete(bytes(m.bytes, t.lang)) }),
     button(t.confirm, async () => {
       try {
         const freed = await api.deleteModel(m.file);
-        showToast(t.freed(m.file, bytes(freed)));
+        showToast(t.freed(m.file, bytes(freed, t.lang)));
       } catch (e) { showError(errorText(e)); }
       await showModels();
     }, "confirm-delete"),

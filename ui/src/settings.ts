@@ -3,7 +3,7 @@
 
 import { api, errorText, type Settings } from "./api.js";
 import { $, showBanner, showToast, copyText } from "./dom.js";
-import { bytes, count } from "./format.js";
+import { bytes } from "./format.js";
 import { t } from "./strings.js";
 import { STYLES, styleOf, keepSizes, keepWords, type Style } from "./choices.js";
 
@@ -58,7 +58,7 @@ function showCacheMemory() {
   const half = kvF16 && $<HTMLSelectElement>("set-precision").value === "f16";
   const perToken = half ? kvBytesPerToken / 2 : kvBytesPerToken;
   const fixed = half ? slidingBytes / 2 : slidingBytes;
-  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * perToken + fixed)) : "";
+  $("cache-memory").textContent = kvBytesPerToken ? t.cacheMemory(bytes(slots * perToken + fixed, t.lang)) : "";
 }
 
 /** Whether the form holds changes not saved yet: they are kept when the screen is left and
@@ -137,7 +137,7 @@ export async function showSettings() {
 async function showMeaningState() {
   try {
     const m = await api.meaningState();
-    $("meaning-state").textContent = m.state === "ready" ? t.meaningReady(count(m.done), count(m.done + m.waiting), m.waiting)
+    $("meaning-state").textContent = m.state === "ready" ? t.meaningReady(m.done.toLocaleString(t.lang), (m.done + m.waiting).toLocaleString(t.lang), m.waiting)
       : m.state === "unavailable" ? t.meaningUnavailable : t.meaningIdle;
   } catch (e) { $("meaning-state").textContent = errorText(e); }
 }
@@ -145,7 +145,7 @@ async function showMeaningState() {
 async function showSnapshotUsage() {
   try {
     const u = await api.snapshotUsage();
-    $("snapshot-usage").textContent = t.snapshotUsage(bytes(u.bytes), u.files);
+    $("snapshot-usage").textContent = t.snapshotUsage(bytes(u.bytes, t.lang), u.files);
   } catch (e) { $("snapshot-usage").textContent = errorText(e); }
 }
 

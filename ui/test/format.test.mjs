@@ -9,6 +9,11 @@ test("sizes and durations", () => {
   assert.equal(bytes(4_370_000_000), "4.4 GB");
   assert.equal(bytes(512), "512 bytes");
   assert.equal(bytes(null), "?");
+  // In French: its units and its decimal comma.
+  assert.equal(bytes(4_370_000_000, "fr"), "4,4 Go");
+  assert.equal(bytes(98_362_432, "fr"), "98 Mo");
+  assert.equal(bytes(512, "fr"), "512 octets");
+  assert.equal(bytes(1_500_000_000, "en"), "1.5 GB");
   assert.equal(duration(42.4), "42 s");
   assert.equal(duration(125), "2 min 5 s");
   assert.equal(duration(null), "–");
