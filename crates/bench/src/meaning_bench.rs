@@ -288,7 +288,10 @@ pub fn run(a: Args) -> Result<()> {
             })
             .collect();
         // One reply first, untimed: the model's first steps pay for warming up.
-        let warm = svc.create_conversation().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let warm = svc
+            .create_conversation()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         reply(svc.clone(), warm.id).await?;
         let mut during = Vec::new();
         let mut after = Vec::new();
