@@ -93,19 +93,23 @@ impl Index {
 }
 
 /// The signs of a vector (stored bytes or numbers): bit i set when number i is positive.
-pub(crate) fn signs<T: Copy + Into<f32>>(v: &[T]) -> [u64; 6] {
+pub(crate) fn signs(v: &[f32]) -> [u64; 6] {
+    sign_bits(v.iter().map(|x| *x > 0.0))
+}
+
+/// [`signs`] of a stored vector, read in place (the index reads a million of them).
+fn stored_signs(v: &[u8]) -> [u64; 6] {
+    sign_bits(v.iter().map(|b| *b as i8 > 0))
+}
+
+fn sign_bits(positive: impl Iterator<Item = bool>) -> [u64; 6] {
     let mut out = [0u64; 6];
-    for (i, x) in v.iter().take(384).enumerate() {
-        if (*x).into() > 0.0 {
+    for (i, p) in positive.take(384).enumerate() {
+        if p {
             out[i / 64] |= 1 << (i % 64);
         }
     }
     out
-}
-
-fn stored_signs(v: &[u8]) -> [u64; 6] {
-    let as_f: Vec<f32> = v.iter().map(|b| *b as i8 as f32).collect();
-    signs(&as_f)
 }
 
 /// Texts kept in the memo; a vector takes 1.5 KB, so at most about 6 MB.
