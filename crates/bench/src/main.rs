@@ -286,6 +286,11 @@ enum Eval {
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
+    /// Print a novel's text (for the reference scripts, `scripts/meaning-rule.py`)
+    Text {
+        #[command(flatten)]
+        text: TextArg,
+    },
     /// Perplexity of a text put into a chat paragraph by paragraph, with recall off and on
     /// (is recall silent on running text? see docs/BENCHMARKS.md)
     RecallPerplexity {
@@ -592,6 +597,10 @@ fn main() -> Result<()> {
         }) => {
             let (label, body) = read_text(&text)?;
             parity::run(&models, &label, &body, ctx, &llamacpp, out)
+        }
+        Command::Eval(Eval::Text { text }) => {
+            print!("{}", text.source().read()?);
+            Ok(())
         }
         Command::Eval(Eval::Report {
             dir,

@@ -535,15 +535,28 @@ fn merge_entry(existing: Option<&str>, entry: serde_json::Value) -> Result<serde
         .find(|m| m.get("model") == entry.get("model"))
     {
         // What this run measured replaces the same keys; what it did not measure stays.
-        Some(serde_json::Value::Object(m)) => {
-            for (k, v) in entry.as_object().cloned().unwrap_or_default() {
-                m.insert(k, v);
-            }
-        }
-        Some(m) => *m = entry,
+        Some(m) => merge_into(m, entry),
         None => models.push(entry),
     }
     Ok(json!({ "models": models }))
+}
+
+/// `new`'s keys into `old`, object by object (a question set's figures are an object: a run of
+/// one mode keeps the other modes' figures in it); any other value is replaced.
+fn merge_into(old: &mut serde_json::Value, new: serde_json::Value) {
+    match (old, new) {
+        (serde_json::Value::Object(o), serde_json::Value::Object(n)) => {
+            for (k, v) in n {
+                match o.get_mut(&k) {
+                    Some(slot) => merge_into(slot, v),
+                    None => {
+                        o.insert(k, v);
+                    }
+                }
+            }
+        }
+        (old, new) => *old = new,
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -611,6 +624,16 @@ mod tests {
             doc["models"][0],
             json!({"model": "a.gguf", "in_window": 0.6, "recall_meaning": 0.95})
         );
+        // Within a question set's figures too: a run of one mode keeps the others'.
+        let p1 = json!({"model": "a.gguf", "paraphrase": {"in_window": 0.7, "recall_meaning": {"2": 0.5}}});
+        let doc = merge_entry(Some(&doc.to_string()), p1).unwrap();
+        let p2 = json!({"model": "a.gguf", "paraphrase": {"recall_meaning": {"2": 0.6}}});
+        let doc = merge_entry(Some(&doc.to_string()), p2).unwrap();
+        assert_eq!(
+            doc["models"][0]["paraphrase"],
+            json!({"in_window": 0.7, "recall_meaning": {"2": 0.6}})
+        );
+        assert_eq!(doc["models"][0]["in_window"], json!(0.6));
         assert!(merge_entry(Some("not json"), a).is_err());
     }
 }

@@ -103,9 +103,31 @@ fn score(
                     |l| tk.encode(l, false).ok().map(|ids| ids.len()),
                 ))?;
                 if a.show && !chosen.is_empty() {
+                    // How each came: by meaning (its cosine, the bar it cleared) or by words.
+                    let near = match &vector {
+                        Some(q) => rt.block_on(store.nearest_in_conversation(
+                            conv.id,
+                            first_visible,
+                            q,
+                            8,
+                        ))?,
+                        None => Default::default(),
+                    };
                     eprintln!("paragraph: {text:?}");
                     for m in &chosen {
-                        eprintln!("  recalled: {:?}", m.content);
+                        let how = match near.0.iter().find(|(n, _)| n.id == m.id) {
+                            Some((_, cos)) if recall::near_enough(*cos, near.1) => {
+                                let s = near.1;
+                                format!(
+                                    "near by meaning: cosine {cos:.3}, bar {:.3} ({} gone)",
+                                    (s.mean + recall::outlier_sd(s.n) * s.sd)
+                                        .max(recall::MEANING_MIN),
+                                    s.n
+                                )
+                            }
+                            _ => "by words alone".into(),
+                        };
+                        eprintln!("  recalled ({how}): {:?}", m.content);
                     }
                 }
                 if !chosen.is_empty() {

@@ -156,21 +156,36 @@ pub fn line(role: sinkchat_store::Role, content: &str) -> String {
 pub const MEANING_MIN: f32 = 0.3;
 
 /// A message found by meaning alone must also stand out from the rest of what the model let
-/// go: its cosine at least this many standard deviations above their mean. In a chat that
-/// wanders over many things the message a question is about stands out; in running text on
-/// one subject (a novel, a long paste) every paragraph is near every other, and none does,
-/// so recall stays silent there as it is by words (`sinkchat eval recall-perplexity`). Three:
-/// the usual mark of an outlier, not a figure fitted to a benchmark.
+/// go, by more than chance would: its cosine at least [`outlier_sd`] standard deviations above
+/// their mean. In a chat that wanders over many things the message a question is about stands
+/// out; in running text on one subject (a novel, a long paste) every paragraph is near every
+/// other, and none does, so recall stays silent there as it is by words (`sinkchat eval
+/// recall-perplexity`). Never fewer than three, the usual mark of an outlier.
 pub const MEANING_OUTLIER_SD: f32 = 3.0;
+
+/// How far beyond chance's best a match by meaning alone must stand, in standard deviations.
+pub const MEANING_MARGIN_SD: f32 = 1.0;
 
 /// Below this many evicted messages, their spread says too little to judge an outlier by.
 const SPREAD_MIN_MESSAGES: usize = 8;
+
+/// How many standard deviations above the mean a question's cosine with one of `n` evicted
+/// messages must be to stand out. The best of `n` cosines with unrelated messages (roughly
+/// normal) lies about sqrt(2 ln n) deviations above their mean: 3.0 for 100 messages, 3.7 for
+/// 1,000, 4.8 for 100,000. A fixed three let chance through once a few hundred messages had
+/// gone: in three Austen novels (their questions asked of everything earlier) it passed the best
+/// match of 46% of the paragraphs that ask something. So the bar is chance's best plus
+/// [`MEANING_MARGIN_SD`], and it rises, slowly, as a chat grows (docs/BENCHMARKS.md).
+pub fn outlier_sd(n: usize) -> f32 {
+    let chance = (2.0 * (n.max(1) as f32).ln()).sqrt();
+    (chance + MEANING_MARGIN_SD).max(MEANING_OUTLIER_SD)
+}
 
 /// Whether a message at cosine `cos` with the question is near enough to be given back on
 /// meaning alone, given how the question's cosines with all evicted messages spread.
 pub fn near_enough(cos: f32, spread: sinkchat_store::Spread) -> bool {
     cos >= MEANING_MIN
-        && (spread.n < SPREAD_MIN_MESSAGES || cos >= spread.mean + MEANING_OUTLIER_SD * spread.sd)
+        && (spread.n < SPREAD_MIN_MESSAGES || cos >= spread.mean + outlier_sd(spread.n) * spread.sd)
 }
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009): a message's score is the sum over
@@ -468,7 +483,17 @@ mod tests {
             sd: 0.1,
         };
         assert!(!near_enough(0.55, novel), "near, but so is everything");
-        assert!(near_enough(0.7, novel));
+        // 300 messages: chance's best is 3.4 deviations up, so the bar is 4.4 (0.79).
+        assert!(!near_enough(0.75, novel), "no further out than chance goes");
+        assert!(near_enough(0.8, novel));
+        // The bar rises with the chat: what stands out among 40 need not among 100,000.
+        let long = Spread { n: 100_000, ..chat };
+        assert!(near_enough(0.4, chat));
+        assert!(
+            !near_enough(0.4, long),
+            "chance's best among 100,000 is near 0.39"
+        );
+        assert!(near_enough(0.5, long));
         let few = Spread {
             n: 3,
             mean: 0.3,
