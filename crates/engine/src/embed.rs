@@ -1,5 +1,5 @@
 //! Sentence vectors, for recall and search by meaning (#36): all-MiniLM-L6-v2 (a 6-layer BERT,
-//! 22M parameters, 384 dimensions, Apache-2.0) run by candle-transformers' BERT with its own
+//! 22M parameters, 384 dimensions, Apache-2.0) run by our BERT encoder on candle ([`crate::bert`]) with its own
 //! `tokenizers` tokenizer, pooled as its sentence-transformers configuration says: the mean of
 //! the last layer's token vectors (padding left out), then scaled to length 1, so that the dot
 //! product of two vectors is their cosine similarity.
@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::bert::{Bert, Config};
 use crate::error::{Error, Result};
 
 /// The length of a vector.
@@ -37,7 +37,7 @@ const BATCH: usize = 16;
 
 /// The embedding model, loaded.
 pub struct Embedder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -71,6 +71,9 @@ impl Embedder {
         }
         let (_, config) = read(dir, "config.json")?;
         let config: Config = serde_json::from_slice(&config).map_err(fault)?;
+        if let Some(why) = config.unsupported() {
+            return Err(fault(why));
+        }
         let (path, _) = read(dir, "tokenizer.json")?;
         let mut tokenizer = Tokenizer::from_file(&path).map_err(fault)?;
         tokenizer
@@ -91,7 +94,7 @@ impl Embedder {
         // every safetensors file.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| fault(format!("{}: {e}", weights.display())))?;
-        let model = BertModel::load(vb, &config).map_err(fault)?;
+        let model = Bert::load(vb, &config).map_err(fault)?;
         Ok(Self {
             model,
             tokenizer,
@@ -123,8 +126,7 @@ impl Embedder {
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &mask)?;
         // Mean over the real tokens, then length 1.
         let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let sum = hidden.broadcast_mul(&m)?.sum(1)?;

@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod arch;
 pub mod attend;
+mod bert;
 pub mod cache;
 pub mod chat;
 pub mod device;
