@@ -117,12 +117,12 @@ fn score(
                     for m in &chosen {
                         let how = match near.0.iter().find(|(n, _)| n.id == m.id) {
                             Some((_, cos)) if recall::near_enough(*cos, near.1) => {
-                                let s = near.1;
+                                let rest = near.1.without(*cos);
                                 format!(
-                                    "near by meaning: cosine {cos:.3}, bar {:.3} ({} gone)",
-                                    (s.mean + recall::outlier_sd(s.n) * s.sd)
+                                    "near by meaning: cosine {cos:.3}, bar {:.3} ({} others gone)",
+                                    (rest.mean + recall::outlier_sd(rest.n) * rest.sd)
                                         .max(recall::MEANING_MIN),
-                                    s.n
+                                    rest.n
                                 )
                             }
                             _ => "by words alone".into(),

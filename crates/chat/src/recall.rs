@@ -157,7 +157,7 @@ pub const MEANING_MIN: f32 = 0.3;
 
 /// A message found by meaning alone must also stand out from the rest of what the model let
 /// go, by more than chance would: its cosine at least [`outlier_sd`] standard deviations above
-/// their mean. In a chat that wanders over many things the message a question is about stands
+/// the mean of the others' cosines. In a chat that wanders over many things the message a question is about stands
 /// out; in running text on one subject (a novel, a long paste) every paragraph is near every
 /// other, and none does, so recall stays silent there as it is by words (`sinkchat eval
 /// recall-perplexity`). Never fewer than three, the usual mark of an outlier.
@@ -184,8 +184,16 @@ pub fn outlier_sd(n: usize) -> f32 {
 /// Whether a message at cosine `cos` with the question is near enough to be given back on
 /// meaning alone, given how the question's cosines with all evicted messages spread.
 pub fn near_enough(cos: f32, spread: sinkchat_store::Spread) -> bool {
-    cos >= MEANING_MIN
-        && (spread.n < SPREAD_MIN_MESSAGES || cos >= spread.mean + outlier_sd(spread.n) * spread.sd)
+    if cos < MEANING_MIN {
+        return false;
+    }
+    if spread.n < SPREAD_MIN_MESSAGES {
+        return true;
+    }
+    // Against the rest: with a dozen messages gone, one counted among them could never stand
+    // more than about three deviations out of a spread it widens itself.
+    let rest = spread.without(cos);
+    cos >= rest.mean + outlier_sd(rest.n) * rest.sd
 }
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009): a message's score is the sum over
@@ -483,7 +491,7 @@ mod tests {
             sd: 0.1,
         };
         assert!(!near_enough(0.55, novel), "near, but so is everything");
-        // 300 messages: chance's best is 3.4 deviations up, so the bar is 4.4 (0.79).
+        // 299 others: chance's best is 3.4 deviations up, so the bar is 4.4 (about 0.77).
         assert!(!near_enough(0.75, novel), "no further out than chance goes");
         assert!(near_enough(0.8, novel));
         // The bar rises with the chat: what stands out among 40 need not among 100,000.
@@ -500,6 +508,17 @@ mod tests {
             sd: 0.01,
         };
         assert!(near_enough(0.31, few), "too few to judge a spread by");
+        // Two windows on, a dozen messages gone: the fact stands out from the other eleven.
+        // Counted in the spread it widens itself, it could stand at most 3.2 deviations out.
+        let others = [
+            0.05, 0.12, 0.08, 0.15, 0.1, 0.02, 0.11, 0.09, 0.14, 0.06, 0.13,
+        ];
+        let gone = Spread::of(others.iter().copied().chain([0.5]));
+        assert!(near_enough(0.5, gone));
+        assert!(!near_enough(
+            0.2,
+            Spread::of(others.iter().copied().chain([0.2]))
+        ));
     }
 
     #[test]

@@ -168,6 +168,25 @@ impl Spread {
             sd: var.sqrt() as f32,
         }
     }
+
+    /// The spread of the same values with one of them, `x`, left out: how the rest spread
+    /// around a match that is to stand out from them.
+    pub fn without(self, x: f32) -> Self {
+        if self.n <= 1 {
+            return Spread::default();
+        }
+        let (n, x) = (self.n as f64, x as f64);
+        let (mean, sd) = (self.mean as f64, self.sd as f64);
+        let sum = mean * n - x;
+        let sq = (sd * sd + mean * mean) * n - x * x;
+        let rest = n - 1.0;
+        let mean = sum / rest;
+        Spread {
+            n: self.n - 1,
+            mean: mean as f32,
+            sd: (sq / rest - mean * mean).max(0.0).sqrt() as f32,
+        }
+    }
 }
 
 impl Store {
@@ -245,6 +264,17 @@ mod tests {
         assert!((s.mean - 0.3).abs() < 1e-6);
         assert!((s.sd - (0.08f32 / 3.0).sqrt()).abs() < 1e-5);
         assert_eq!(Spread::of(std::iter::empty()), Spread::default());
+        // One left out: the spread of the rest.
+        let all = [0.1f32, 0.3, 0.5, 0.9, -0.2];
+        let rest = Spread::of(all.into_iter()).without(0.9);
+        let direct = Spread::of([0.1f32, 0.3, 0.5, -0.2].into_iter());
+        assert_eq!(rest.n, 4);
+        assert!((rest.mean - direct.mean).abs() < 1e-6);
+        assert!((rest.sd - direct.sd).abs() < 1e-5);
+        assert_eq!(
+            Spread::of([0.4f32].into_iter()).without(0.4),
+            Spread::default()
+        );
     }
 
     #[test]
