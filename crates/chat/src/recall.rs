@@ -174,7 +174,7 @@ const SPREAD_MIN_MESSAGES: usize = 8;
 /// normal) lies about sqrt(2 ln n) deviations above their mean: 3.0 for 100 messages, 3.7 for
 /// 1,000, 4.8 for 100,000. A fixed three let chance through once a few hundred messages had
 /// gone: in three Austen novels (their questions asked of everything earlier) it passed the best
-/// match of 46% of the paragraphs that ask something. So the bar is chance's best plus
+/// match of 47% of the paragraphs that ask something. So the bar is chance's best plus
 /// [`MEANING_MARGIN_SD`], and it rises, slowly, as a chat grows (docs/BENCHMARKS.md).
 pub fn outlier_sd(n: usize) -> f32 {
     let chance = (2.0 * (n.max(1) as f32).ln()).sqrt();
