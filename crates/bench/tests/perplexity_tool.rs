@@ -181,8 +181,13 @@ fn recall_perplexity_recalls_for_the_question_only() {
     assert_eq!(s["paragraphs"], 14);
     assert_eq!(s["paragraphs_with_recall"], 1, "{s}\n{stderr}");
     assert!(s["recalled_tokens_read"].as_u64().unwrap() > 10);
+    // Each recalled line says how it came (by words alone, or near by meaning), then the text.
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("recalled ("))
+        .unwrap_or_else(|| panic!("no recalled line: {stderr}"));
     assert!(
-        stderr.contains("recalled: \"My cat is called Quokkamuffin"),
+        line.contains("): \"My cat is called Quokkamuffin"),
         "{stderr}"
     );
     let (off, on) = (
