@@ -225,7 +225,7 @@ case "$mode" in
     export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-75}
     # --workspace: the shared dependencies' features resolve as in the build above, so only
     # candle's CUDA side and what depends on it compile again (`-p sinkchat-cli` alone resolves
-    # its own features and recompiled most of the tree: 11.9 against 9.1 minutes here).
+    # its own features and recompiled most of the tree: about 11 against 9 minutes here).
     LD_LIBRARY_PATH="$SINKCHAT_CUDA_STUBS:$CUDA_ROOT/lib" cargo test --workspace --features sinkchat-cli/cuda --test cuda_fallback -- --test-threads=2
     say "all tests passed"
     ;;
