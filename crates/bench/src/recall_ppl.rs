@@ -116,15 +116,11 @@ fn score(
                     eprintln!("paragraph: {text:?}");
                     for m in &chosen {
                         let how = match near.0.iter().find(|(n, _)| n.id == m.id) {
-                            Some((_, cos)) if recall::near_enough(*cos, near.1) => {
-                                let rest = near.1.without(*cos);
-                                format!(
-                                    "near by meaning: cosine {cos:.3}, bar {:.3} ({} others gone)",
-                                    (rest.mean + recall::outlier_sd(rest.n) * rest.sd)
-                                        .max(recall::MEANING_MIN),
-                                    rest.n
-                                )
-                            }
+                            Some((_, cos)) if recall::near_enough(*cos, near.1) => format!(
+                                "near by meaning: cosine {cos:.3}, bar {:.3} ({} others gone)",
+                                recall::meaning_bar(*cos, near.1),
+                                near.1.n.saturating_sub(1)
+                            ),
                             _ => "by words alone".into(),
                         };
                         eprintln!("  recalled ({how}): {:?}", m.content);

@@ -157,8 +157,8 @@ pub const MEANING_MIN: f32 = 0.3;
 
 /// A message found by meaning alone must also stand out from the rest of what the model let
 /// go, by more than chance would: its cosine at least [`outlier_sd`] standard deviations above
-/// the mean of the others' cosines. In a chat that wanders over many things the message a question is about stands
-/// out; in running text on one subject (a novel, a long paste) every paragraph is near every
+/// the mean of the others' cosines. In a chat that wanders over many things the message a
+/// question is about stands out; in running text on one subject (a novel, a long paste) every paragraph is near every
 /// other, and none does, so recall stays silent there as it is by words (`sinkchat eval
 /// recall-perplexity`). Never fewer than three, the usual mark of an outlier.
 pub const MEANING_OUTLIER_SD: f32 = 3.0;
@@ -184,16 +184,19 @@ pub fn outlier_sd(n: usize) -> f32 {
 /// Whether a message at cosine `cos` with the question is near enough to be given back on
 /// meaning alone, given how the question's cosines with all evicted messages spread.
 pub fn near_enough(cos: f32, spread: sinkchat_store::Spread) -> bool {
-    if cos < MEANING_MIN {
-        return false;
-    }
+    cos >= meaning_bar(cos, spread)
+}
+
+/// The least cosine a message at `cos` had to reach to be given back on meaning alone:
+/// [`MEANING_MIN`], and, once enough messages have gone to judge by, [`outlier_sd`] deviations
+/// above the others. Against the rest: with a dozen messages gone, one counted among them could
+/// never stand more than about three deviations out of a spread it widens itself.
+pub fn meaning_bar(cos: f32, spread: sinkchat_store::Spread) -> f32 {
     if spread.n < SPREAD_MIN_MESSAGES {
-        return true;
+        return MEANING_MIN;
     }
-    // Against the rest: with a dozen messages gone, one counted among them could never stand
-    // more than about three deviations out of a spread it widens itself.
     let rest = spread.without(cos);
-    cos >= rest.mean + outlier_sd(rest.n) * rest.sd
+    (rest.mean + outlier_sd(rest.n) * rest.sd).max(MEANING_MIN)
 }
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009): a message's score is the sum over

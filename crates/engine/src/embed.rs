@@ -1,8 +1,8 @@
 //! Sentence vectors, for recall and search by meaning (#36): all-MiniLM-L6-v2 (a 6-layer BERT,
-//! 22M parameters, 384 dimensions, Apache-2.0) run by our BERT encoder on candle ([`crate::bert`]) with its own
-//! `tokenizers` tokenizer, pooled as its sentence-transformers configuration says: the mean of
-//! the last layer's token vectors (padding left out), then scaled to length 1, so that the dot
-//! product of two vectors is their cosine similarity.
+//! 22M parameters, 384 dimensions, Apache-2.0) run by our BERT encoder on candle
+//! ([`crate::bert`]) with its own `tokenizers` tokenizer, pooled as its sentence-transformers
+//! configuration says: the mean of the last layer's token vectors (padding left out), then
+//! scaled to length 1, so that the dot product of two vectors is their cosine similarity.
 //!
 //! A text longer than the model's 256 tokens (its `max_seq_length`) is embedded by its start:
 //! the first 254 word pieces, as sentence-transformers itself truncates. A message's opening is
